@@ -1,0 +1,123 @@
+"""Finding cases in the competition layout, and the problems found on the way.
+
+    DATA/train_images/{authentic,forged}/<case_id>.<png|jpg|jpeg|tif|tiff>
+    DATA/train_masks/<case_id>.npy                (forged cases)
+    DATA/supplemental_images/ + supplemental_masks/  (optional; same layout as train,
+                                                   or a flat folder of forged images)
+    DATA/test_images/<case_id>.<ext>
+
+A case is identified by (label, case_id): the same case_id is often both an
+authentic image and its forged counterpart. Anything that splits data uses
+``split_key`` (the case_id alone) so that a pair never straddles the split.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+from preprocessing.images import is_image_file
+
+AUTHENTIC, FORGED = 0, 1
+LABEL_NAMES = {AUTHENTIC: "authentic", FORGED: "forged"}
+
+
+@dataclass(frozen=True)
+class Case:
+    case_id: str
+    label: int  # 0 authentic, 1 forged
+    source: str  # "train" or "supplemental"
+    image_path: str
+    mask_path: Optional[str] = None  # set for forged cases when the mask exists
+
+    @property
+    def key(self) -> str:
+        return f"{LABEL_NAMES[self.label]}/{self.case_id}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something found during discovery; the case may still be usable (see ``fatal``)."""
+
+    case_id: str
+    label: Optional[int]
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _images_in(folder: str) -> dict[str, str]:
+    """case_id -> path for image files in a folder (non-image files are ignored)."""
+    if not os.path.isdir(folder):
+        return {}
+    out = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path) and is_image_file(name):
+            out.setdefault(os.path.splitext(name)[0], path)
+    return out
+
+
+def _masks_in(folder: str) -> dict[str, str]:
+    if not os.path.isdir(folder):
+        return {}
+    return {os.path.splitext(n)[0]: os.path.join(folder, n)
+            for n in sorted(os.listdir(folder)) if n.lower().endswith(".npy")}
+
+
+def discover_training_cases(root: str) -> tuple[list[Case], list[Problem]]:
+    """All labelled cases (train + supplemental), sorted by (source, label, case_id).
+
+    Forged images without a mask are returned as cases with ``mask_path=None``
+    (the consumer records them as errors) and also listed as problems; masks
+    without a forged image are problems only.
+    """
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"input directory not found: {root}")
+    cases: list[Case] = []
+    problems: list[Problem] = []
+    layouts = [("train", "train_images", "train_masks"),
+               ("supplemental", "supplemental_images", "supplemental_masks")]
+    found_any = False
+    for source, img_dir, mask_dir in layouts:
+        img_root, masks = os.path.join(root, img_dir), _masks_in(os.path.join(root, mask_dir))
+        if not os.path.isdir(img_root):
+            continue
+        found_any = True
+        authentic = _images_in(os.path.join(img_root, "authentic"))
+        forged = _images_in(os.path.join(img_root, "forged"))
+        if source == "supplemental" and not authentic and not forged:
+            forged = _images_in(img_root)  # flat supplemental folder: all forged
+        for cid, path in authentic.items():
+            cases.append(Case(cid, AUTHENTIC, source, path))
+        for cid, path in forged.items():
+            mask = masks.get(cid)
+            if mask is None:
+                problems.append(Problem(cid, FORGED, path, f"missing_mask: no {mask_dir}/{cid}.npy"))
+            cases.append(Case(cid, FORGED, source, path, mask))
+        for cid in sorted(set(masks) - set(forged)):
+            problems.append(Problem(cid, None, masks[cid], "orphan_mask: mask without a forged image"))
+    if not found_any:
+        raise FileNotFoundError(f"{root} has no train_images/ or supplemental_images/ folder "
+                                "(expected the competition layout; see README)")
+    cases.sort(key=lambda c: (c.source, c.label, c.case_id))
+    return cases, problems
+
+
+def discover_test_images(root: str) -> list[tuple[str, str]]:
+    """(case_id, path) of every image in ``root/test_images`` or, if absent, in ``root`` itself."""
+    folder = os.path.join(root, "test_images")
+    folder = folder if os.path.isdir(folder) else root
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"image directory not found: {root}")
+    return sorted(_images_in(folder).items())
+
+
+def split_key(case: Case) -> str:
+    """What a train/val split hashes: the case_id alone, so an authentic/forged pair stays together."""
+    return case.case_id

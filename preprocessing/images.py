@@ -1,0 +1,88 @@
+"""Decoding images to RGB uint8: the one documented conversion every entry point uses.
+
+Conversion (applied to PNG, JPEG and TIFF alike, pixel grid as stored, EXIF
+orientation ignored so masks stay aligned):
+- 16-bit samples -> 8-bit by ``round(v / 257)`` (maps 65535 to 255 exactly);
+  float samples are clipped to [0, 1] and scaled to 255;
+- grayscale -> the value repeated in R, G and B;
+- RGBA / gray+alpha -> the alpha channel is dropped (not composited), since
+  scientific figures use alpha for padding, not for the content;
+- OpenCV's BGR order -> RGB.
+Images above ``MAX_PIXELS`` are refused before decoding (decompression bombs).
+"""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from preprocessing.errors import BadInput
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+MAX_PIXELS = 100_000_000  # 100 MP: ~10k x 10k; larger files are refused, not decoded
+
+
+def to_rgb8(pixels: np.ndarray) -> np.ndarray:
+    """Any decoded array (H,W) / (H,W,1|3|4), uint8/uint16/float, in OpenCV BGR order -> RGB uint8."""
+    a = np.asarray(pixels)
+    if a.dtype == np.uint16:
+        a = ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    elif a.dtype.kind == "f":
+        a = (np.clip(np.nan_to_num(a), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ValueError(f"unsupported sample type {a.dtype}")
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[:, :, 0]
+    if a.ndim == 2:
+        return np.repeat(a[:, :, None], 3, axis=2)
+    if a.ndim == 3 and a.shape[2] == 2:  # gray + alpha
+        return np.repeat(a[:, :, :1], 3, axis=2)
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        return np.ascontiguousarray(a[:, :, 2::-1])
+    raise ValueError(f"unsupported image shape {a.shape}")
+
+
+def image_size(data: bytes, path: str) -> tuple[int, int]:
+    """(height, width) from the file header only, without decoding the pixels."""
+    import io
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            width, height = im.size
+    except Image.DecompressionBombError as exc:
+        raise BadInput(path, f"too_large: {exc}") from exc
+    except Exception as exc:  # PIL raises many types for junk headers
+        raise BadInput(path, f"not_an_image: cannot read header ({type(exc).__name__}: {exc})") from exc
+    return height, width
+
+
+def decode_rgb8(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes to (H, W, 3) RGB uint8, or raise ``BadInput`` naming the file."""
+    if len(data) == 0:
+        raise BadInput(path, "empty_file: zero bytes")
+    height, width = image_size(data, path)
+    if height * width > max_pixels:
+        raise BadInput(path, f"too_large: {width}x{height} = {height * width} pixels exceeds the limit of {max_pixels}")
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if decoded is None or decoded.size == 0:
+        raise BadInput(path, "corrupt_image: the decoder could not read the pixels (truncated or damaged file)")
+    try:
+        return to_rgb8(decoded)
+    except ValueError as exc:
+        raise BadInput(path, f"unsupported_image: {exc}") from exc
+
+
+def read_rgb8(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read and decode an image file to RGB uint8 (see module docstring for the conversion)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise BadInput(path, f"unreadable: {exc.strerror}") from exc
+    return decode_rgb8(data, path, max_pixels)
+
+
+def is_image_file(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS

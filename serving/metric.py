@@ -1,0 +1,110 @@
+"""The competition metric (oF1): one implementation, used by evaluate, calibrate and training.
+
+Per image: pixel F1 between every predicted and every true instance; Hungarian
+matching on -F1 (rows padded with zeros when there are fewer predictions than
+truths); mean matched F1 times ``len(gt) / max(len(pred), len(gt))``. An
+authentic image scores 1 only when predicted authentic; a forged image
+predicted authentic scores 0. The dataset score is the mean over images.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+from serving import rle
+
+
+def f1_matrix(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray]) -> np.ndarray:
+    """(max(P, G), G) pixel-F1 matrix; rows beyond P are zero padding."""
+    n_pred, n_gt = len(pred), len(gt)
+    out = np.zeros((max(n_pred, n_gt), n_gt), dtype=np.float64)
+    if n_pred == 0 or n_gt == 0:
+        return out
+    p = np.stack([np.asarray(m).reshape(-1) > 0 for m in pred]).astype(np.float64)
+    g = np.stack([np.asarray(m).reshape(-1) > 0 for m in gt]).astype(np.float64)
+    tp = p @ g.T
+    denom = p.sum(1)[:, None] + g.sum(1)[None, :]  # 2TP + FP + FN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[:n_pred] = np.where(denom > 0, 2.0 * tp / denom, 0.0)
+    return out
+
+
+def instance_of1(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray]) -> float:
+    """oF1 of one forged image's predicted instances against its true instances."""
+    if len(gt) == 0:
+        raise ValueError("instance_of1 needs at least one true instance (authentic images score by label)")
+    if len(pred) == 0:
+        return 0.0
+    matrix = f1_matrix(pred, gt)
+    rows, cols = linear_sum_assignment(-matrix)
+    penalty = len(gt) / max(len(pred), len(gt))
+    return float(np.mean(matrix[rows, cols]) * penalty)
+
+
+def image_score(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray]) -> float:
+    """Score of one image: label agreement for authentic truth, oF1 for forged truth."""
+    if len(gt) == 0:
+        return 1.0 if len(pred) == 0 else 0.0
+    return instance_of1(pred, gt)
+
+
+@dataclass
+class Evaluation:
+    """Dataset-level result; ``per_image`` has one row per solution row."""
+
+    summary: dict
+    per_image: pd.DataFrame = field(repr=False)
+
+
+def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluation:
+    """Score a submission against a solution (``case_id,annotation,height,width``).
+
+    Solution rows missing from the submission and unparseable submission
+    annotations score 0 and are counted; they never stop the run.
+    """
+    for col in ("case_id", "annotation", "height", "width"):
+        if col not in solution.columns:
+            raise ValueError(f"solution is missing column {col!r} (has {list(solution.columns)})")
+    for col in ("case_id", "annotation"):
+        if col not in submission.columns:
+            raise ValueError(f"submission is missing column {col!r} (has {list(submission.columns)})")
+    sub = submission.astype({"case_id": str}).drop_duplicates("case_id", keep="first").set_index("case_id")["annotation"]
+    rows = []
+    for rec in solution.astype({"case_id": str}).itertuples(index=False):
+        h, w = int(rec.height), int(rec.width)
+        gt = rle.decode(str(rec.annotation), h, w)
+        row = {"case_id": rec.case_id, "true_forged": bool(gt), "status": "ok", "pred_forged": False}
+        if rec.case_id not in sub.index:
+            row.update(status="missing", score=0.0)
+        else:
+            try:
+                ann = sub.loc[rec.case_id]
+                pred = rle.decode("" if pd.isna(ann) else str(ann), h, w)
+                row.update(pred_forged=bool(pred), score=image_score(pred, gt))
+            except rle.RLEError as exc:
+                row.update(status="unparseable", score=0.0, error=str(exc))
+        rows.append(row)
+    per_image = pd.DataFrame(rows, columns=["case_id", "true_forged", "pred_forged", "status", "score", "error"])
+    n = len(per_image)
+    tf_, pf = per_image["true_forged"].astype(bool), per_image["pred_forged"].astype(bool)
+    scored = per_image["status"] == "ok"
+    summary = {
+        "oF1": float(per_image["score"].mean()) if n else 0.0,
+        "images": n,
+        "missing": int((per_image["status"] == "missing").sum()),
+        "unparseable": int((per_image["status"] == "unparseable").sum()),
+        "true_forged": int(tf_.sum()),
+        "true_authentic": int((~tf_).sum()),
+        "pred_forged": int((pf & scored).sum()),
+        "pred_authentic": int((~pf & scored).sum()),
+        "forged_detected": int((tf_ & pf & scored).sum()),
+        "authentic_false_positive": int((~tf_ & pf & scored).sum()),
+        "oF1_forged": float(per_image.loc[tf_, "score"].mean()) if tf_.any() else None,
+        "oF1_authentic": float(per_image.loc[~tf_, "score"].mean()) if (~tf_).any() else None,
+        "extra_submission_rows": int(len(set(sub.index) - set(per_image["case_id"]))),
+    }
+    return Evaluation(summary=summary, per_image=per_image)

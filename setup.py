@@ -1,0 +1,30 @@
+"""Install the copy-move forgery pipeline: preprocessing (Beam), trainer (TF), serving."""
+from setuptools import setup
+
+TF_VERSION = "2.17.1"
+
+setup(
+    name="copymove",
+    version="0.1.0",
+    description="Copy-move forgery segmentation for scientific images (Beam + TensorFlow)",
+    python_requires=">=3.11,<3.12",
+    packages=["preprocessing", "trainer", "serving"],
+    install_requires=[
+        f"tensorflow=={TF_VERSION}",
+        "tensorflow-io==0.37.1",  # its compiled ops load on TF 2.17; they fail on TF 2.21
+        "apache-beam==2.77.0",
+        "numpy>=1.26,<2",  # TF 2.17 is built against numpy 1.x
+        "pandas",
+        "opencv-python-headless",
+        "absl-py",
+        "scipy",
+        "scikit-image",
+        "matplotlib",
+        "pillow",
+        "tqdm",
+    ],
+    extras_require={
+        "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
+        "test": ["pytest", "pytest-timeout"],
+    },
+)

@@ -1,0 +1,1 @@
+"""Training side: tf.data input pipeline, model layers, the dual-stream U-Net, trainer.main, export."""

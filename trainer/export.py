@@ -1,0 +1,61 @@
+"""SavedModel export: a signature that takes uint8 images and needs no project code to load.
+
+``MODEL_DIR/export/`` holds the SavedModel (``serving_default``: ``images``
+uint8 [None, S, S, 3] -> ``probabilities`` float32 [None, S, S, 1], plus
+``image_score`` float32 [None] when the model has an image-level head) and
+``metadata.json`` (image size, post-processing defaults, model flags, ...).
+Written with Keras 3's ExportArchive: ``tf.saved_model.save`` on a Keras 3
+model loses input names and dtypes.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+
+import keras
+import tensorflow as tf
+
+from serving.postprocess import PostprocessConfig
+from serving.saved_model import write_metadata
+
+
+def git_commit() -> str:
+    """The repo's commit (``unknown`` outside a checkout), recorded for provenance."""
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def export_model(model: keras.Model, export_dir: str, image_size: int, metadata: dict) -> str:
+    """Write the SavedModel and metadata.json; returns ``export_dir``.
+
+    ``model`` takes uint8 images and returns either the mask probabilities or a
+    dict with ``mask`` and optionally ``image`` (the image-level forged score).
+    """
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
+
+    def serve(images):
+        out = model(images, training=False)
+        if isinstance(out, dict):
+            result = {"probabilities": tf.cast(out["mask"], tf.float32)}
+            if "image" in out:
+                result["image_score"] = tf.reshape(tf.cast(out["image"], tf.float32), [-1])
+            return result
+        return {"probabilities": tf.cast(out, tf.float32)}
+
+    archive.add_endpoint("serving_default", serve, input_signature=[spec])
+    archive.write_out(export_dir, verbose=False)
+    meta = {
+        "image_size": int(image_size),
+        "postprocess": PostprocessConfig().to_dict(),
+        "git_commit": git_commit(),
+        **metadata,
+    }
+    write_metadata(export_dir, meta)
+    return export_dir
+
