@@ -63,6 +63,19 @@ def _images_in(folder: str) -> dict[str, str]:
     return out
 
 
+def _shadowed_images(folder: str, chosen: dict[str, str]) -> list[tuple[str, str]]:
+    """(case_id, path) of image files ignored because another file has the same case_id (a.png + a.jpg)."""
+    if not os.path.isdir(folder):
+        return []
+    out = []
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        cid = os.path.splitext(name)[0]
+        if os.path.isfile(path) and is_image_file(name) and chosen.get(cid) != path:
+            out.append((cid, path))
+    return out
+
+
 def _masks_in(folder: str) -> dict[str, str]:
     if not os.path.isdir(folder):
         return {}
@@ -89,10 +102,15 @@ def discover_training_cases(root: str) -> tuple[list[Case], list[Problem]]:
         if not os.path.isdir(img_root):
             continue
         found_any = True
-        authentic = _images_in(os.path.join(img_root, "authentic"))
-        forged = _images_in(os.path.join(img_root, "forged"))
+        folders = {AUTHENTIC: os.path.join(img_root, "authentic"), FORGED: os.path.join(img_root, "forged")}
+        authentic, forged = _images_in(folders[AUTHENTIC]), _images_in(folders[FORGED])
         if source == "supplemental" and not authentic and not forged:
+            folders[FORGED] = img_root
             forged = _images_in(img_root)  # flat supplemental folder: all forged
+        for label, chosen in ((AUTHENTIC, authentic), (FORGED, forged)):
+            for cid, path in _shadowed_images(folders[label], chosen):
+                problems.append(Problem(cid, label, path,
+                                        f"duplicate_image: ignored, {os.path.basename(chosen[cid])} has the same case_id"))
         for cid, path in authentic.items():
             cases.append(Case(cid, AUTHENTIC, source, path))
         for cid, path in forged.items():

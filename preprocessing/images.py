@@ -9,6 +9,8 @@ orientation ignored so masks stay aligned):
   scientific figures use alpha for padding, not for the content;
 - OpenCV's BGR order -> RGB.
 Images above ``MAX_PIXELS`` are refused before decoding (decompression bombs).
+The size comes from the header via Pillow, which itself refuses headers above
+2 x ``PIL.Image.MAX_IMAGE_PIXELS`` (~179 MP): also reported as ``too_large``.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ from preprocessing.errors import BadInput
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MAX_PIXELS = 100_000_000  # 100 MP: ~10k x 10k; larger files are refused, not decoded
+# Leading bytes of the formats we accept: PNG, JPEG, TIFF (little/big endian).
+_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
 
 
 def to_rgb8(pixels: np.ndarray) -> np.ndarray:
@@ -54,7 +58,10 @@ def image_size(data: bytes, path: str) -> tuple[int, int]:
     except Image.DecompressionBombError as exc:
         raise BadInput(path, f"too_large: {exc}") from exc
     except Exception as exc:  # PIL raises many types for junk headers
-        raise BadInput(path, f"not_an_image: cannot read header ({type(exc).__name__}: {exc})") from exc
+        detail = f"{type(exc).__name__}: {exc}"
+        if bytes(data[:8]).startswith(_SIGNATURES):  # an image file whose header is cut short or damaged
+            raise BadInput(path, f"corrupt_image: damaged or truncated header ({detail})") from exc
+        raise BadInput(path, f"not_an_image: cannot read header ({detail})") from exc
     return height, width
 
 

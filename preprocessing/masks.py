@@ -17,6 +17,10 @@ import numpy as np
 
 from preprocessing.errors import BadInput
 
+_NPY_MAGIC = b"\x93NUMPY"
+_NPZ_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"  # pickle protocol >= 2 (what np.save / pickle.dump write)
+
 
 @dataclass
 class Mask:
@@ -74,6 +78,10 @@ def load_mask(path: str, image_shape: tuple | None = None, allow_pickle: bool = 
             raise BadInput(path, f"unreadable: {exc.strerror}") from exc
     if len(data) == 0:
         raise BadInput(path, "empty_file: zero bytes")
+    head = bytes(data[:6])
+    if not (head.startswith(_NPY_MAGIC) or head.startswith(_NPZ_MAGIC) or head.startswith(_PICKLE_MAGIC)):
+        # np.load treats any unknown bytes as a pickle; say what it really is.
+        raise BadInput(path, f"bad_mask: not a .npy file (starts with {head!r})")
     try:
         raw = np.load(io.BytesIO(data), allow_pickle=allow_pickle)
     except ValueError as exc:
@@ -84,9 +92,10 @@ def load_mask(path: str, image_shape: tuple | None = None, allow_pickle: bool = 
     except Exception as exc:
         raise BadInput(path, f"bad_mask: not a valid .npy file ({type(exc).__name__}: {exc})") from exc
     if isinstance(raw, np.lib.npyio.NpzFile):
+        raw.close()
         raise BadInput(path, "bad_mask: .npz archive; expected a single .npy array")
-    if allow_pickle and np.asarray(raw).dtype == object:
-        raw = _stack_trusted_object(raw, path)
+    if allow_pickle and not (isinstance(raw, np.ndarray) and raw.dtype != object):
+        raw = _stack_trusted_object(raw, path)  # a trusted pickle may hold any Python object
     inst = parse_mask_array(raw, path)
     original_shape = inst.shape[1:]
     notes = []
@@ -103,7 +112,23 @@ def load_mask(path: str, image_shape: tuple | None = None, allow_pickle: bool = 
 
 def _stack_trusted_object(raw, path: str) -> np.ndarray:
     """Trusted pickled masks (lists of arrays, as some tools write) -> one (N, H, W) array."""
-    items = [np.asarray(x) for x in np.asarray(raw, dtype=object).reshape(-1)]
+    if not isinstance(raw, np.ndarray):
+        try:  # nested lists of numbers, or a list of same-shape planes
+            arr = np.asarray(raw)
+            if arr.dtype != object:
+                return arr
+        except (ValueError, TypeError):
+            pass
+    if isinstance(raw, (list, tuple)):
+        objects = list(raw)
+    elif isinstance(raw, np.ndarray):
+        objects = list(raw.reshape(-1))
+    else:
+        objects = [raw]
+    try:
+        items = [np.asarray(x) for x in objects]
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise BadInput(path, f"bad_mask: pickled items are not arrays ({exc})") from exc
     planes = []
     for it in items:
         if it.ndim == 2:

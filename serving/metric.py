@@ -72,11 +72,16 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
     for col in ("case_id", "annotation"):
         if col not in submission.columns:
             raise ValueError(f"submission is missing column {col!r} (has {list(submission.columns)})")
-    sub = submission.astype({"case_id": str}).drop_duplicates("case_id", keep="first").set_index("case_id")["annotation"]
+    submission = submission.astype({"case_id": str})
+    duplicates = int(submission["case_id"].duplicated().sum())  # only the first row of a repeated case_id counts
+    sub = submission.drop_duplicates("case_id", keep="first").set_index("case_id")["annotation"]
     rows = []
     for rec in solution.astype({"case_id": str}).itertuples(index=False):
         h, w = int(rec.height), int(rec.width)
-        gt = rle.decode(str(rec.annotation), h, w)
+        try:
+            gt = rle.decode(str(rec.annotation), h, w)
+        except rle.RLEError as exc:  # the ground truth itself is broken: stop, naming the row
+            raise rle.RLEError(f"solution row {rec.case_id!r}: {exc}") from exc
         row = {"case_id": rec.case_id, "true_forged": bool(gt), "status": "ok", "pred_forged": False}
         if rec.case_id not in sub.index:
             row.update(status="missing", score=0.0)
@@ -106,5 +111,6 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
         "oF1_forged": float(per_image.loc[tf_, "score"].mean()) if tf_.any() else None,
         "oF1_authentic": float(per_image.loc[~tf_, "score"].mean()) if (~tf_).any() else None,
         "extra_submission_rows": int(len(set(sub.index) - set(per_image["case_id"]))),
+        "duplicate_submission_rows": duplicates,
     }
     return Evaluation(summary=summary, per_image=per_image)

@@ -1,0 +1,162 @@
+"""Dataset-level oF1 (evaluate_frames) and the `python -m serving.evaluate` CLI, on hand-computed cases."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from serving import rle
+from serving.evaluate import read_csv
+from serving.metric import evaluate_frames
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# 4x4 images; RLE written by hand (1-based, column-major: px 1-4 = column 0, px 5-8 = column 1, ...)
+A = "[1, 2, 5, 2]"        # rows 0-1 of columns 0 and 1: top-left 2x2
+B = "[11, 2, 15, 2]"      # rows 2-3 of columns 2 and 3: bottom-right 2x2
+A_SHIFT = "[5, 2, 9, 2]"  # rows 0-1 of columns 1 and 2: A moved right by one column
+
+# case: (truth, prediction or None if the row is missing, expected score worked out by hand)
+CASES = {
+    "perfect": (f"{A};{B}", f"{B};{A}", 1.0),
+    "extra": (A, f"{A};{B}", 0.5),                 # best match 1.0, penalty 1/2
+    "missed": (f"{A};{B}", A, 0.5),                # matched 1.0 and 0 (padding) -> mean 0.5
+    "shifted": (A, A_SHIFT, 0.5),                  # overlap 2 px: 2*2/(4+4)
+    "forged_as_authentic": (A, "authentic", 0.0),
+    "authentic_ok": ("authentic", "authentic", 1.0),
+    "authentic_fp": ("authentic", A, 0.0),
+    "missing": (A, None, 0.0),                     # absent from the submission
+    "garbled": ("authentic", "[1, 2, 3]", 0.0),    # odd length: unparseable
+    "out_of_range": (B, "[16, 2]", 0.0),           # px 16-17 of a 16-px image: unparseable
+}
+# mean over 10 images = (1 + .5 + .5 + .5 + 0 + 1 + 0 + 0 + 0 + 0) / 10 = 3.5 / 10
+EXPECTED_OF1 = 0.35
+# forged truth: perfect, extra, missed, shifted, forged_as_authentic, missing, out_of_range -> 7
+#   their scores 1 + .5 + .5 + .5 + 0 + 0 + 0 = 2.5 -> oF1_forged 2.5/7
+# authentic truth: authentic_ok, authentic_fp, garbled -> 3, scores 1 + 0 + 0 -> oF1_authentic 1/3
+# predicted (scored rows only): forged = perfect, extra, missed, shifted, authentic_fp = 5;
+#   authentic = forged_as_authentic, authentic_ok = 2
+EXPECTED_COUNTS = {
+    "images": 10, "missing": 1, "unparseable": 2,
+    "true_forged": 7, "true_authentic": 3, "pred_forged": 5, "pred_authentic": 2,
+    "forged_detected": 4, "authentic_false_positive": 1,
+    "extra_submission_rows": 1, "duplicate_submission_rows": 1,
+}
+
+
+def frames():
+    solution = pd.DataFrame([{"case_id": k, "annotation": t, "height": 4, "width": 4}
+                             for k, (t, _, _) in CASES.items()])
+    sub_rows = [{"case_id": k, "annotation": p} for k, (_, p, _) in CASES.items() if p is not None]
+    sub_rows.append({"case_id": "not_in_solution", "annotation": A})
+    sub_rows.append({"case_id": "perfect", "annotation": "authentic"})  # duplicate: the first row wins
+    return solution, pd.DataFrame(sub_rows)
+
+
+def test_hand_rle_strings_are_the_boxes_they_claim():
+    (a,) = rle.decode(A, 4, 4)
+    assert a[:2, :2].all() and a.sum() == 4
+    (b,) = rle.decode(B, 4, 4)
+    assert b[2:, 2:].all() and b.sum() == 4
+    (s,) = rle.decode(A_SHIFT, 4, 4)
+    assert s[:2, 1:3].all() and s.sum() == 4
+
+
+def test_evaluate_frames_per_image_scores():
+    result = evaluate_frames(*frames())
+    got = result.per_image.set_index("case_id")
+    for case, (_, _, expected) in CASES.items():
+        assert got.loc[case, "score"] == pytest.approx(expected), case
+    assert got.loc["missing", "status"] == "missing"
+    assert got.loc["garbled", "status"] == "unparseable"
+    assert "odd number" in got.loc["garbled", "error"]
+    assert got.loc["out_of_range", "status"] == "unparseable"
+    assert len(result.per_image) == len(CASES)
+
+
+def test_evaluate_frames_summary():
+    s = evaluate_frames(*frames()).summary
+    assert s["oF1"] == pytest.approx(EXPECTED_OF1)
+    assert s["oF1_forged"] == pytest.approx(2.5 / 7)
+    assert s["oF1_authentic"] == pytest.approx(1 / 3)
+    for key, value in EXPECTED_COUNTS.items():
+        assert s[key] == value, key
+    # counts add up: every solution row is scored, missing or unparseable
+    assert s["pred_forged"] + s["pred_authentic"] + s["missing"] + s["unparseable"] == s["images"]
+    assert s["true_forged"] + s["true_authentic"] == s["images"]
+
+
+def test_all_authentic_submission_scores_the_authentic_fraction():
+    solution, _ = frames()
+    sub = pd.DataFrame({"case_id": solution["case_id"], "annotation": "authentic"})
+    s = evaluate_frames(solution, sub).summary
+    # 3 authentic of 10 score 1, the 7 forged score 0
+    assert s["oF1"] == pytest.approx(0.3)
+    assert s["pred_forged"] == 0 and s["pred_authentic"] == 10 and s["forged_detected"] == 0
+
+
+def test_empty_or_nan_prediction_is_unparseable_not_a_crash():
+    solution = pd.DataFrame([{"case_id": "x", "annotation": A, "height": 4, "width": 4},
+                             {"case_id": "y", "annotation": "authentic", "height": 4, "width": 4}])
+    sub = pd.DataFrame({"case_id": ["x", "y"], "annotation": [float("nan"), ""]})
+    s = evaluate_frames(solution, sub).summary
+    assert s["unparseable"] == 2 and s["oF1"] == 0.0
+
+
+def test_integer_case_ids_match_string_ids():
+    solution = pd.DataFrame([{"case_id": 17, "annotation": A, "height": 4, "width": 4}])
+    sub = pd.DataFrame({"case_id": ["17"], "annotation": [A]})
+    assert evaluate_frames(solution, sub).summary["oF1"] == pytest.approx(1.0)
+
+
+def test_non_square_images_use_height_and_width_in_the_right_order():
+    # 2x3 image (H=2, W=3). Truth: the whole first row = px 1, 3, 5 (column-major) -> "[1, 1, 3, 1, 5, 1]".
+    # The prediction "[1, 2]" is the whole first COLUMN (px 1-2): overlap 1 px (0,0);
+    # F1 = 2*1 / (2 + 3) = 0.4
+    solution = pd.DataFrame([{"case_id": "r", "annotation": "[1, 1, 3, 1, 5, 1]", "height": 2, "width": 3}])
+    sub = pd.DataFrame({"case_id": ["r"], "annotation": ["[1, 2]"]})
+    assert evaluate_frames(solution, sub).summary["oF1"] == pytest.approx(0.4)
+
+
+def test_bad_inputs_raise_clear_errors():
+    solution, sub = frames()
+    with pytest.raises(ValueError, match="height"):
+        evaluate_frames(solution.drop(columns=["height"]), sub)
+    with pytest.raises(ValueError, match="annotation"):
+        evaluate_frames(solution, sub.drop(columns=["annotation"]))
+    broken = solution.copy()
+    broken.loc[0, "annotation"] = "[1, 2, 3]"
+    with pytest.raises(rle.RLEError, match="solution row 'perfect'"):
+        evaluate_frames(broken, sub)
+
+
+def test_read_csv_keeps_ids_as_text_and_names_missing_file(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("case_id,annotation\n00012,authentic\n")
+    df = read_csv(str(path), "submission")
+    assert df.loc[0, "case_id"] == "00012"
+    with pytest.raises(SystemExit, match="not found: .*nope.csv"):
+        read_csv(str(tmp_path / "nope.csv"), "solution")
+
+
+def test_cli_prints_json_summary_on_last_line(tmp_path):
+    solution, sub = frames()
+    sol_path, sub_path, per_image = tmp_path / "solution.csv", tmp_path / "submission.csv", tmp_path / "per.csv"
+    solution.to_csv(sol_path, index=False)
+    sub.to_csv(sub_path, index=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "serving.evaluate", "--solution", str(sol_path), "--submission", str(sub_path),
+         "--per_image_csv", str(per_image)],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["oF1"] == pytest.approx(EXPECTED_OF1)
+    for key, value in EXPECTED_COUNTS.items():
+        assert summary[key] == value, key
+    written = pd.read_csv(per_image)
+    assert len(written) == len(CASES)
+    assert written["score"].sum() == pytest.approx(3.5)
