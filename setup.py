@@ -13,6 +13,7 @@ setup(
         f"tensorflow=={TF_VERSION}",
         "tensorflow-io==0.37.1",  # its compiled ops load on TF 2.17; they fail on TF 2.21
         "apache-beam==2.77.0",
+        "google-crc32c",  # Beam's TFRecord sink needs a CRC32C implementation
         "numpy>=1.26,<2",  # TF 2.17 is built against numpy 1.x
         "pandas",
         "opencv-python-headless",
