@@ -1,0 +1,128 @@
+"""Image decoding with TF ops for the scoring pipelines, pixel-identical to preprocessing.images.
+
+The conversion is preprocessing.images' (16-bit -> round(v / 257), gray -> 3
+channels, alpha dropped); only the decoder differs, so tf.data can decode in
+parallel without the GIL:
+- PNG: ``tf.io.decode_png`` at 16 bits (8-bit files come back as v * 257, so
+  the same rounding recovers them exactly);
+- JPEG: ``tf.io.decode_jpeg`` with the ISLOW DCT (what OpenCV uses; TF's default DCT differs);
+- TIFF: tensorflow-io's ``decode_tiff`` (libtiff RGBA) when it is exact (8-bit,
+  or 16-bit colour); 16-bit grayscale and float TIFFs, where libtiff truncates
+  instead of rounding, go through preprocessing.images.decode_rgb8 (OpenCV), as
+  do CMYK JPEGs. Files TF cannot decode at all (e.g. 1-bit TIFF) fail here and
+  the scoring pipelines retry them with preprocessing.images.
+The format is chosen from the file's magic bytes, not its extension; anything
+else (a BMP named .png, ...) also takes the preprocessing.images retry, so
+scoring reads whatever training would have read.
+Files are checked (empty, header, size limit) in Python before any decoding,
+so decompression bombs never reach a decoder.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from preprocessing.errors import BadInput
+from preprocessing.images import MAX_PIXELS, decode_rgb8, image_size
+from preprocessing.pipeline import resize_image
+
+_PNG_MAGIC = b"\x89PNG"
+_JPEG_MAGIC = b"\xff\xd8"
+_TFIO_UINT8, _TFIO_UINT16 = 4, 17  # tensorflow-io's dtype codes in decode_tiff_info
+
+
+def check_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of an image file from its header, or ``BadInput`` naming the file and the reason.
+
+    Runs before TF decoding: TF's decoders would crash the iterator on junk and
+    happily allocate a decompression bomb.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise BadInput(path, f"unreadable: {exc.strerror}") from exc
+    if len(data) == 0:
+        raise BadInput(path, "empty_file: zero bytes")
+    height, width = image_size(data, path)
+    if height * width > max_pixels:
+        raise BadInput(path, f"too_large: {width}x{height} = {height * width} pixels exceeds the limit of {max_pixels}")
+    return height, width
+
+
+def _to_rgb8(pixels: tf.Tensor) -> tf.Tensor:
+    """uint8 or uint16 (H, W, C) -> RGB uint8 (H, W, 3): the preprocessing.images conversion in TF ops."""
+    if pixels.dtype == tf.uint16:
+        pixels = tf.cast((tf.cast(pixels, tf.int32) + 128) // 257, tf.uint8)
+    channels = tf.shape(pixels)[-1]
+    rgb = tf.cond(channels >= 3,
+                  lambda: pixels[:, :, :3],
+                  lambda: tf.repeat(pixels[:, :, :1], 3, axis=2))
+    return tf.ensure_shape(rgb, [None, None, 3])
+
+
+def _decode_with_opencv(data: tf.Tensor) -> tf.Tensor:
+    """The reference decoder (preprocessing.images) for the few files TF's decoders would get wrong."""
+    def decode(raw):  # a 0-d object array holding the bytes
+        return decode_rgb8(raw.item() if isinstance(raw, np.ndarray) else raw, "<image>")
+
+    out = tf.numpy_function(decode, [data], tf.uint8, stateful=False)
+    return tf.ensure_shape(out, [None, None, 3])
+
+
+def _decode_tiff(data: tf.Tensor) -> tf.Tensor:
+    import tensorflow_io as tfio  # imported here: its ops are only needed for TIFF
+
+    shape, dtype = tfio.experimental.image.decode_tiff_info(data)
+    channels, code = shape[0, 2], dtype[0]
+    exact = tf.logical_or(tf.equal(code, _TFIO_UINT8),
+                          tf.logical_and(tf.equal(code, _TFIO_UINT16), channels >= 3))
+
+    def with_tfio():
+        return tf.ensure_shape(tfio.experimental.image.decode_tiff(data)[:, :, :3], [None, None, 3])
+
+    return tf.cond(exact, with_tfio, lambda: _decode_with_opencv(data))
+
+
+def decode_rgb8_tf(data: tf.Tensor) -> tf.Tensor:
+    """Encoded PNG/JPEG/TIFF bytes (scalar string) -> RGB uint8 (H, W, 3), chosen by magic bytes.
+
+    Anything neither PNG nor JPEG is tried as TIFF; other formats raise (the callers retry them).
+    """
+    is_png = tf.equal(tf.strings.substr(data, 0, 4), _PNG_MAGIC)
+    is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), _JPEG_MAGIC)
+
+    def png():
+        return _to_rgb8(tf.io.decode_png(data, channels=0, dtype=tf.uint16))
+
+    def jpeg():
+        # INTEGER_ACCURATE (libjpeg's ISLOW) + fancy upsampling is what OpenCV uses; TF's default differs.
+        # CMYK JPEGs (4 components) are converted differently by the two libraries: OpenCV decides.
+        return tf.cond(tf.equal(tf.io.extract_jpeg_shape(data)[2], 4),
+                       lambda: _decode_with_opencv(data),
+                       lambda: _to_rgb8(tf.io.decode_jpeg(data, channels=0, dct_method="INTEGER_ACCURATE")))
+
+    return tf.case([(is_png, png), (is_jpeg, jpeg)], default=lambda: _decode_tiff(data), exclusive=False)
+
+
+def resize_to_model(image: tf.Tensor, size: int) -> tf.Tensor:
+    """RGB uint8 (H, W, 3) -> (size, size, 3) uint8 exactly as the Beam job resized the training data.
+
+    It calls preprocessing.pipeline.resize_image (OpenCV area / bilinear) rather
+    than ``tf.image.resize``, whose area and bilinear kernels differ from
+    OpenCV's: the model must see test images the way it saw training images.
+    OpenCV releases the GIL while resizing, so tf.data's parallel map still scales.
+    """
+    out = tf.numpy_function(lambda a: np.ascontiguousarray(resize_image(a, size)), [image], tf.uint8,
+                            stateful=False)
+    return tf.ensure_shape(out, [size, size, 3])
+
+
+def load_for_model(path: tf.Tensor, size: int) -> tf.Tensor:
+    """File path -> model-ready uint8 (size, size, 3) image."""
+    return resize_to_model(decode_rgb8_tf(tf.io.read_file(path)), size)
+
+
+def decode_file_eager(path: str, size: int) -> np.ndarray:
+    """The same decode + resize, eagerly for one file (Beam workers, the fallback path)."""
+    return load_for_model(tf.constant(path), size).numpy()

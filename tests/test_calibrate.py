@@ -1,0 +1,126 @@
+"""Calibration: real records from the Beam job, a real SavedModel, the project's metric."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from preprocessing.cases import discover_training_cases
+from serving.calibrate import (Evaluator, Sample, calibrate, read_manifest, samples_from_records, search,
+                               union_instances)
+from serving.metric import image_score
+from serving.postprocess import PostprocessConfig, instances
+from serving.saved_model import load, read_metadata
+from serving.score import Prediction
+
+from tiny_model import export_tiny
+
+
+@pytest.fixture()
+def model_dir(tmp_path):
+    """A fresh export per test: calibration rewrites metadata.json."""
+    return export_tiny(str(tmp_path / "model"))
+
+
+def test_union_instances_are_4_connected_components():
+    union = np.zeros((6, 8), np.uint8)
+    union[0:2, 0:2] = 1
+    union[2, 2] = 1  # touches the first block only diagonally: a separate instance
+    union[4:6, 5:8] = 1
+    inst = union_instances(union)
+    assert sorted(int(m.sum()) for m in inst) == [1, 4, 6]
+    np.testing.assert_array_equal(np.sum(inst, axis=0), union)
+    assert union_instances(np.zeros((4, 4), np.uint8)) == []
+
+
+def _blob_sample(case_id, gt_boxes, blob_boxes, peak, image_score_=None, size=32):
+    prob = np.full((size, size), 0.05, np.float32)
+    for (y0, y1, x0, x1) in blob_boxes:
+        prob[y0:y1, x0:x1] = peak
+    gt = []
+    for (y0, y1, x0, x1) in gt_boxes:
+        m = np.zeros((size, size), np.uint8)
+        m[y0:y1, x0:x1] = 1
+        gt.append(m)
+    return Sample(Prediction(case_id, (size, size), prob, image_score_), gt)
+
+
+def test_search_finds_the_known_optimum():
+    """Authentic images carry small confident specks or a large faint blob; forged ones large confident blobs.
+
+    Defaults (threshold 0.45, min_area 32) call every authentic image forged (oF1 0.5 here); min_area
+    above the specks plus a bar above the faint blob's peak gets a perfect score.
+    """
+    samples = [
+        _blob_sample("a1", [], [(2, 8, 2, 8)], 0.9),  # 36 px speck
+        _blob_sample("a2", [], [(10, 30, 10, 30)], 0.6),  # large but faint
+        _blob_sample("f1", [(0, 16, 0, 16)], [(0, 16, 0, 16)], 0.95),
+        _blob_sample("f2", [(4, 24, 4, 14), (4, 24, 18, 28)], [(4, 24, 4, 14), (4, 24, 18, 28)], 0.9),
+    ]
+    base = PostprocessConfig()
+    best, before, after = search(samples, base, thresholds=[0.3, 0.45, 0.7], min_areas=[8, 32, 64], progress=False)
+    assert before == pytest.approx(0.5)
+    assert after == pytest.approx(1.0)
+    # First perfect point of the grid: drop the speck by area, the faint blob by the bar midway 0.6 -> 0.9.
+    assert (best.threshold, best.min_area) == (0.3, 64) and best.image_threshold == pytest.approx(0.75)
+    # The chosen config really scores 1.0 through the real post-processing + metric.
+    for s in samples:
+        assert image_score(instances(s.pred.prob, s.pred.orig_hw, best, s.pred.image_score), s.gt) == 1.0
+
+
+def test_search_keeps_defaults_when_nothing_beats_them():
+    samples = [_blob_sample("f", [(0, 16, 0, 16)], [(0, 16, 0, 16)], 0.9), _blob_sample("a", [], [], 0.0)]
+    base = PostprocessConfig()
+    best, before, after = search(samples, base, progress=False)
+    assert before == after == 1.0 and best == base
+
+
+def test_calibrate_records_never_lowers_of1(model_dir, records_dir):
+    model = load(model_dir)
+    samples = samples_from_records(model, records_dir, batch_size=5, progress=False)
+    manifest = read_manifest(records_dir)
+    assert len(samples) == manifest["counts"]["val"]["total"]
+    assert sum(bool(s.gt) for s in samples) == manifest["counts"]["val"]["forged"]
+    # The fast evaluator is exactly the real post-processing + the real metric.
+    ev = Evaluator(samples)
+    for cfg in (PostprocessConfig(), PostprocessConfig(0.6, 8, 0.75), PostprocessConfig(0.3, 0, 0.0, 1)):
+        direct = np.mean([image_score(instances(s.pred.prob, s.pred.orig_hw, cfg, s.pred.image_score), s.gt)
+                          for s in samples])
+        assert ev.of1(cfg) == pytest.approx(direct, abs=1e-12)
+
+    report = calibrate(model_dir, data_dir=records_dir, batch_size=8, progress=False)
+    assert report["images"] == len(samples)
+    assert report["oF1_after"] >= report["oF1_before"]
+    assert report["oF1_before"] == pytest.approx(ev.of1(PostprocessConfig()))
+    chosen = PostprocessConfig.from_dict(report["after"])
+    assert ev.of1(chosen) == pytest.approx(report["oF1_after"])
+    meta = read_metadata(os.path.join(model_dir, "export"))
+    assert meta["postprocess"] == chosen.to_dict() and meta["calibration"]["oF1_after"] == report["oF1_after"]
+    assert load(model_dir).postprocess == chosen  # serving.score's default from now on
+    again = calibrate(model_dir, data_dir=records_dir, batch_size=8, progress=False)
+    assert again["oF1_before"] == pytest.approx(report["oF1_after"]) and again["after"] == report["after"]
+
+
+def test_calibrate_cli_on_labelled_folder(model_dir, synth_dir):
+    """--input_dir: real instance masks at the original size; prints before/after, writes metadata.json."""
+    proc = subprocess.run([sys.executable, "-m", "serving.calibrate", "--model_dir", model_dir,
+                           "--input_dir", synth_dir, "--batch_size", "8", "--thresholds", "0.4,0.6",
+                           "--min_areas", "16,64"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "before: oF1" in proc.stdout and "after:  oF1" in proc.stdout
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    cases, _ = discover_training_cases(synth_dir)
+    assert report["images"] + report["skipped"] == len(cases)
+    assert report["oF1_after"] >= report["oF1_before"]
+    assert read_metadata(os.path.join(model_dir, "export"))["postprocess"] == report["after"]
+
+
+def test_calibrate_needs_exactly_one_source(model_dir, tmp_path):
+    with pytest.raises(ValueError):
+        calibrate(model_dir)
+    with pytest.raises(ValueError):
+        calibrate(model_dir, data_dir=str(tmp_path), input_dir=str(tmp_path))
