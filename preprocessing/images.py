@@ -15,6 +15,7 @@ The size comes from the header via Pillow, which itself refuses headers above
 from __future__ import annotations
 
 import os
+import re
 
 import cv2
 import numpy as np
@@ -58,7 +59,8 @@ def image_size(data: bytes, path: str) -> tuple[int, int]:
     except Image.DecompressionBombError as exc:
         raise BadInput(path, f"too_large: {exc}") from exc
     except Exception as exc:  # PIL raises many types for junk headers
-        detail = f"{type(exc).__name__}: {exc}"
+        # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): drop it so reasons are stable.
+        detail = f"{type(exc).__name__}: {re.sub(r' <_io.BytesIO object at 0x[0-9a-f]+>', '', str(exc))}"
         if bytes(data[:8]).startswith(_SIGNATURES):  # an image file whose header is cut short or damaged
             raise BadInput(path, f"corrupt_image: damaged or truncated header ({detail})") from exc
         raise BadInput(path, f"not_an_image: cannot read header ({detail})") from exc
@@ -93,3 +95,21 @@ def read_rgb8(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 
 def is_image_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def resize_image(image, size: int):
+    """RGB uint8 (H, W, 3) -> (size, size, 3); area averaging when shrinking (no aliasing), bilinear
+    when enlarging (as the seed). ``size`` 0 keeps the image as is."""
+    h, w = image.shape[:2]
+    if size == 0 or (h, w) == (size, size):
+        return image
+    interp = cv2.INTER_AREA if (size <= h and size <= w) else cv2.INTER_LINEAR
+    return cv2.resize(image, (size, size), interpolation=interp)
+
+
+def resize_mask(mask, size: int):
+    """(H, W) 0/1 -> (size, size) by nearest neighbour, so values stay 0/1 (as the seed)."""
+    h, w = mask.shape[:2]
+    if size == 0 or (h, w) == (size, size):
+        return mask
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)

@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from preprocessing import pipeline as pl
+from preprocessing.beam_runner import local_runner
 from preprocessing.cases import discover_training_cases
 from preprocessing.images import MAX_PIXELS
 
@@ -82,28 +83,6 @@ def _read_json(path: str) -> dict:
 def _write_json(path: str, obj: dict) -> None:
     with FileSystems.create(path) as f:
         f.write((json.dumps(obj, indent=2, sort_keys=False) + "\n").encode("utf-8"))
-
-
-def _runner(options: PipelineOptions):
-    """The runner to use: Beam's batch FnApiRunner when no cluster runner is named.
-
-    Beam's DirectRunner would first try to download and start the Prism runner
-    (which ignores ``--direct_running_mode``); the FnApiRunner is what it falls
-    back to for batch jobs, and honours ``--direct_running_mode=multi_processing
-    --direct_num_workers=N``. Any other ``--runner`` is left to Beam.
-    """
-    from apache_beam.options.pipeline_options import StandardOptions
-
-    name = options.view_as(StandardOptions).runner
-    if name not in (None, "DirectRunner", "direct", "Direct"):
-        return None
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return fn_runner.FnApiRunner(provision_info=info)
 
 
 def _counters(result) -> dict:
@@ -169,7 +148,7 @@ def run_pipeline(input_dir: str, output_dir: str, image_size: int = 256, encodin
     cfg = pl.ConvertConfig(image_size=image_size, encoding=encoding, allow_pickle_masks=allow_pickle_masks,
                            max_pixels=max_pixels, val_fraction=val_fraction)
     options = PipelineOptions(pipeline_args)
-    p = beam.Pipeline(runner=_runner(options), options=options)
+    p = beam.Pipeline(runner=local_runner(options), options=options)
     pl.build(p, [c.to_dict() for c in cases], output_dir, cfg, compression=compression, num_shards=num_shards)
     result = p.run()
     result.wait_until_finish()

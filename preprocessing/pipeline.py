@@ -17,7 +17,6 @@ import os
 from dataclasses import dataclass
 
 import apache_beam as beam
-import cv2
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -25,7 +24,7 @@ from apache_beam.metrics import Metrics
 
 from preprocessing.cases import FORGED, Case, split_key
 from preprocessing.errors import BadInput
-from preprocessing.images import MAX_PIXELS, decode_rgb8
+from preprocessing.images import MAX_PIXELS, decode_rgb8, resize_image, resize_mask
 from preprocessing.masks import load_mask
 
 COUNTER_NS = "preprocess"
@@ -63,24 +62,6 @@ def split_fraction(key: str) -> float:
 def assign_split(case, val_fraction: float) -> str:
     """"val" or "train" for a case, from ``cases.split_key`` (so authentic/forged pairs stay together)."""
     return VAL if split_fraction(split_key(case)) < val_fraction else TRAIN
-
-
-def resize_image(image, size: int):
-    """RGB uint8 (H, W, 3) -> (size, size, 3); area averaging when shrinking (no aliasing), bilinear
-    when enlarging (as the seed). ``size`` 0 keeps the image as is."""
-    h, w = image.shape[:2]
-    if size == 0 or (h, w) == (size, size):
-        return image
-    interp = cv2.INTER_AREA if (size <= h and size <= w) else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
-
-
-def resize_mask(mask, size: int):
-    """(H, W) 0/1 -> (size, size) by nearest neighbour, so values stay 0/1 (as the seed)."""
-    h, w = mask.shape[:2]
-    if size == 0 or (h, w) == (size, size):
-        return mask
-    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
 
 
 def read_bytes(path: str) -> bytes:

@@ -18,8 +18,9 @@ import apache_beam as beam
 import numpy as np
 from absl import app, flags
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions
 
+from preprocessing.beam_runner import local_runner
 from preprocessing.cases import discover_test_images
 from serving import rle
 from serving.postprocess import PostprocessConfig
@@ -134,25 +135,6 @@ def build(p: beam.Pipeline, items: Sequence[tuple[str, str]], model_dir: str, im
     (decoded[ERRORS] | "GatherErrors" >> beam.combiners.ToList()
      | "ErrorLines" >> beam.FlatMap(errors_text)
      | "WriteErrors" >> beam.io.WriteToText(errors_path(output), num_shards=1, shard_name_template=""))
-
-
-def local_runner(options: PipelineOptions):
-    """Beam's FnApiRunner unless a cluster runner is named.
-
-    A bare DirectRunner first tries to download and start the Prism runner;
-    FnApiRunner is the batch runner it falls back to, and it honours
-    ``--direct_running_mode`` / ``--direct_num_workers`` (as preprocessing.main does).
-    """
-    name = options.view_as(StandardOptions).runner
-    if name not in (None, "DirectRunner", "direct", "Direct"):
-        return None
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return fn_runner.FnApiRunner(provision_info=info)
 
 
 def run(model_dir: str, input_dir: str, output: str, batch_size: int = 16,

@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from preprocessing.errors import BadInput
 from preprocessing.images import MAX_PIXELS, decode_rgb8, image_size
-from preprocessing.pipeline import resize_image
+from preprocessing.images import resize_image
 
 _PNG_MAGIC = b"\x89PNG"
 _JPEG_MAGIC = b"\xff\xd8"
@@ -108,7 +108,7 @@ def decode_rgb8_tf(data: tf.Tensor) -> tf.Tensor:
 def resize_to_model(image: tf.Tensor, size: int) -> tf.Tensor:
     """RGB uint8 (H, W, 3) -> (size, size, 3) uint8 exactly as the Beam job resized the training data.
 
-    It calls preprocessing.pipeline.resize_image (OpenCV area / bilinear) rather
+    It calls preprocessing.images.resize_image (OpenCV area / bilinear) rather
     than ``tf.image.resize``, whose area and bilinear kernels differ from
     OpenCV's: the model must see test images the way it saw training images.
     OpenCV releases the GIL while resizing, so tf.data's parallel map still scales.

@@ -16,7 +16,7 @@ from PIL import Image
 
 from preprocessing.cases import discover_test_images
 from preprocessing.images import read_rgb8
-from preprocessing.pipeline import resize_image
+from preprocessing.images import resize_image
 from serving import rle
 from serving.decode import decode_file_eager
 from serving.postprocess import PostprocessConfig

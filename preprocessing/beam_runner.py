@@ -1,0 +1,24 @@
+"""Which Beam runner a job uses when the user names none: shared by the preprocessing and scoring jobs."""
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+
+def local_runner(options: PipelineOptions):
+    """Beam's batch FnApiRunner when no cluster runner is named, else ``None`` (Beam picks from --runner).
+
+    A bare DirectRunner first tries to download and start the Prism runner
+    (which ignores ``--direct_running_mode``); the FnApiRunner is what it falls
+    back to for batch jobs, and it honours ``--direct_running_mode=multi_processing
+    --direct_num_workers=N``.
+    """
+    name = options.view_as(StandardOptions).runner
+    if name not in (None, "DirectRunner", "direct", "Direct"):
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=info)
