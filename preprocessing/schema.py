@@ -82,7 +82,7 @@ def make_example(case_id: str, label: int, source: str, image: np.ndarray, mask:
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
 
-def _decode_plane(data: tf.Tensor, fmt: tf.Tensor, h: tf.Tensor, w: tf.Tensor, channels: int) -> tf.Tensor:
+def decode_plane(data: tf.Tensor, fmt: tf.Tensor, h: tf.Tensor, w: tf.Tensor, channels: int) -> tf.Tensor:
     def raw():
         return tf.reshape(tf.io.decode_raw(data, tf.uint8), tf.stack([h, w, channels]))
 
@@ -99,6 +99,6 @@ def parse_example(serialized: tf.Tensor) -> dict:
     w = tf.cast(f["image/width"], tf.int32)
     fmt = f["image/format"]
     out = {k: f[k] for k in ("case_id", "label", "source", "mask/num_instances", "orig/height", "orig/width")}
-    out["image"] = _decode_plane(f["image/encoded"], fmt, h, w, 3)
-    out["mask"] = _decode_plane(f["mask/encoded"], fmt, h, w, 1)
+    out["image"] = decode_plane(f["image/encoded"], fmt, h, w, 3)
+    out["mask"] = decode_plane(f["mask/encoded"], fmt, h, w, 1)
     return out

@@ -1,0 +1,292 @@
+"""The tf.data input pipeline over the Beam job's TFRecords.
+
+Shape of the pipeline (one per input worker):
+
+    shard files -> parallel interleave -> [shard records] -> shuffle | class balance (training)
+    -> parallel parse + validate + decode + JPEG recompression (training) -> batch -> prefetch
+
+Records are already resized by the Beam job, so the host only parses, decodes
+and (in training) recompresses; everything else (flips, scaling, the noise
+residual) runs on the accelerator inside the model.
+
+Nothing is ever skipped or padded, so every record of an evaluation epoch is
+seen exactly once. A record whose content is wrong (bad format, byte count,
+size, label or mask values) raises InvalidArgumentError naming the check, the
+file and the case id; a damaged shard (bad CRC, truncated gzip) raises the
+reader's DataLossError ("corrupted record at <offset>"), which TF does not let
+us annotate with the file name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from preprocessing import schema
+from trainer import augment
+
+AUTOTUNE = tf.data.AUTOTUNE
+MANIFEST_FILE = "manifest.json"
+DEFAULT_SHUFFLE_BUFFER = 256  # serialized records: ~260 KB each raw at 256 px, ~60 KB PNG
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one split's records live and what is known about them up front."""
+    files: tuple[str, ...]
+    compression: str  # "GZIP" or "" (TFRecordDataset's spelling)
+    image_size: int   # 0 = native sizes (cannot be batched beyond 1)
+    encoding: str | None  # "png" | "raw"; None if the records mix them
+    counts: dict      # {"total", "authentic", "forged"}
+
+
+def read_manifest(data_dir: str) -> dict:
+    """The Beam job's manifest.json in ``data_dir`` (schema version checked)."""
+    path = os.path.join(data_dir, MANIFEST_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no {MANIFEST_FILE}; run `python -m preprocessing.main` first")
+    with tf.io.gfile.GFile(path) as f:
+        manifest = json.load(f)
+    version = manifest.get("schema_version")
+    if version != schema.SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {version} but this trainer reads {schema.SCHEMA_VERSION}")
+    return manifest
+
+
+def _glob(pattern: str) -> tuple[str, ...]:
+    files = tuple(sorted(tf.io.gfile.glob(pattern)))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {pattern}")
+    return files
+
+
+def _scan(files: tuple[str, ...], compression: str) -> tuple[int, str | None, dict]:
+    """(image size, encoding, label counts) from the records' small fields; for a bare file pattern."""
+    keys = {k: schema.FEATURES[k] for k in ("label", "image/height", "image/width", "image/format")}
+    sizes, formats, counts = set(), set(), {"total": 0, "authentic": 0, "forged": 0}
+    for r in tf.data.TFRecordDataset(list(files), compression).map(
+            lambda s: tf.io.parse_single_example(s, keys)).as_numpy_iterator():
+        sizes.add((int(r["image/height"]), int(r["image/width"])))
+        formats.add(r["image/format"].decode())
+        counts["total"] += 1
+        counts["forged" if r["label"] == schema.LABEL_FORGED else "authentic"] += 1
+    square = {h for h, w in sizes if h == w}
+    size = square.pop() if len(sizes) == 1 and square else 0
+    return size, (formats.pop() if len(formats) == 1 else None), counts
+
+
+def resolve_source(data_dir: str, split: str) -> Source:
+    """A directory with manifest.json (preferred), or a glob of TFRecord files (``split`` ignored;
+    gzip inferred from a ``.gz`` suffix; size and counts read from the records)."""
+    if tf.io.gfile.isdir(data_dir):
+        manifest = read_manifest(data_dir)
+        if split not in manifest["files"]:
+            raise ValueError(f"split {split!r} not in {data_dir}/{MANIFEST_FILE} (has {sorted(manifest['files'])})")
+        files = _glob(os.path.join(data_dir, manifest["files"][split]))
+        compression = "GZIP" if manifest["compression"] == "gzip" else ""
+        return Source(files, compression, int(manifest["image_size"]), manifest["encoding"],
+                      dict(manifest["counts"][split]))
+    files = _glob(data_dir)
+    compression = "GZIP" if data_dir.endswith(".gz") else ""
+    return Source(files, compression, *_scan(files, compression))
+
+
+def num_examples(data_dir: str, split: str) -> int:
+    """Records in a split (an epoch's size, also with class balancing)."""
+    return int(resolve_source(data_dir, split).counts["total"])
+
+
+# --- parsing and validation -------------------------------------------------------------------
+
+def _assert_all(checks: list[tuple[tf.Tensor, str]], filename: tf.Tensor, case_id: tf.Tensor, *values) -> tf.Operation:
+    """One assertion for several conditions; the message lists the ones that failed, the file and
+    the case id. (One op instead of one per check: this runs once per record on a busy host.)"""
+    ok = tf.stack([c for c, _ in checks])
+    failed = tf.strings.reduce_join(tf.boolean_mask([r for _, r in checks], tf.logical_not(ok)), separator="; ")
+    return tf.debugging.Assert(tf.reduce_all(ok), ["corrupt record:", failed, "file:", filename, "case_id:", case_id,
+                                                   *values], summarize=8)
+
+
+def _bytes_ok(encoded: tf.Tensor, fmt: tf.Tensor, num_bytes: tf.Tensor) -> tf.Tensor:
+    """Raw planes hold exactly H*W*C bytes; PNG planes start with the PNG signature."""
+    raw_ok = tf.equal(tf.cast(tf.strings.length(encoded), tf.int64), num_bytes)
+    png_ok = tf.equal(tf.strings.substr(encoded, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
+    return tf.where(tf.equal(fmt, "raw"), raw_ok, png_ok)
+
+
+def parse_record(filename: tf.Tensor, serialized: tf.Tensor, image_size: int, encoding: str | None = None) -> dict:
+    """One record -> decoded dict (as ``schema.parse_example``) plus ``file``, after checks that turn
+    corruption into an error naming the file and case id instead of a bare decoder message or a
+    silent skip. Mask values (0/1) are checked per batch in ``batch_for_model``, vectorised."""
+    f = tf.io.parse_single_example(serialized, schema.FEATURES)
+    case_id, fmt = f["case_id"], f["image/format"]
+    h, w = f["image/height"], f["image/width"]
+    allowed = [encoding] if encoding else list(schema.ENCODINGS)
+    checks = [
+        (tf.reduce_any(tf.equal(fmt, allowed)), f"image/format is not {' or '.join(allowed)}"),
+        (tf.reduce_any(tf.equal(f["label"], [schema.LABEL_AUTHENTIC, schema.LABEL_FORGED])), "label is not 0/1"),
+        (_bytes_ok(f["image/encoded"], fmt, h * w * 3), "image bytes do not match image/format and size"),
+        (_bytes_ok(f["mask/encoded"], fmt, h * w), "mask bytes do not match image/format and size"),
+    ]
+    if image_size:
+        checks.append((tf.logical_and(tf.equal(h, image_size), tf.equal(w, image_size)),
+                       f"size is not the manifest image_size {image_size}x{image_size}"))
+    with tf.control_dependencies([_assert_all(checks, filename, case_id, "format", fmt, "label", f["label"],
+                                              "height", h, "width", w)]):
+        h32, w32 = tf.cast(h, tf.int32), tf.cast(w, tf.int32)
+        image = schema.decode_plane(f["image/encoded"], fmt, h32, w32, 3)
+        mask = schema.decode_plane(f["mask/encoded"], fmt, h32, w32, 1)
+    if encoding != "raw":  # a PNG's own header may disagree with image/height,width
+        decoded_hw = tf.stack([tf.shape(image)[:2], tf.shape(mask)[:2]])
+        with tf.control_dependencies([_assert_all(
+                [(tf.reduce_all(tf.equal(decoded_hw, tf.stack([h32, w32]))),
+                  "decoded size differs from image/height,width")], filename, case_id, decoded_hw)]):
+            image, mask = tf.identity(image), tf.identity(mask)
+    if image_size:
+        image = tf.ensure_shape(image, [image_size, image_size, 3])
+        mask = tf.ensure_shape(mask, [image_size, image_size, 1])
+    out = {k: f[k] for k in ("case_id", "label", "source", "mask/num_instances", "orig/height", "orig/width")}
+    out.update(image=image, mask=mask, file=filename)
+    return out
+
+
+# --- the pipeline -----------------------------------------------------------------------------
+
+def _records(src: Source, training: bool, input_context, seed) -> tf.data.Dataset:
+    """(filename, serialized) pairs: files sharded across input workers when there are enough,
+    else the records; parallel interleave over files."""
+    files = tf.data.Dataset.from_tensor_slices(list(src.files))
+    n = input_context.num_input_pipelines if input_context else 1
+    shard_files = n > 1 and len(src.files) >= n
+    shard_records = n > 1 and not shard_files
+    if shard_files:
+        files = files.shard(n, input_context.input_pipeline_id)
+    if training and not shard_records:
+        files = files.shuffle(len(src.files), seed=seed, reshuffle_each_iteration=True)
+
+    def read(filename):
+        return tf.data.TFRecordDataset(filename, src.compression).map(lambda r: (filename, r))
+
+    # Sharding records needs every worker to see the same order before .shard(): fixed file order
+    # and a deterministic interleave there (records are shuffled after sharding).
+    records = files.interleave(read, cycle_length=max(1, min(len(src.files), 8)), block_length=1,
+                               num_parallel_calls=AUTOTUNE, deterministic=True if shard_records else None)
+    if shard_records:
+        records = records.shard(n, input_context.input_pipeline_id)
+    return records
+
+
+def _is_forged(filename, serialized):
+    label = tf.io.parse_single_example(serialized, {"label": schema.FEATURES["label"]})["label"]
+    return tf.equal(label, schema.LABEL_FORGED)
+
+
+def _balanced(records: tf.data.Dataset, src: Source, fraction: float, epoch_size: int,
+              shuffle_buffer: int, seed) -> tf.data.Dataset:
+    """Sample forged records with probability ``fraction`` (repeating them as needed) for an epoch
+    of ``epoch_size`` records, so an epoch has the same number of steps as without balancing."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"forged_fraction must be in (0, 1), got {fraction}")
+    if not src.counts.get("forged") or not src.counts.get("authentic"):
+        raise ValueError(f"class balancing needs both classes; split counts are {src.counts}")
+    forged = records.filter(_is_forged).repeat().shuffle(shuffle_buffer, seed=seed)
+    authentic = records.filter(lambda f, r: tf.logical_not(_is_forged(f, r))).repeat().shuffle(
+        shuffle_buffer, seed=seed)
+    mixed = tf.data.Dataset.sample_from_datasets([authentic, forged], weights=[1.0 - fraction, fraction],
+                                                 seed=seed)
+    return mixed.take(epoch_size)
+
+
+def _to_model_io(batch: dict, with_ids: bool):
+    mask = tf.cast(batch["mask"], tf.float32)
+    bad = tf.reduce_max(mask, axis=[1, 2, 3]) > 1.0  # vectorised here: a per-record uint8 max is slow
+    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [
+        "corrupt record: mask values are not 0/1; case_id:", tf.boolean_mask(batch["case_id"], bad),
+        "file:", tf.boolean_mask(batch["file"], bad)], summarize=8)
+    with tf.control_dependencies([check]):
+        mask = tf.identity(mask)
+    targets = {"mask": mask, "image": tf.cast(batch["label"], tf.float32)[:, None]}
+    if not with_ids:
+        return batch["image"], targets
+    ids = {"case_id": batch["case_id"],
+           "orig_hw": tf.cast(tf.stack([batch["orig/height"], batch["orig/width"]], axis=1), tf.int32),
+           "num_instances": batch["mask/num_instances"]}
+    return batch["image"], targets, ids
+
+
+def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bool, input_context=None,
+                 forged_fraction: float | None = None, seed: int | None = None, with_ids: bool = False,
+                 *, augment_jpeg: bool | None = None, num_parallel_calls: int = AUTOTUNE,
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER) -> tf.data.Dataset:
+    """Batches of ``(images uint8 [B,S,S,3], {"mask": float32 [B,S,S,1], "image": float32 [B,1]})``
+    (+ ``{"case_id", "orig_hw", "num_instances"}`` when ``with_ids``).
+
+    B is the per-replica batch when ``input_context`` is given (distribute_datasets_from_function),
+    else ``global_batch_size``. Training: shuffled, JPEG-recompressed (``augment_jpeg`` overrides),
+    optionally class-balanced to ``forged_fraction``, last partial batch dropped. Evaluation:
+    deterministic order, every record exactly once, last partial batch kept. Flips are not
+    applied here: the model's train_step calls ``trainer.augment.random_flips`` on the device.
+    """
+    src = resolve_source(data_dir, split)
+    batch_size = input_context.get_per_replica_batch_size(global_batch_size) if input_context else global_batch_size
+    if batch_size < 1:
+        raise ValueError(f"global batch {global_batch_size} gives per-replica batch {batch_size}")
+    if src.image_size == 0 and batch_size > 1:
+        raise ValueError(f"{data_dir}: records have native sizes (image_size 0); batches need a fixed "
+                         "size, so rerun preprocessing.main with --image_size")
+    augment_jpeg = training if augment_jpeg is None else augment_jpeg
+    n_pipelines = input_context.num_input_pipelines if input_context else 1
+
+    records = _records(src, training, input_context, seed)
+    if training and forged_fraction:
+        records = _balanced(records, src, forged_fraction, max(1, src.counts["total"] // n_pipelines),
+                            shuffle_buffer, seed)
+    elif training:
+        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+
+    if augment_jpeg:
+        examples = with_element_seeds(records, seed).map(
+            lambda rec, s: host_augment(parse_record(rec[0], rec[1], src.image_size, src.encoding), s),
+            num_parallel_calls=num_parallel_calls)
+    else:
+        examples = records.map(lambda f, r: parse_record(f, r, src.image_size, src.encoding),
+                               num_parallel_calls=num_parallel_calls)
+    ds = batch_for_model(examples, batch_size, training, with_ids, num_parallel_calls)
+    options = tf.data.Options()
+    options.deterministic = (not training) or seed is not None
+    # Sharding is done above from the input context; never let tf.distribute re-shard.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    return ds.with_options(options)
+
+
+def with_element_seeds(ds: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
+    """Pair each element with its own stateless seed (shape [2]), fresh each epoch, so random
+    augmentation does not depend on which parallel map thread runs first."""
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(ds, seeds)
+
+
+def host_augment(example: dict, seed: tf.Tensor) -> dict:
+    """Host-side training augmentation, before batching: JPEG recompression (a CPU-only op)."""
+    return dict(example, image=augment.recompress_jpeg(example["image"], seed))
+
+
+def batch_for_model(examples: tf.data.Dataset, batch_size: int, training: bool, with_ids: bool = False,
+                    num_parallel_calls: int = AUTOTUNE) -> tf.data.Dataset:
+    """Decoded examples -> prefetched model batches (the last partial batch is dropped in training)."""
+    ds = examples.batch(batch_size, drop_remainder=training)
+    ds = ds.map(lambda b: _to_model_io(b, with_ids), num_parallel_calls=num_parallel_calls)
+    return ds.prefetch(AUTOTUNE)
+
+
+def distributed_dataset(strategy: tf.distribute.Strategy, data_dir: str, split: str, global_batch_size: int,
+                        training: bool, **kwargs) -> tf.distribute.DistributedDataset:
+    """``make_dataset`` per input worker via ``strategy.distribute_datasets_from_function``: each
+    worker batches at the per-replica size and reads its own shard (files if there are enough)."""
+    def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_dataset(data_dir, split, global_batch_size, training, input_context=input_context, **kwargs)
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
