@@ -24,8 +24,8 @@ from preprocessing import pipeline as pl
 from preprocessing.beam_runner import local_runner
 from preprocessing.cases import discover_training_cases
 from preprocessing.images import MAX_PIXELS
+from preprocessing.schema import MANIFEST_FILE
 
-MANIFEST_FILE = "manifest.json"
 _COMMAND: list[str] = []  # the command line, when run as ``python -m preprocessing.main``
 _LOG = logging.getLogger(__name__)
 

@@ -7,11 +7,15 @@ instances, one channel, values 0/1, same size and format as the image.
 """
 from __future__ import annotations
 
+import json
+import os
+
 import cv2
 import numpy as np
 import tensorflow as tf
 
 SCHEMA_VERSION = 1
+MANIFEST_FILE = "manifest.json"  # written by preprocessing.main next to the shards
 ENCODINGS = ("png", "raw")
 SPLITS = ("train", "val")
 LABEL_AUTHENTIC, LABEL_FORGED = 0, 1
@@ -35,6 +39,19 @@ FEATURES = {
 def shard_pattern(split: str, compression: str) -> str:
     """Glob of one split's shards inside an output directory."""
     return f"{split}-*-of-*.tfrecord" + (".gz" if compression == "gzip" else "")
+
+
+def read_manifest(data_dir: str) -> dict:
+    """The Beam job's manifest.json in ``data_dir``, with its schema version checked."""
+    path = os.path.join(data_dir, MANIFEST_FILE)
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path}: no {MANIFEST_FILE}; run `python -m preprocessing.main` first")
+    with tf.io.gfile.GFile(path) as f:
+        manifest = json.load(f)
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(f"{path}: schema_version {version}, but this code reads {SCHEMA_VERSION}")
+    return manifest
 
 
 def _encode_plane(pixels: np.ndarray, encoding: str) -> bytes:

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from preprocessing.cases import discover_training_cases
 from preprocessing.errors import BadInput
 from preprocessing.masks import load_mask
-from preprocessing.schema import parse_example
+from preprocessing.schema import parse_example, read_manifest
 from serving.decode import resize_to_model
 from serving.metric import image_score
 from serving.postprocess import PostprocessConfig
@@ -60,15 +60,6 @@ def union_instances(union: np.ndarray) -> list[np.ndarray]:
     """Instances of a union mask: its 4-connected components (the same connectivity as post-processing)."""
     n, labels = cv2.connectedComponents((np.asarray(union) > 0).astype(np.uint8), connectivity=4)
     return [(labels == k).astype(np.uint8) for k in range(1, n)]
-
-
-def read_manifest(data_dir: str) -> dict:
-    path = os.path.join(data_dir, "manifest.json")
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found: --data_dir must be the Beam job's output directory") from None
 
 
 def record_files(data_dir: str, split: str = "val") -> tuple[list[str], str]:

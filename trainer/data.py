@@ -18,17 +18,16 @@ us annotate with the file name.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
 import tensorflow as tf
 
 from preprocessing import schema
+from preprocessing.schema import MANIFEST_FILE, read_manifest
 from trainer import augment
 
 AUTOTUNE = tf.data.AUTOTUNE
-MANIFEST_FILE = "manifest.json"
 DEFAULT_SHUFFLE_BUFFER = 256  # serialized records: ~260 KB each raw at 256 px, ~60 KB PNG
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -41,19 +40,6 @@ class Source:
     image_size: int   # 0 = native sizes (cannot be batched beyond 1)
     encoding: str | None  # "png" | "raw"; None if the records mix them
     counts: dict      # {"total", "authentic", "forged"}
-
-
-def read_manifest(data_dir: str) -> dict:
-    """The Beam job's manifest.json in ``data_dir`` (schema version checked)."""
-    path = os.path.join(data_dir, MANIFEST_FILE)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: no {MANIFEST_FILE}; run `python -m preprocessing.main` first")
-    with tf.io.gfile.GFile(path) as f:
-        manifest = json.load(f)
-    version = manifest.get("schema_version")
-    if version != schema.SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {version} but this trainer reads {schema.SCHEMA_VERSION}")
-    return manifest
 
 
 def _glob(pattern: str) -> tuple[str, ...]:
