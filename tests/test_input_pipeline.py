@@ -206,6 +206,32 @@ def test_training_batches_are_full_and_augmented_on_the_host(records):
             np.testing.assert_array_equal(images[k].numpy(), truth[key][0])
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_every_training_epoch_sees_each_record_once_with_or_without_the_ram_cache(records, cache):
+    truth = stored(records, "train")
+    ds = data.make_dataset(records, "train", 4, training=True, seed=5, with_ids=True, augment_jpeg=False,
+                           cache=cache)
+    epochs = []
+    for _ in range(2):  # the second epoch of the cached pipeline reads only the cache
+        seen = []
+        for images, targets, ids in ds:
+            for k, key in enumerate(_keys(ids, targets)):
+                np.testing.assert_array_equal(images[k].numpy(), truth[key][0])
+                np.testing.assert_array_equal(targets["mask"][k, ..., 0].numpy(), truth[key][1])
+                seen.append(key)
+        assert len(seen) == len(truth) // 4 * 4 and len(set(seen)) == len(seen)
+        epochs.append(seen)
+    assert epochs[0] != epochs[1]  # reshuffled every epoch, cache or not
+
+
+def test_ram_cache_is_chosen_by_size(records):
+    src = data.resolve_source(records, "train")
+    per_example = src.image_size ** 2 * 4
+    assert data.should_cache(src, limit_bytes=src.counts["total"] * per_example)
+    assert not data.should_cache(src, limit_bytes=src.counts["total"] * per_example - 1)
+    assert data.should_cache(src, n_pipelines=2, limit_bytes=src.counts["total"] * per_example // 2)
+
+
 def test_jpeg_recompression_uses_a_quality_in_70_to_95(cases_64):
     img = tf.constant(cases_64[0][1])
     outputs = {q: tf.image.adjust_jpeg_quality(img, q).numpy().tobytes() for q in range(60, 101)}

@@ -30,6 +30,7 @@ from trainer import augment
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 256  # serialized records: ~260 KB each raw at 256 px, ~60 KB PNG
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CACHE_LIMIT_BYTES = 4 << 30  # decoded training examples kept in RAM up to this size per input pipeline
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,14 @@ def _balanced(records: tf.data.Dataset, src: Source, fraction: float, epoch_size
     return mixed.take(epoch_size)
 
 
+def should_cache(src: Source, n_pipelines: int = 1, limit_bytes: int = CACHE_LIMIT_BYTES) -> bool:
+    """Cache decoded examples in RAM when one input pipeline's share fits under ``limit_bytes``."""
+    if not src.image_size:
+        return False
+    per_example = src.image_size * src.image_size * 4  # RGB + mask, uint8
+    return src.counts.get("total", 0) * per_example / max(1, n_pipelines) <= limit_bytes
+
+
 def _to_model_io(batch: dict, with_ids: bool):
     mask = tf.cast(batch["mask"], tf.float32)
     bad = tf.reduce_max(mask, axis=[1, 2, 3]) > 1.0  # vectorised here: a per-record uint8 max is slow
@@ -206,14 +215,16 @@ def _to_model_io(batch: dict, with_ids: bool):
 def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bool, input_context=None,
                  forged_fraction: float | None = None, seed: int | None = None, with_ids: bool = False,
                  *, augment_jpeg: bool | None = None, num_parallel_calls: int = AUTOTUNE,
-                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER) -> tf.data.Dataset:
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, cache: bool | None = None) -> tf.data.Dataset:
     """Batches of ``(images uint8 [B,S,S,3], {"mask": float32 [B,S,S,1], "image": float32 [B,1]})``
     (+ ``{"case_id", "orig_hw", "num_instances"}`` when ``with_ids``).
 
     B is the per-replica batch when ``input_context`` is given (distribute_datasets_from_function),
     else ``global_batch_size``. Training: shuffled, JPEG-recompressed (``augment_jpeg`` overrides),
     optionally class-balanced to ``forged_fraction``, last partial batch dropped. Evaluation:
-    deterministic order, every record exactly once, last partial batch kept. Flips are not
+    deterministic order, every record exactly once, last partial batch kept. ``cache`` (training;
+    default: when the decoded split fits in ``CACHE_LIMIT_BYTES``) keeps decoded examples in RAM
+    after the first epoch. Flips are not
     applied here: the model's train_step calls ``trainer.augment.random_flips`` on the device.
     """
     src = resolve_source(data_dir, split)
@@ -227,19 +238,24 @@ def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bo
     n_pipelines = input_context.num_input_pipelines if input_context else 1
 
     records = _records(src, training, input_context, seed)
-    if training and forged_fraction:
-        records = _balanced(records, src, forged_fraction, max(1, src.counts["total"] // n_pipelines),
-                            shuffle_buffer, seed)
-    elif training:
-        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-
-    if augment_jpeg:
-        examples = with_element_seeds(records, seed).map(
-            lambda rec, s: host_augment(parse_record(rec[0], rec[1], src.image_size, src.encoding), s),
-            num_parallel_calls=num_parallel_calls)
+    parse = lambda f, r: parse_record(f, r, src.image_size, src.encoding)  # noqa: E731
+    epoch_size = max(1, src.counts["total"] // n_pipelines)
+    # Class balancing reads its streams partially (take), which would never complete a cache.
+    cache = training and not forged_fraction and (should_cache(src, n_pipelines) if cache is None else cache)
+    if cache:
+        # Decode once and keep the examples in RAM: from the second epoch on the host only
+        # shuffles and augments (reading + CRC + parsing a raw 256 px record costs about as much
+        # as the JPEG recompression itself on a CPU).
+        examples = records.map(parse, num_parallel_calls=num_parallel_calls).cache()
+        examples = examples.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     else:
-        examples = records.map(lambda f, r: parse_record(f, r, src.image_size, src.encoding),
-                               num_parallel_calls=num_parallel_calls)
+        if training and forged_fraction:
+            records = _balanced(records, src, forged_fraction, epoch_size, shuffle_buffer, seed)
+        elif training:
+            records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        examples = records.map(parse, num_parallel_calls=num_parallel_calls)
+    if augment_jpeg:
+        examples = with_element_seeds(examples, seed).map(host_augment, num_parallel_calls=num_parallel_calls)
     ds = batch_for_model(examples, batch_size, training, with_ids, num_parallel_calls)
     options = tf.data.Options()
     options.deterministic = (not training) or seed is not None

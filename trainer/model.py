@@ -1,0 +1,239 @@
+"""The dual-stream U-Net (and the seed notebook's tiny network, one flag away).
+
+Both take uint8 RGB [B, S, S, 3] (input ``images``): ``ScaleRGB`` and
+``NoiseResidual`` are the first layers, so the exported model needs no
+preprocessing. Both return a dict: ``mask`` [B, S, S, 1] float32 sigmoid, and
+``image`` [B, 1] float32 sigmoid when the image-level head is on. Outputs are
+float32 whatever the mixed-precision policy.
+
+Why a self-correlation block: a copy-move duplicate carries the image's own
+noise, so the noise stream alone cannot see it; what gives it away is that the
+same content appears twice. ``SelfCorrelation`` compares every deep-feature
+position with every other one (outside its own neighbourhood) and hands the
+strongest matches to the decoder, as BusterNet's similarity branch does.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from trainer.augment import random_flips
+from trainer.layers import NoiseResidual, ScaleRGB
+
+ARCHS = ("unet", "seed")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything that decides the network's shape (recorded in the export's metadata)."""
+
+    image_size: int = 256
+    arch: str = "unet"  # "unet" (this project) or "seed" (the notebook's network)
+    width: int = 32  # filters at full resolution; doubled at each level
+    depth: int = 4  # number of 2x downsamplings
+    # Defaults chosen by validation oF1 in benchmarks/quality.py (--ablations): self-correlation on,
+    # image head off scored best (by less than one validation image; see the README's table).
+    self_correlation: bool = True
+    image_head: bool = False
+    top_k: int = 8  # self-correlation: how many best matches per position
+    exclude_radius: int = 1  # self-correlation: ignore matches within this Chebyshev distance
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@keras.saving.register_keras_serializable(package="copymove")
+class SelfCorrelation(keras.layers.Layer):
+    """Top-k cosine similarities of each position with all others, excluding its own neighbourhood.
+
+    [B, h, w, C] -> [B, h, w, top_k] sorted high to low. Positions within
+    Chebyshev distance ``exclude_radius`` (the position itself included) are
+    excluded: neighbouring features are trivially similar. Runs in float32.
+    """
+
+    def __init__(self, top_k: int = 8, exclude_radius: int = 1, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        self.top_k = int(top_k)
+        self.exclude_radius = int(exclude_radius)
+
+    def exclusion_mask(self, h: int, w: int) -> np.ndarray:
+        """(h*w, h*w) bool, True where a pair is too close to count as a match."""
+        yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        yy, xx = yy.reshape(-1), xx.reshape(-1)
+        dist = np.maximum(np.abs(yy[:, None] - yy[None, :]), np.abs(xx[:, None] - xx[None, :]))
+        return dist <= self.exclude_radius
+
+    def call(self, features):
+        _, h, w, c = features.shape
+        f = tf.reshape(tf.cast(features, tf.float32), [-1, h * w, c])
+        f = tf.math.l2_normalize(f, axis=-1)
+        corr = tf.matmul(f, f, transpose_b=True)  # [B, N, N] cosine similarity
+        excluded = tf.constant(self.exclusion_mask(h, w))
+        corr = tf.where(excluded[None], tf.constant(-1.0, tf.float32), corr)
+        k = min(self.top_k, h * w)
+        best = tf.math.top_k(corr, k=k, sorted=True).values
+        return tf.reshape(best, [-1, h, w, k])
+
+    def compute_output_shape(self, input_shape):
+        h, w = input_shape[1], input_shape[2]
+        k = self.top_k if h is None or w is None else min(self.top_k, h * w)
+        return (input_shape[0], h, w, k)
+
+    def get_config(self):
+        return {**super().get_config(), "top_k": self.top_k, "exclude_radius": self.exclude_radius}
+
+
+class ForgeryModel(keras.Model):
+    """Functional model whose train_step flips image and mask together on the device.
+
+    Targets must have exactly the model's output keys (``select_targets``).
+    """
+
+    def train_step(self, data):
+        x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
+        x, mask = random_flips(x, y["mask"])
+        return self._reducible(super().train_step((x, dict(y, mask=mask), sw)))
+
+    def test_step(self, data):
+        return self._reducible(super().test_step(data))
+
+    def _reducible(self, logs):
+        """Under several workers Keras 3 reduces each log with ``strategy.reduce(MEAN, v, axis=0)``,
+        which fails on scalars (keras-team/keras#20585): give them a length-1 axis there."""
+        if not is_multi_worker(self.distribute_strategy):
+            return logs
+        return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Build the loss and metrics from one replica's batch.
+
+        Keras 3 (TF backend) first averages a whole distributed batch across replicas
+        just to learn its shapes; under MultiWorkerMirroredStrategy that reduce fails
+        ("Attempt to convert a value (PerReplica..."), see keras-team/keras#20585.
+        One replica's batch has the same shapes.
+        """
+        if iterator is not None and data_batch is None and self.distribute_strategy is not None:
+            for _, _, it in iterator:
+                batch = next(it)
+                break
+            strategy = self.distribute_strategy
+            data_batch = tf.nest.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues) else v, batch)
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+
+def is_multi_worker(strategy) -> bool:
+    """MultiWorkerMirroredStrategy over more than one worker process."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    spec = strategy.cluster_resolver.cluster_spec().as_dict()
+    return sum(len(spec.get(job, ())) for job in ("chief", "worker")) > 1
+
+
+def select_targets(dataset, output_names):
+    """Drop the targets a model has no output for (the data always has ``image`` labels; the head
+    is optional). Keras matches a one-output model's single target by position, not by name."""
+    names = tuple(output_names)
+    return dataset.map(lambda x, y, *rest: (x, {k: y[k] for k in names}, *rest))
+
+
+def conv_block(x, filters: int, name: str):
+    """Two conv-BN-ReLU layers: the unit every encoder and decoder level is made of."""
+    for i in (1, 2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
+        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def fuse(a, b, filters: int, name: str):
+    """RGB and noise features at one scale -> one tensor (1x1 conv over the concatenation)."""
+    x = layers.Concatenate(name=f"{name}_concat")([a, b])
+    x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=f"{name}_relu")(x)
+
+
+def build_unet(cfg: ModelConfig) -> ForgeryModel:
+    """Dual-stream U-Net: two encoders fused at every scale, a skip-connected decoder."""
+    if cfg.image_size % (2 ** cfg.depth):
+        raise ValueError(f"image_size {cfg.image_size} must be divisible by 2**depth = {2 ** cfg.depth}")
+    images = keras.Input((cfg.image_size, cfg.image_size, 3), dtype="uint8", name="images")
+    rgb = ScaleRGB(name="scale_rgb")(images)
+    noise = NoiseResidual(name="noise_residual")(images)
+
+    skips = []
+    for level in range(cfg.depth):
+        filters = cfg.width * 2 ** level
+        rgb = conv_block(rgb, filters, f"rgb{level}")
+        noise = conv_block(noise, filters, f"noise{level}")
+        skips.append(fuse(rgb, noise, filters, f"fuse{level}"))
+        rgb = layers.MaxPooling2D(name=f"rgb{level}_pool")(rgb)
+        noise = layers.MaxPooling2D(name=f"noise{level}_pool")(noise)
+
+    filters = cfg.width * 2 ** cfg.depth
+    rgb = conv_block(rgb, filters, "rgb_bottom")
+    noise = conv_block(noise, filters, "noise_bottom")
+    x = fuse(rgb, noise, filters, "fuse_bottom")
+    if cfg.self_correlation:
+        corr = SelfCorrelation(cfg.top_k, cfg.exclude_radius, name="self_correlation")(x)
+        x = layers.Concatenate(name="bottom_corr_concat")([x, corr])
+        x = conv_block(x, filters, "bottom_corr")
+
+    outputs = {}
+    if cfg.image_head:
+        pooled = layers.Concatenate(name="head_pool")(
+            [layers.GlobalAveragePooling2D(name="head_gap")(x), layers.GlobalMaxPooling2D(name="head_gmp")(x)])
+        outputs["image"] = layers.Dense(1, activation="sigmoid", dtype="float32", name="image")(pooled)
+
+    for level in reversed(range(cfg.depth)):
+        x = layers.UpSampling2D(name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        x = conv_block(x, cfg.width * 2 ** level, f"dec{level}")
+    logits = layers.Conv2D(1, 1, name="mask_logits")(x)
+    outputs["mask"] = layers.Activation("sigmoid", dtype="float32", name="mask")(logits)
+    return ForgeryModel(inputs=images, outputs=outputs, name="dual_stream_unet")
+
+
+def build_seed(cfg: ModelConfig) -> ForgeryModel:
+    """The seed notebook's build_dual_stream_unet, layer for layer, wrapped to take uint8 images.
+
+    Two streams of Conv(32)-MaxPool-Conv(64), concatenated, upsampled, Conv(128),
+    1x1 Conv sigmoid. The seed fed [0, 1] RGB and the noise residual as two
+    inputs; here the input layers compute them. Width, depth and the optional
+    blocks do not apply.
+    """
+    images = keras.Input((cfg.image_size, cfg.image_size, 3), dtype="uint8", name="images")
+    rgb = ScaleRGB(name="scale_rgb")(images)
+    noise = NoiseResidual(name="noise_residual")(images)
+
+    def stream(name):
+        return keras.Sequential([
+            layers.Conv2D(32, 3, activation="relu", padding="same"), layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, activation="relu", padding="same")], name=name)
+
+    merged = layers.Concatenate()([stream("rgb_stream")(rgb), stream("feature_stream")(noise)])
+    x = layers.UpSampling2D(size=(2, 2))(merged)
+    x = layers.Conv2D(128, 3, activation="relu", padding="same")(x)
+    mask = layers.Conv2D(1, 1, activation="sigmoid", padding="same", dtype="float32", name="mask")(x)
+    return ForgeryModel(inputs=images, outputs={"mask": mask}, name="seed_dual_stream")
+
+
+def build_model(cfg: ModelConfig) -> ForgeryModel:
+    """The network ``cfg`` describes, built under the current dtype policy."""
+    if cfg.arch == "unet":
+        return build_unet(cfg)
+    if cfg.arch == "seed":
+        return build_seed(cfg)
+    raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {ARCHS}")
+
+
+def has_image_head(cfg: ModelConfig) -> bool:
+    return cfg.arch == "unet" and cfg.image_head
