@@ -226,14 +226,16 @@ def search(samples: Sequence[Sample], base: PostprocessConfig,
 
 # ----------------------------------------------------------------------------- CLI
 
-_MODEL_DIR = flags.DEFINE_string("model_dir", None, "MODEL_DIR (with export/) or the export dir.", required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "The Beam job's output (manifest.json + TFRecords).")
-_INPUT_DIR = flags.DEFINE_string("input_dir", None, "Or: labelled images + masks in the competition layout.")
-_SPLIT = flags.DEFINE_string("split", "val", "Which records split to calibrate on (with --data_dir).")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per model call.")
-_THRESHOLDS = flags.DEFINE_list("thresholds", [str(t) for t in DEFAULT_THRESHOLDS], "Pixel thresholds to try.")
-_MIN_AREAS = flags.DEFINE_list("min_areas", [str(a) for a in DEFAULT_MIN_AREAS], "Minimum areas (model px) to try.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the result without writing metadata.json.")
+def _define_flags() -> None:
+    """Flags exist only when run as a command, so importing this module never clashes with others."""
+    flags.DEFINE_string("model_dir", None, "MODEL_DIR (with export/) or the export dir.", required=True)
+    flags.DEFINE_string("data_dir", None, "The Beam job's output (manifest.json + TFRecords).")
+    flags.DEFINE_string("input_dir", None, "Or: labelled images + masks in the competition layout.")
+    flags.DEFINE_string("split", "val", "Which records split to calibrate on (with --data_dir).")
+    flags.DEFINE_integer("batch_size", 32, "Images per model call.")
+    flags.DEFINE_list("thresholds", [str(t) for t in DEFAULT_THRESHOLDS], "Pixel thresholds to try.")
+    flags.DEFINE_list("min_areas", [str(a) for a in DEFAULT_MIN_AREAS], "Minimum areas (model px) to try.")
+    flags.DEFINE_bool("dry_run", False, "Print the result without writing metadata.json.")
 
 
 def calibrate(model_dir: str, data_dir: Optional[str] = None, input_dir: Optional[str] = None,
@@ -273,20 +275,21 @@ def calibrate(model_dir: str, data_dir: Optional[str] = None, input_dir: Optiona
 
 def main(argv):
     del argv
+    f = flags.FLAGS
     try:
-        report = calibrate(_MODEL_DIR.value, _DATA_DIR.value, _INPUT_DIR.value, _SPLIT.value, _BATCH.value,
-                           [float(t) for t in _THRESHOLDS.value], [int(a) for a in _MIN_AREAS.value],
-                           write=not _DRY_RUN.value)
+        report = calibrate(f.model_dir, f.data_dir, f.input_dir, f.split, f.batch_size,
+                           [float(t) for t in f.thresholds], [int(a) for a in f.min_areas], write=not f.dry_run)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}")
     print(f"calibrated on {report['images']} images ({report['forged']} forged, {report['skipped']} skipped) "
           f"from {report['data']}")
     print(f"  before: oF1 {report['oF1_before']:.4f}  {report['before']}")
     print(f"  after:  oF1 {report['oF1_after']:.4f}  {report['after']}")
-    if not _DRY_RUN.value:
-        print(f"  written to {os.path.join(export_dir_of(_MODEL_DIR.value), METADATA_FILE)}")
+    if not f.dry_run:
+        print(f"  written to {os.path.join(export_dir_of(f.model_dir), METADATA_FILE)}")
     sys.stdout.write(json.dumps(report) + "\n")
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)

@@ -14,9 +14,12 @@ from absl import app, flags
 
 from serving.metric import evaluate_frames
 
-_SOL = flags.DEFINE_string("solution", None, "Ground truth CSV: case_id,annotation,height,width.", required=True)
-_SUB = flags.DEFINE_string("submission", None, "Predictions CSV: case_id,annotation.", required=True)
-_PER_IMAGE = flags.DEFINE_string("per_image_csv", None, "Optional path for per-image scores.")
+
+def _define_flags() -> None:
+    """Flags exist only when run as a command, so importing this module never clashes with others."""
+    flags.DEFINE_string("solution", None, "Ground truth CSV: case_id,annotation,height,width.", required=True)
+    flags.DEFINE_string("submission", None, "Predictions CSV: case_id,annotation.", required=True)
+    flags.DEFINE_string("per_image_csv", None, "Optional path for per-image scores.")
 
 
 def read_csv(path: str, what: str) -> pd.DataFrame:
@@ -31,15 +34,15 @@ def read_csv(path: str, what: str) -> pd.DataFrame:
 
 def main(argv):
     del argv
-    solution = read_csv(_SOL.value, "solution")
-    submission = read_csv(_SUB.value, "submission")
+    solution = read_csv(flags.FLAGS.solution, "solution")
+    submission = read_csv(flags.FLAGS.submission, "submission")
     try:
         result = evaluate_frames(solution, submission)
     except ValueError as exc:
         raise SystemExit(f"error: {exc}")
     s = result.summary
-    if _PER_IMAGE.value:
-        result.per_image.to_csv(_PER_IMAGE.value, index=False)
+    if flags.FLAGS.per_image_csv:
+        result.per_image.to_csv(flags.FLAGS.per_image_csv, index=False)
     print(f"images {s['images']}  oF1 {s['oF1']:.4f}  missing {s['missing']}  unparseable {s['unparseable']}")
     print(f"true forged/authentic {s['true_forged']}/{s['true_authentic']}  "
           f"predicted forged/authentic {s['pred_forged']}/{s['pred_authentic']}  "
@@ -48,4 +51,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
