@@ -2,7 +2,7 @@
 wall-clock budget, scored with the competition metric on held-out synthetic test images.
 
     python -m benchmarks.quality --work_dir /tmp/quality [--minutes 6] [--image_size 128]
-        [--num_train 240 --num_test 80] [--ablations] [--records_dir DIR]
+        [--num_train 240 --num_test 80] [--contenders seed,default,shallow_corr] [--records_dir DIR]
 
 1. ``preprocessing.synth`` writes a synthetic dataset (train + test with test_solution.csv);
    ``preprocessing.main.run_pipeline`` turns its training part into TFRecords
@@ -10,9 +10,9 @@ wall-clock budget, scored with the competition metric on held-out synthetic test
 2. Each contender trains with ``trainer.train.run`` for ``--minutes`` (time budget, the
    best checkpoint by its own monitor is exported):
    - seed:    ``--arch=seed --loss=tversky``, early stopping / best checkpoint on val_loss;
-   - default: the dual-stream U-Net with self-correlation (no image head), BCE+Dice;
-   - with ``--ablations``: the U-Net with self-correlation and the image head, with the head only,
-     with neither.
+   - default: ``trainer.main``'s defaults (dual-stream U-Net, self-correlation on the bottleneck,
+     no image head, BCE+Dice, best checkpoint by val oF1) at the CPU-size --width/--depth;
+   - optional (``--contenders``): shallow_corr (+ self-correlation at level 2), image_head, no_corr.
 3. ``serving.score`` scores the test images from the exported SavedModel (resized to the model
    size, post-processed with metadata.json's defaults); ``serving.metric`` computes oF1 against
    test_solution.csv. Then ``serving.calibrate`` tunes the post-processing on the val split and
@@ -42,7 +42,8 @@ flags.DEFINE_integer("epochs", 200, "Epoch cap (the budget normally ends trainin
 flags.DEFINE_integer("train_batch_size", 16, "Global training batch (the seed's 16).")
 flags.DEFINE_integer("width", 16, "Default model width.")
 flags.DEFINE_integer("depth", 3, "Default model depth.")
-flags.DEFINE_bool("ablations", False, "Also train the U-Net without self-correlation / image head.")
+flags.DEFINE_list("contenders", ["seed", "default"],
+                  "Which to train, in order, from: seed, default, shallow_corr, image_head, no_corr.")
 flags.DEFINE_string("precision", "auto", "Training precision for every contender.")
 flags.DEFINE_integer("seed", 0, "Data and training seed.")
 flags.DEFINE_bool("calibrate", True, "Also score after serving.calibrate tunes post-processing on the val split.")
@@ -50,18 +51,28 @@ flags.DEFINE_bool("reuse_models", False, "Skip training where work_dir/models/<n
 
 
 def contenders():
+    """(name, ModelConfig, loss, monitor) for each of --contenders. The default takes every trainer
+    default except the CPU-size flags (width, depth); the seed takes the notebook's network, loss
+    and monitor; the others change one thing in the default."""
     from trainer.model import ModelConfig
+    from trainer.train import TrainConfig
 
     unet = dict(arch="unet", width=FLAGS.width, depth=FLAGS.depth)
-    out = [("seed (seed recipe: Tversky, val_loss)", ModelConfig(arch="seed"), "tversky", "val_loss"),
-           ("default (U-Net + self-corr, BCE+Dice)", ModelConfig(**unet), "bce_dice", "val_of1")]
-    if FLAGS.ablations:
-        out += [("U-Net + self-corr + image head", ModelConfig(**unet, image_head=True), "bce_dice", "val_of1"),
-                ("U-Net + image head", ModelConfig(**unet, self_correlation=False, image_head=True), "bce_dice",
-                 "val_of1"),
-                ("U-Net, neither", ModelConfig(**unet, self_correlation=False, image_head=False), "bce_dice",
-                 "val_of1")]
-    return out
+    loss, monitor = TrainConfig.loss, TrainConfig.monitor
+    known = {
+        "seed": ("seed (seed recipe: Tversky, val_loss)", ModelConfig(arch="seed"), "tversky", "val_loss"),
+        "default": (f"default (U-Net + bottleneck self-corr, {loss}, best by {monitor})", ModelConfig(**unet),
+                    loss, monitor),
+        "shallow_corr": ("default + self-corr at level 2 (stride 4)",
+                         ModelConfig(**unet, correlation_levels=(2,)), loss, monitor),
+        "image_head": ("default + image head", ModelConfig(**unet, image_head=True), loss, monitor),
+        "no_corr": ("default without self-corr", ModelConfig(**unet, self_correlation=False, correlation_levels=()),
+                    loss, monitor),
+    }
+    unknown = set(FLAGS.contenders) - set(known)
+    if unknown:
+        raise app.UsageError(f"unknown --contenders {sorted(unknown)}; expected some of {sorted(known)}")
+    return [known[name] for name in FLAGS.contenders]
 
 
 def prepare_data(work: str) -> tuple[str, str]:
@@ -107,7 +118,8 @@ def authentic_baseline(synth_dir: str) -> dict:
 def slug(model_cfg) -> str:
     if model_cfg.arch == "seed":
         return "seed"
-    return f"unet_sc{int(model_cfg.self_correlation)}_head{int(model_cfg.image_head)}"
+    levels = "".join(str(v) for v in model_cfg.correlation_levels) or "none"
+    return f"unet_sc{int(model_cfg.self_correlation)}_levels{levels}_head{int(model_cfg.image_head)}"
 
 
 def train_contender(model_dir, records, model_cfg, loss, monitor) -> dict:
@@ -161,10 +173,11 @@ def main(argv):
     del argv
     logging.set_verbosity(logging.WARNING)
     work = FLAGS.work_dir
+    entries = contenders()  # a bad --contenders fails before any work
     os.makedirs(work, exist_ok=True)
     synth_dir, records = prepare_data(work)
     rows, image_size = [], None
-    for name, model_cfg, loss, monitor in contenders():
+    for name, model_cfg, loss, monitor in entries:
         model_dir = os.path.join(work, "models", slug(model_cfg))
         row = {"contender": name, **train_contender(model_dir, records, model_cfg, loss, monitor)}
         row.update(score_contender(model_dir, synth_dir, records))

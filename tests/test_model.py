@@ -88,3 +88,28 @@ def test_seed_arch_is_the_notebooks_network():
     assert top == [("Concatenate", None), ("UpSampling2D", None), ("Conv2D", 128), ("Conv2D", 1)]
     out = model(np.zeros((1, 32, 32, 3), np.uint8))
     assert set(out) == {"mask"} and out["mask"].shape == (1, 32, 32, 1) and out["mask"].dtype == "float32"
+
+
+def test_centred_self_correlation_is_pearson_and_matches_numpy():
+    f = np.random.default_rng(4).normal(loc=2.0, size=(2, 4, 5, 6)).astype(np.float32)
+    got = SelfCorrelation(top_k=3, exclude_radius=1, center=True)(f)
+    centred = f - f.mean(axis=-1, keepdims=True)
+    np.testing.assert_allclose(np.asarray(got), np_self_correlation(centred, 3, 1), atol=1e-5)
+    # All-positive features look alike under plain cosine similarity, not once centred.
+    plain = np.asarray(SelfCorrelation(top_k=1, exclude_radius=1)(np.abs(f)))
+    assert plain.min() > 0.5 and np.asarray(got)[..., 0].min() < 0.5
+
+
+def test_shallow_correlation_levels_feed_the_decoder():
+    model = build_model(ModelConfig(image_size=32, width=4, depth=3, correlation_levels=(1, 2)))
+    names = [layer.name for layer in model.layers]
+    assert {"self_correlation1", "self_correlation2", "self_correlation"} <= set(names)
+    assert "self_correlation0" not in names
+    # Level 1 is stride 2: 16x16 positions, top_k channels, concatenated to that level's skip.
+    assert model.get_layer("self_correlation1").output.shape == (None, 16, 16, 8)
+    assert model.get_layer("corr1_concat").output.shape == (None, 16, 16, 8 + 8)
+    none = build_model(ModelConfig(image_size=32, width=4, depth=3, correlation_levels=()))
+    assert not any(n.startswith("self_correlation") and n != "self_correlation" for n in
+                   (layer.name for layer in none.layers))
+    with pytest.raises(ValueError, match="correlation_levels"):
+        build_model(ModelConfig(image_size=32, width=4, depth=3, correlation_levels=(-1,)))

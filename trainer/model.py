@@ -11,6 +11,12 @@ noise, so the noise stream alone cannot see it; what gives it away is that the
 same content appears twice. ``SelfCorrelation`` compares every deep-feature
 position with every other one (outside its own neighbourhood) and hands the
 strongest matches to the decoder, as BusterNet's similarity branch does.
+
+Optionally also at shallow levels (``correlation_levels``, e.g. (2,) = stride 4):
+an exact copy gives near-identical early features at the source and the target,
+a cue that needs no deep features. Off by default: in benchmarks/quality.py
+(a few CPU minutes at 96 px) it did not beat the bottleneck-only model, and it
+slows every step (the [h*w, h*w] matrix at stride 4 or 2 instead of 16 or 8).
 """
 from __future__ import annotations
 
@@ -35,12 +41,16 @@ class ModelConfig:
     arch: str = "unet"  # "unet" (this project) or "seed" (the notebook's network)
     width: int = 32  # filters at full resolution; doubled at each level
     depth: int = 4  # number of 2x downsamplings
-    # Defaults chosen by validation oF1 in benchmarks/quality.py (--ablations): self-correlation on,
+    # Defaults chosen by validation oF1 in benchmarks/quality.py (--contenders): self-correlation on,
     # image head off scored best (by less than one validation image; see the README's table).
     self_correlation: bool = True
     image_head: bool = False
     top_k: int = 8  # self-correlation: how many best matches per position
     exclude_radius: int = 1  # self-correlation: ignore matches within this Chebyshev distance
+    # Encoder levels (stride 2**level) whose fused skip features also get a (centred) self-correlation,
+    # fed to the decoder at that scale; levels >= depth do not exist and are skipped.
+    # Memory: (S / 2**level)**4 floats per image.
+    correlation_levels: tuple = ()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,13 +63,16 @@ class SelfCorrelation(keras.layers.Layer):
     [B, h, w, C] -> [B, h, w, top_k] sorted high to low. Positions within
     Chebyshev distance ``exclude_radius`` (the position itself included) are
     excluded: neighbouring features are trivially similar. Runs in float32.
+    ``center``: subtract each feature vector's mean over channels first (Pearson
+    correlation), so that all-positive ReLU features do not all look alike.
     """
 
-    def __init__(self, top_k: int = 8, exclude_radius: int = 1, **kwargs):
+    def __init__(self, top_k: int = 8, exclude_radius: int = 1, center: bool = False, **kwargs):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         self.top_k = int(top_k)
         self.exclude_radius = int(exclude_radius)
+        self.center = bool(center)
 
     def exclusion_mask(self, h: int, w: int) -> np.ndarray:
         """(h*w, h*w) bool, True where a pair is too close to count as a match."""
@@ -71,6 +84,8 @@ class SelfCorrelation(keras.layers.Layer):
     def call(self, features):
         _, h, w, c = features.shape
         f = tf.reshape(tf.cast(features, tf.float32), [-1, h * w, c])
+        if self.center:
+            f = f - tf.reduce_mean(f, axis=-1, keepdims=True)
         f = tf.math.l2_normalize(f, axis=-1)
         corr = tf.matmul(f, f, transpose_b=True)  # [B, N, N] cosine similarity
         excluded = tf.constant(self.exclusion_mask(h, w))
@@ -85,7 +100,8 @@ class SelfCorrelation(keras.layers.Layer):
         return (input_shape[0], h, w, k)
 
     def get_config(self):
-        return {**super().get_config(), "top_k": self.top_k, "exclude_radius": self.exclude_radius}
+        return {**super().get_config(), "top_k": self.top_k, "exclude_radius": self.exclude_radius,
+                "center": self.center}
 
 
 class ForgeryModel(keras.Model):
@@ -165,6 +181,8 @@ def build_unet(cfg: ModelConfig) -> ForgeryModel:
     """Dual-stream U-Net: two encoders fused at every scale, a skip-connected decoder."""
     if cfg.image_size % (2 ** cfg.depth):
         raise ValueError(f"image_size {cfg.image_size} must be divisible by 2**depth = {2 ** cfg.depth}")
+    if any(lv < 0 for lv in cfg.correlation_levels):
+        raise ValueError(f"correlation_levels {cfg.correlation_levels} must be >= 0")
     images = keras.Input((cfg.image_size, cfg.image_size, 3), dtype="uint8", name="images")
     rgb = ScaleRGB(name="scale_rgb")(images)
     noise = NoiseResidual(name="noise_residual")(images)
@@ -174,7 +192,12 @@ def build_unet(cfg: ModelConfig) -> ForgeryModel:
         filters = cfg.width * 2 ** level
         rgb = conv_block(rgb, filters, f"rgb{level}")
         noise = conv_block(noise, filters, f"noise{level}")
-        skips.append(fuse(rgb, noise, filters, f"fuse{level}"))
+        skip = fuse(rgb, noise, filters, f"fuse{level}")
+        if level in cfg.correlation_levels:
+            corr = SelfCorrelation(cfg.top_k, cfg.exclude_radius, center=True,
+                                   name=f"self_correlation{level}")(skip)
+            skip = layers.Concatenate(name=f"corr{level}_concat")([skip, corr])
+        skips.append(skip)
         rgb = layers.MaxPooling2D(name=f"rgb{level}_pool")(rgb)
         noise = layers.MaxPooling2D(name=f"noise{level}_pool")(noise)
 
