@@ -119,7 +119,7 @@ def main(argv):
         print(f"round {r + 1}: " + "  ".join(f"{n} {t[-1]:.1f}s" for n, t in times.items()), flush=True)
 
     rate = {n: len(items) / statistics.median(t) for n, t in times.items()}
-    print(f"\n| method        | images/s | speed-up |\n|---------------|---------:|---------:|")
+    print("\n| method        | images/s | speed-up |\n|---------------|---------:|---------:|")
     for name in runners:
         print(f"| {name:<13} | {rate[name]:>8.1f} | {rate[name] / rate['seed_loop']:>7.2f}x |")
     print(json.dumps({n: round(v, 2) for n, v in rate.items()}))
