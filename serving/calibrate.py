@@ -37,7 +37,7 @@ from preprocessing.masks import load_mask
 from preprocessing.schema import parse_example, read_manifest
 from serving.decode import resize_to_model
 from serving.metric import image_score
-from serving.postprocess import PostprocessConfig
+from serving.postprocess import PostprocessConfig, union_instances
 from serving.saved_model import METADATA_FILE, ExportedModel, export_dir_of, load, read_metadata, write_metadata
 from serving.score import Prediction, predict_items
 
@@ -55,12 +55,6 @@ class Sample:
 
 
 # ----------------------------------------------------------------------------- validation data
-
-def union_instances(union: np.ndarray) -> list[np.ndarray]:
-    """Instances of a union mask: its 4-connected components (the same connectivity as post-processing)."""
-    n, labels = cv2.connectedComponents((np.asarray(union) > 0).astype(np.uint8), connectivity=4)
-    return [(labels == k).astype(np.uint8) for k in range(1, n)]
-
 
 def record_files(data_dir: str, split: str = "val") -> tuple[list[str], str]:
     """The split's shard files and their TFRecord compression type, from manifest.json."""

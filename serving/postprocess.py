@@ -47,6 +47,13 @@ def components(prob: np.ndarray, cfg: PostprocessConfig) -> list[np.ndarray]:
     return [(labels == k).astype(np.uint8) for k in keep]
 
 
+def union_instances(union: np.ndarray) -> list[np.ndarray]:
+    """Ground truth from a union mask (records store only the union): its 4-connected components,
+    the same connectivity as ``components``. Touching source and copy become one instance."""
+    n, labels = cv2.connectedComponents((np.asarray(union) > 0).astype(np.uint8), connectivity=4)
+    return [(labels == k).astype(np.uint8) for k in range(1, n)]
+
+
 def evidence(prob: np.ndarray, comps: list[np.ndarray], image_score: Optional[float]) -> float:
     """How strongly the image looks forged: the image head's score, else the peak inside a component."""
     if image_score is not None:

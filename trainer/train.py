@@ -132,8 +132,7 @@ def gt_instances(union_mask: np.ndarray) -> list[np.ndarray]:
     competition's instances: a source and its copy that touch become one instance, and an
     instance that the resize split in two becomes two. It is scored at the stored size.
     """
-    return postprocess.components(np.asarray(union_mask, np.float32).squeeze(-1),
-                                  postprocess.PostprocessConfig(threshold=0.5, min_area=1))
+    return postprocess.union_instances(np.asarray(union_mask).squeeze(-1))
 
 
 def postprocess_config(image_head: bool) -> postprocess.PostprocessConfig:
