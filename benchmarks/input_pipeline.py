@@ -186,9 +186,10 @@ def ceiling_batches(examples: dict, parallelism: int) -> Iterator:
 
     from trainer import data
 
-    ds = tf.data.Dataset.from_tensor_slices(examples).shuffle(data.DEFAULT_SHUFFLE_BUFFER)
-    ds = data.with_element_seeds(ds, None).map(data.host_augment, num_parallel_calls=parallelism)
-    ds = data.batch_for_model(ds, FLAGS.batch_size, training=True)
+    fields = {k: examples[k] for k in data.TRAIN_FIELDS}  # what make_dataset keeps for training
+    ds = tf.data.Dataset.from_tensor_slices(fields).shuffle(data.DEFAULT_SHUFFLE_BUFFER)
+    ds = data.batch_for_model(ds, FLAGS.batch_size, training=True, num_parallel_calls=parallelism,
+                              augment_jpeg=True)
     options = tf.data.Options()
     options.deterministic = False
     return iter(ds.with_options(options).repeat())

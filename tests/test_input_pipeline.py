@@ -129,13 +129,13 @@ def test_eval_epoch_yields_each_record_once_with_stored_pixels(fixture, request)
     ds = data.make_dataset(data_dir, "val", 3, training=False, with_ids=True)
     seen, sizes = [], []
     for images, targets, ids in ds:
-        assert images.dtype == tf.uint8 and targets["mask"].dtype == tf.float32
+        assert images.dtype == tf.uint8 and targets["mask"].dtype == tf.uint8
         assert targets["image"].shape == (images.shape[0], 1) and ids["orig_hw"].dtype == tf.int32
         sizes.append(images.shape[0])
         for k, key in enumerate(_keys(ids, targets)):
             img, mask = truth[key]
             np.testing.assert_array_equal(images[k].numpy(), img)  # no augmentation: exact pixels
-            np.testing.assert_array_equal(targets["mask"][k, ..., 0].numpy(), mask.astype(np.float32))
+            np.testing.assert_array_equal(targets["mask"][k, ..., 0].numpy(), mask)
             if key[1] == 0:
                 assert ids["num_instances"][k] == 0 and not mask.any()
             seen.append(key)
@@ -248,6 +248,21 @@ def test_jpeg_recompression_uses_a_quality_in_70_to_95(cases_64):
     assert 8 <= hits["recompressed"] <= 32, hits  # probability 0.5 (binomial, 40 draws)
     forced = augment.recompress_jpeg(img, tf.constant([1, 2]), probability=1.0)
     assert not np.array_equal(forced.numpy(), img.numpy())
+
+
+def test_batch_recompression_gives_each_image_its_own_choice(cases_64):
+    images = np.stack([img for _, img, _ in cases_64] * 4)[:16]
+    seed = tf.constant([3, 4])
+    apply, quality = augment.jpeg_choices(len(images), seed)
+    static = augment.recompress_jpeg_batch(tf.constant(images), seed).numpy()
+    dynamic = tf.function(lambda x: augment.recompress_jpeg_batch(x, seed), input_signature=[
+        tf.TensorSpec([None, *images.shape[1:]], tf.uint8)])(images).numpy()
+    np.testing.assert_array_equal(static, dynamic)  # unrolled and map_fn paths agree
+    assert 0 < int(tf.reduce_sum(tf.cast(apply, tf.int32))) < len(images)
+    for i, img in enumerate(images):
+        expected = tf.image.adjust_jpeg_quality(img, quality[i]).numpy() if apply[i] else img
+        np.testing.assert_array_equal(static[i], expected)
+        assert 70 <= int(quality[i]) <= 95
 
 
 def test_class_balance_oversamples_forged(records):

@@ -3,7 +3,7 @@
 Shape of the pipeline (one per input worker):
 
     shard files -> parallel interleave -> [shard records] -> shuffle | class balance (training)
-    -> parallel parse + validate + decode + JPEG recompression (training) -> batch -> prefetch
+    -> parallel parse + validate + decode -> batch -> JPEG recompression (training) -> prefetch
 
 Records are already resized by the Beam job, so the host only parses, decodes
 and (in training) recompresses; everything else (flips, scaling, the noise
@@ -104,10 +104,22 @@ def _bytes_ok(encoded: tf.Tensor, fmt: tf.Tensor, num_bytes: tf.Tensor) -> tf.Te
     return tf.where(tf.equal(fmt, "raw"), raw_ok, png_ok)
 
 
+_HIGH_BITS = -0x0101010101010102  # 0xFEFEFEFEFEFEFEFE: every bit of every byte except the lowest
+
+
+def _is_binary(mask: tf.Tensor) -> tf.Tensor:
+    """All uint8 values are 0 or 1, tested eight bytes at a time (an element-wise uint8 max over a
+    256 px mask costs more than the rest of the record's parsing)."""
+    flat = tf.reshape(mask, [-1])
+    flat = tf.pad(flat, [[0, tf.math.floormod(-tf.size(flat), 8)]])
+    words = tf.bitcast(tf.reshape(flat, [-1, 8]), tf.int64)
+    return tf.reduce_all(tf.equal(tf.bitwise.bitwise_and(words, tf.constant(_HIGH_BITS, tf.int64)), 0))
+
+
 def parse_record(filename: tf.Tensor, serialized: tf.Tensor, image_size: int, encoding: str | None = None) -> dict:
     """One record -> decoded dict (as ``schema.parse_example``) plus ``file``, after checks that turn
     corruption into an error naming the file and case id instead of a bare decoder message or a
-    silent skip. Mask values (0/1) are checked per batch in ``batch_for_model``, vectorised."""
+    silent skip."""
     f = tf.io.parse_single_example(serialized, schema.FEATURES)
     case_id, fmt = f["case_id"], f["image/format"]
     h, w = f["image/height"], f["image/width"]
@@ -126,12 +138,13 @@ def parse_record(filename: tf.Tensor, serialized: tf.Tensor, image_size: int, en
         h32, w32 = tf.cast(h, tf.int32), tf.cast(w, tf.int32)
         image = schema.decode_plane(f["image/encoded"], fmt, h32, w32, 3)
         mask = schema.decode_plane(f["mask/encoded"], fmt, h32, w32, 1)
+    decoded_checks = [(_is_binary(mask), "mask values are not 0/1")]
     if encoding != "raw":  # a PNG's own header may disagree with image/height,width
         decoded_hw = tf.stack([tf.shape(image)[:2], tf.shape(mask)[:2]])
-        with tf.control_dependencies([_assert_all(
-                [(tf.reduce_all(tf.equal(decoded_hw, tf.stack([h32, w32]))),
-                  "decoded size differs from image/height,width")], filename, case_id, decoded_hw)]):
-            image, mask = tf.identity(image), tf.identity(mask)
+        decoded_checks.append((tf.reduce_all(tf.equal(decoded_hw, tf.stack([h32, w32]))),
+                               "decoded size differs from image/height,width"))
+    with tf.control_dependencies([_assert_all(decoded_checks, filename, case_id, tf.shape(mask))]):
+        image, mask = tf.identity(image), tf.identity(mask)
     if image_size:
         image = tf.ensure_shape(image, [image_size, image_size, 3])
         mask = tf.ensure_shape(mask, [image_size, image_size, 1])
@@ -195,15 +208,18 @@ def should_cache(src: Source, n_pipelines: int = 1, limit_bytes: int = CACHE_LIM
     return src.counts.get("total", 0) * per_example / max(1, n_pipelines) <= limit_bytes
 
 
+TRAIN_FIELDS = ("image", "mask", "label")
+ID_FIELDS = ("case_id", "orig/height", "orig/width", "mask/num_instances")
+
+
+def model_fields(example: dict, with_ids: bool) -> dict:
+    """Only what the batches carry: every extra field is work for shuffle, cache and batch."""
+    return {k: example[k] for k in TRAIN_FIELDS + (ID_FIELDS if with_ids else ())}
+
+
 def _to_model_io(batch: dict, with_ids: bool):
-    mask = tf.cast(batch["mask"], tf.float32)
-    bad = tf.reduce_max(mask, axis=[1, 2, 3]) > 1.0  # vectorised here: a per-record uint8 max is slow
-    check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [
-        "corrupt record: mask values are not 0/1; case_id:", tf.boolean_mask(batch["case_id"], bad),
-        "file:", tf.boolean_mask(batch["file"], bad)], summarize=8)
-    with tf.control_dependencies([check]):
-        mask = tf.identity(mask)
-    targets = {"mask": mask, "image": tf.cast(batch["label"], tf.float32)[:, None]}
+    # The mask stays uint8 (0/1): the model's train/test step casts it on the device.
+    targets = {"mask": batch["mask"], "image": tf.cast(batch["label"], tf.float32)[:, None]}
     if not with_ids:
         return batch["image"], targets
     ids = {"case_id": batch["case_id"],
@@ -216,7 +232,7 @@ def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bo
                  forged_fraction: float | None = None, seed: int | None = None, with_ids: bool = False,
                  *, augment_jpeg: bool | None = None, num_parallel_calls: int = AUTOTUNE,
                  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, cache: bool | None = None) -> tf.data.Dataset:
-    """Batches of ``(images uint8 [B,S,S,3], {"mask": float32 [B,S,S,1], "image": float32 [B,1]})``
+    """Batches of ``(images uint8 [B,S,S,3], {"mask": uint8 0/1 [B,S,S,1], "image": float32 [B,1]})``
     (+ ``{"case_id", "orig_hw", "num_instances"}`` when ``with_ids``).
 
     B is the per-replica batch when ``input_context`` is given (distribute_datasets_from_function),
@@ -238,7 +254,7 @@ def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bo
     n_pipelines = input_context.num_input_pipelines if input_context else 1
 
     records = _records(src, training, input_context, seed)
-    parse = lambda f, r: parse_record(f, r, src.image_size, src.encoding)  # noqa: E731
+    parse = lambda f, r: model_fields(parse_record(f, r, src.image_size, src.encoding), with_ids)  # noqa: E731
     epoch_size = max(1, src.counts["total"] // n_pipelines)
     # Class balancing reads its streams partially (take), which would never complete a cache.
     cache = training and not forged_fraction and (should_cache(src, n_pipelines) if cache is None else cache)
@@ -254,9 +270,8 @@ def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bo
         elif training:
             records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         examples = records.map(parse, num_parallel_calls=num_parallel_calls)
-    if augment_jpeg:
-        examples = with_element_seeds(examples, seed).map(host_augment, num_parallel_calls=num_parallel_calls)
-    ds = batch_for_model(examples, batch_size, training, with_ids, num_parallel_calls)
+    ds = batch_for_model(examples, batch_size, training, with_ids, num_parallel_calls,
+                         augment_jpeg=augment_jpeg, seed=seed)
     options = tf.data.Options()
     options.deterministic = (not training) or seed is not None
     # Sharding is done above from the input context; never let tf.distribute re-shard.
@@ -264,23 +279,30 @@ def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bo
     return ds.with_options(options)
 
 
-def with_element_seeds(ds: tf.data.Dataset, seed: int | None) -> tf.data.Dataset:
-    """Pair each element with its own stateless seed (shape [2]), fresh each epoch, so random
-    augmentation does not depend on which parallel map thread runs first."""
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip(ds, seeds)
-
-
-def host_augment(example: dict, seed: tf.Tensor) -> dict:
-    """Host-side training augmentation, before batching: JPEG recompression (a CPU-only op)."""
-    return dict(example, image=augment.recompress_jpeg(example["image"], seed))
+def host_augment(batch: dict, seed: tf.Tensor) -> dict:
+    """Host-side training augmentation: JPEG recompression (a CPU-only op) of each image of a
+    batch, with its own coin and quality. ``seed``: a random int64 for the batch."""
+    return dict(batch, image=augment.recompress_jpeg_batch(batch["image"], tf.stack([seed, 0])))
 
 
 def batch_for_model(examples: tf.data.Dataset, batch_size: int, training: bool, with_ids: bool = False,
-                    num_parallel_calls: int = AUTOTUNE) -> tf.data.Dataset:
-    """Decoded examples -> prefetched model batches (the last partial batch is dropped in training)."""
+                    num_parallel_calls: int = AUTOTUNE, augment_jpeg: bool = False,
+                    seed: int | None = None) -> tf.data.Dataset:
+    """Decoded examples -> (JPEG-recompressed when ``augment_jpeg``) prefetched model batches; the
+    last partial batch is dropped in training.
+
+    Recompression happens here, per image but in one tf.data call per batch, because a call per
+    image costs a fifth of the JPEG work on a CPU host. Each batch pairs with its own random
+    int64 (fresh each epoch, reproducible with ``seed``), so the choices do not depend on which
+    parallel map thread runs first.
+    """
     ds = examples.batch(batch_size, drop_remainder=training)
-    ds = ds.map(lambda b: _to_model_io(b, with_ids), num_parallel_calls=num_parallel_calls)
+    if augment_jpeg:
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda b, s: _to_model_io(host_augment(b, s), with_ids),
+                                                num_parallel_calls=num_parallel_calls)
+    else:
+        ds = ds.map(lambda b: _to_model_io(b, with_ids), num_parallel_calls=num_parallel_calls)
     return ds.prefetch(AUTOTUNE)
 
 

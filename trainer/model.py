@@ -104,19 +104,28 @@ class SelfCorrelation(keras.layers.Layer):
                 "center": self.center}
 
 
+def float_targets(data):
+    """(x, y[, sw]) with ``y["mask"]`` as float32: the input pipeline ships masks as uint8 0/1
+    (a quarter of the bytes of float32 to move to the device) and the cast happens here."""
+    x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
+    if isinstance(y, dict) and "mask" in y:
+        y = dict(y, mask=tf.cast(y["mask"], tf.float32))
+    return x, y, sw
+
+
 class ForgeryModel(keras.Model):
     """Functional model whose train_step flips image and mask together on the device.
 
-    Targets must have exactly the model's output keys (``select_targets``).
+    Targets must have exactly the model's output keys (``select_targets``); masks may be uint8.
     """
 
     def train_step(self, data):
-        x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sw = float_targets(data)
         x, mask = random_flips(x, y["mask"])
         return self._reducible(super().train_step((x, dict(y, mask=mask), sw)))
 
     def test_step(self, data):
-        return self._reducible(super().test_step(data))
+        return self._reducible(super().test_step(float_targets(data)))
 
     def _reducible(self, logs):
         """Under several workers Keras 3 reduces each log with ``strategy.reduce(MEAN, v, axis=0)``,
@@ -142,6 +151,8 @@ class ForgeryModel(keras.Model):
                 lambda v: strategy.experimental_local_results(v)[0]
                 if isinstance(v, tf.distribute.DistributedValues) else v, batch)
             iterator = None
+        if data_batch is not None:
+            data_batch = float_targets(data_batch)
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 
