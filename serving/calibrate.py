@@ -7,8 +7,12 @@ The metric gives an authentic image predicted forged a 0, so the image-level
 bar (``image_threshold``) matters as much as the pixel threshold. The model
 runs once; the search then re-post-processes its saved outputs over a grid of
 (threshold, min_area) and, for each, the best bar over every distinct evidence
-value. The current values are always in the grid and win ties, so calibration
-never lowers the validation oF1. serving.score then uses the chosen values by default.
+value. A candidate replaces the current values only when its validation gain
+is larger than ``margin_se`` standard errors of the per-image paired
+difference (default 1): with a few dozen validation images, one lucky image
+would otherwise move the bar, and that loses on test images more often than it
+wins. So calibration never lowers the validation oF1, and moves only on
+evidence. serving.score then uses the chosen values by default.
 
 Ground truth: from records, the 4-connected components of the stored union
 mask (records keep only the union), at the records' resolution; with
@@ -144,16 +148,28 @@ class Outcome:
         forged = self.has_components & (self.evidence >= image_threshold)
         return np.where(forged, self.score_if_forged, self.score_if_authentic)
 
-    def best_bar(self, prefer: float) -> tuple[float, float]:
-        """(bar, mean score) over bars between consecutive evidence values; ``prefer`` wins ties."""
+    def best_bar(self, prefer: float, reference: np.ndarray, margin_se: float) -> tuple[float, float, float]:
+        """(bar, mean score, pessimistic score) of the bar with the best pessimistic score among
+        bars between consecutive evidence values; ``prefer`` wins ties."""
         ev = np.unique(self.evidence[self.has_components])
-        bars = [0.0, NEVER] + [float(v) for v in (ev[:-1] + ev[1:]) / 2]
-        best_bar, best = prefer, float(self.scores(prefer).mean()) if len(self.evidence) else 0.0
+        bars = [prefer, 0.0, NEVER] + [float(v) for v in (ev[:-1] + ev[1:]) / 2]
+        best = (prefer, 0.0, -np.inf)
         for b in bars:
-            s = float(self.scores(b).mean())
-            if s > best + 1e-12:
-                best_bar, best = b, s
-        return best_bar, best
+            scores = self.scores(b)
+            lb = pessimistic(scores, reference, margin_se)
+            if lb > best[2] + 1e-12:
+                best = (b, float(scores.mean()), lb)
+        return best
+
+
+def pessimistic(scores: np.ndarray, reference: np.ndarray, margin_se: float) -> float:
+    """Mean score minus ``margin_se`` standard errors of its paired per-image difference from
+    ``reference`` (the current settings' scores): a gain that one or two images make is discounted."""
+    n = len(scores)
+    if n == 0:
+        return 0.0
+    se = float(np.std(scores - reference, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+    return float(scores.mean()) - margin_se * se
 
 
 class Evaluator:
@@ -203,18 +219,22 @@ class Evaluator:
 
 def search(samples: Sequence[Sample], base: PostprocessConfig,
            thresholds: Sequence[float] = DEFAULT_THRESHOLDS, min_areas: Sequence[int] = DEFAULT_MIN_AREAS,
-           progress: bool = True) -> tuple[PostprocessConfig, float, float]:
-    """(best config, oF1 of ``base``, oF1 of the best); ``base`` is kept unless something beats it."""
+           progress: bool = True, margin_se: float = 1.0) -> tuple[PostprocessConfig, float, float]:
+    """(best config, oF1 of ``base``, oF1 of the best): the config with the best ``pessimistic``
+    score; ``base`` is kept unless something beats it by more than ``margin_se`` standard errors."""
+    if margin_se < 0:
+        raise ValueError(f"margin_se must be >= 0, got {margin_se}")
     ev = Evaluator(samples)
-    before = ev.of1(base)
-    best_cfg, best = base, before
+    reference = ev.outcome(base.threshold, base.min_area, base.max_instances).scores(base.image_threshold)
+    before = float(reference.mean()) if len(reference) else 0.0
+    best_cfg, best, best_lb = base, before, before
     thresholds = sorted(set(float(t) for t in thresholds) | {base.threshold})
     min_areas = sorted(set(int(a) for a in min_areas) | {base.min_area})
     grid = [(t, a) for t in thresholds for a in min_areas]
     for t, a in tqdm(grid, desc="search", unit="cfg", disable=not progress, file=sys.stderr):
-        bar, score = ev.outcome(t, a, base.max_instances).best_bar(prefer=base.image_threshold)
-        if score > best + 1e-12:
-            best_cfg, best = replace(base, threshold=t, min_area=a, image_threshold=bar), score
+        bar, score, lb = ev.outcome(t, a, base.max_instances).best_bar(base.image_threshold, reference, margin_se)
+        if lb > best_lb + 1e-12:
+            best_cfg, best, best_lb = replace(base, threshold=t, min_area=a, image_threshold=bar), score, lb
     return best_cfg, before, best
 
 
@@ -229,12 +249,15 @@ def _define_flags() -> None:
     flags.DEFINE_integer("batch_size", 32, "Images per model call.")
     flags.DEFINE_list("thresholds", [str(t) for t in DEFAULT_THRESHOLDS], "Pixel thresholds to try.")
     flags.DEFINE_list("min_areas", [str(a) for a in DEFAULT_MIN_AREAS], "Minimum areas (model px) to try.")
+    flags.DEFINE_float("margin_se", 1.0, "Move off the current values only when the validation gain exceeds "
+                       "this many standard errors of the per-image difference (0: any gain).")
     flags.DEFINE_bool("dry_run", False, "Print the result without writing metadata.json.")
 
 
 def calibrate(model_dir: str, data_dir: Optional[str] = None, input_dir: Optional[str] = None,
               split: str = "val", batch_size: int = 32, thresholds=DEFAULT_THRESHOLDS,
-              min_areas=DEFAULT_MIN_AREAS, write: bool = True, progress: bool = True) -> dict:
+              min_areas=DEFAULT_MIN_AREAS, write: bool = True, progress: bool = True,
+              margin_se: float = 1.0) -> dict:
     """Run the search and (unless ``write`` is False) store the result in metadata.json; returns a report."""
     if bool(data_dir) == bool(input_dir):
         raise ValueError("give exactly one of data_dir (records) or input_dir (images + masks)")
@@ -247,7 +270,7 @@ def calibrate(model_dir: str, data_dir: Optional[str] = None, input_dir: Optiona
     if not samples:
         raise ValueError("no validation images to calibrate on")
     base = model.postprocess
-    best, before, after = search(samples, base, thresholds, min_areas, progress)
+    best, before, after = search(samples, base, thresholds, min_areas, progress, margin_se)
     report = {
         "images": len(samples),
         "forged": sum(bool(s.gt) for s in samples),
@@ -256,6 +279,7 @@ def calibrate(model_dir: str, data_dir: Optional[str] = None, input_dir: Optiona
         "split": split if data_dir else "folder",
         "oF1_before": before,
         "oF1_after": after,
+        "margin_se": margin_se,
         "before": base.to_dict(),
         "after": best.to_dict(),
     }
@@ -272,7 +296,8 @@ def main(argv):
     f = flags.FLAGS
     try:
         report = calibrate(f.model_dir, f.data_dir, f.input_dir, f.split, f.batch_size,
-                           [float(t) for t in f.thresholds], [int(a) for a in f.min_areas], write=not f.dry_run)
+                           [float(t) for t in f.thresholds], [int(a) for a in f.min_areas], write=not f.dry_run,
+                           margin_se=f.margin_se)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}")
     print(f"calibrated on {report['images']} images ({report['forged']} forged, {report['skipped']} skipped) "

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from preprocessing.cases import discover_training_cases
-from serving.calibrate import (Evaluator, Sample, calibrate, read_manifest, samples_from_records, search,
+from serving.calibrate import (Evaluator, Sample, calibrate, pessimistic, read_manifest, samples_from_records, search,
                                union_instances)
 from serving.metric import image_score
 from serving.postprocess import PostprocessConfig, instances
@@ -77,6 +77,28 @@ def test_search_keeps_defaults_when_nothing_beats_them():
     base = PostprocessConfig()
     best, before, after = search(samples, base, progress=False)
     assert before == after == 1.0 and best == base
+
+
+@pytest.mark.parametrize("specks, margin_se, moves", [(1, 1.0, False), (1, 0.0, True), (2, 1.0, True)])
+def test_search_moves_only_on_evidence(specks, margin_se, moves):
+    """Authentic images with a confident 36 px speck are flagged by the defaults (min_area 32);
+    min_area 64 (or a bar above 0.9) fixes them. Fixing one image of ten is within one standard error of noise, so
+    the defaults stay unless margin_se is 0; fixing two is a real gain."""
+    forged = _blob_sample("f", [(0, 16, 0, 16)], [(0, 16, 0, 16)], 0.95)
+    bad = [_blob_sample(f"speck{i}", [], [(2, 8, 2, 8)], 0.9) for i in range(specks)]
+    clean = [_blob_sample(f"a{i}", [], [], 0.0) for i in range(9 - specks)]
+    samples = [forged, *bad, *clean]
+    base = PostprocessConfig()
+    best, before, after = search(samples, base, thresholds=[0.45], min_areas=[32, 64], progress=False,
+                                 margin_se=margin_se)
+    assert before == pytest.approx(1 - specks / 10)
+    if moves:
+        assert best != base and after == pytest.approx(1.0)  # min_area 64, or a bar between 0.9 and 0.95
+    else:
+        assert best == base and after == before
+    # The pessimistic score is the mean minus margin_se standard errors of the paired difference.
+    gain = np.r_[np.zeros(10 - specks), np.ones(specks)]
+    assert pessimistic(1.0 - 0 * gain, 1.0 - gain, 1.0) == pytest.approx(1.0 - np.std(gain, ddof=1) / np.sqrt(10))
 
 
 def test_calibrate_records_never_lowers_of1(model_dir, records_dir):
