@@ -32,6 +32,7 @@ flags.DEFINE_bool("self_correlation", True, "Self-correlation block on the bottl
 flags.DEFINE_list("correlation_levels", [],
                   "Encoder levels (stride 2**level, e.g. 2) whose features also get a self-correlation fed to "
                   "the decoder (empty: bottleneck only). Off by default: no gain in benchmarks/quality.py.")
+flags.DEFINE_float("bn_momentum", 0.9, "BatchNorm moving-average momentum (Keras' 0.99 lags hundreds of steps).")
 flags.DEFINE_bool("image_head", False, "Image-level forged/authentic head on the bottleneck (gates post-processing).")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
                   "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on bf16 CPUs, else float32.")
@@ -63,7 +64,8 @@ def main(argv):
         data_dir=FLAGS.data_dir, model_dir=FLAGS.model_dir,
         model=ModelConfig(arch=FLAGS.arch, width=FLAGS.width, depth=FLAGS.depth,
                           self_correlation=FLAGS.self_correlation, image_head=FLAGS.image_head,
-                          correlation_levels=tuple(int(v) for v in FLAGS.correlation_levels)),
+                          correlation_levels=tuple(int(v) for v in FLAGS.correlation_levels),
+                          bn_momentum=FLAGS.bn_momentum),
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, loss=FLAGS.loss,
         image_loss_weight=FLAGS.image_loss_weight, precision=FLAGS.precision, strategy=FLAGS.strategy,
         max_minutes=FLAGS.max_minutes, seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch,

@@ -51,6 +51,11 @@ class ModelConfig:
     # fed to the decoder at that scale; levels >= depth do not exist and are skipped.
     # Memory: (S / 2**level)**4 floats per image.
     correlation_levels: tuple = ()
+    # BatchNorm's moving-average momentum. Keras' 0.99 leaves the inference statistics hundreds of
+    # steps behind (moving variance starts at 1, true variances here are ~0.01): after a short run
+    # the model predicts nothing in inference mode although training-mode Dice is high. 0.9 (PyTorch's
+    # default) tracks within tens of steps and costs nothing in long runs (tests/test_model.py).
+    bn_momentum: float = 0.9
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -171,20 +176,20 @@ def select_targets(dataset, output_names):
     return dataset.map(lambda x, y, *rest: (x, {k: y[k] for k in names}, *rest))
 
 
-def conv_block(x, filters: int, name: str):
+def conv_block(x, filters: int, name: str, bn_momentum: float = 0.9):
     """Two conv-BN-ReLU layers: the unit every encoder and decoder level is made of."""
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
-        x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return x
 
 
-def fuse(a, b, filters: int, name: str):
+def fuse(a, b, filters: int, name: str, bn_momentum: float = 0.9):
     """RGB and noise features at one scale -> one tensor (1x1 conv over the concatenation)."""
     x = layers.Concatenate(name=f"{name}_concat")([a, b])
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
@@ -201,9 +206,9 @@ def build_unet(cfg: ModelConfig) -> ForgeryModel:
     skips = []
     for level in range(cfg.depth):
         filters = cfg.width * 2 ** level
-        rgb = conv_block(rgb, filters, f"rgb{level}")
-        noise = conv_block(noise, filters, f"noise{level}")
-        skip = fuse(rgb, noise, filters, f"fuse{level}")
+        rgb = conv_block(rgb, filters, f"rgb{level}", cfg.bn_momentum)
+        noise = conv_block(noise, filters, f"noise{level}", cfg.bn_momentum)
+        skip = fuse(rgb, noise, filters, f"fuse{level}", cfg.bn_momentum)
         if level in cfg.correlation_levels:
             corr = SelfCorrelation(cfg.top_k, cfg.exclude_radius, center=True,
                                    name=f"self_correlation{level}")(skip)
@@ -213,13 +218,13 @@ def build_unet(cfg: ModelConfig) -> ForgeryModel:
         noise = layers.MaxPooling2D(name=f"noise{level}_pool")(noise)
 
     filters = cfg.width * 2 ** cfg.depth
-    rgb = conv_block(rgb, filters, "rgb_bottom")
-    noise = conv_block(noise, filters, "noise_bottom")
-    x = fuse(rgb, noise, filters, "fuse_bottom")
+    rgb = conv_block(rgb, filters, "rgb_bottom", cfg.bn_momentum)
+    noise = conv_block(noise, filters, "noise_bottom", cfg.bn_momentum)
+    x = fuse(rgb, noise, filters, "fuse_bottom", cfg.bn_momentum)
     if cfg.self_correlation:
         corr = SelfCorrelation(cfg.top_k, cfg.exclude_radius, name="self_correlation")(x)
         x = layers.Concatenate(name="bottom_corr_concat")([x, corr])
-        x = conv_block(x, filters, "bottom_corr")
+        x = conv_block(x, filters, "bottom_corr", cfg.bn_momentum)
 
     outputs = {}
     if cfg.image_head:
@@ -230,7 +235,7 @@ def build_unet(cfg: ModelConfig) -> ForgeryModel:
     for level in reversed(range(cfg.depth)):
         x = layers.UpSampling2D(name=f"up{level}")(x)
         x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
-        x = conv_block(x, cfg.width * 2 ** level, f"dec{level}")
+        x = conv_block(x, cfg.width * 2 ** level, f"dec{level}", cfg.bn_momentum)
     logits = layers.Conv2D(1, 1, name="mask_logits")(x)
     outputs["mask"] = layers.Activation("sigmoid", dtype="float32", name="mask")(logits)
     return ForgeryModel(inputs=images, outputs=outputs, name="dual_stream_unet")
