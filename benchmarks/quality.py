@@ -11,8 +11,8 @@ wall-clock budget, scored with the competition metric on held-out synthetic test
    best checkpoint by its own monitor is exported):
    - seed:    ``--arch=seed --loss=tversky``, early stopping / best checkpoint on val_loss;
    - default: ``trainer.main``'s defaults (dual-stream U-Net, self-correlation on the bottleneck,
-     no image head, BCE+Dice, best checkpoint by val oF1) at the CPU-size --width/--depth;
-   - optional (``--contenders``): shallow_corr (+ self-correlation at level 2), image_head, no_corr.
+     image head, BCE+Dice, best checkpoint by val oF1) at the CPU-size --width/--depth;
+   - optional (``--contenders``): shallow_corr (+ self-correlation at level 2), no_head, no_corr.
 3. ``serving.score`` scores the test images from the exported SavedModel (resized to the model
    size, post-processed with metadata.json's defaults); ``serving.metric`` computes oF1 against
    test_solution.csv. Then ``serving.calibrate`` tunes the post-processing on the val split and
@@ -43,7 +43,7 @@ flags.DEFINE_integer("train_batch_size", 16, "Global training batch (the seed's 
 flags.DEFINE_integer("width", 16, "Default model width.")
 flags.DEFINE_integer("depth", 3, "Default model depth.")
 flags.DEFINE_list("contenders", ["seed", "default"],
-                  "Which to train, in order, from: seed, default, shallow_corr, image_head, no_corr.")
+                  "Which to train, in order, from: seed, default, shallow_corr, no_head, no_corr.")
 flags.DEFINE_string("precision", "auto", "Training precision for every contender.")
 flags.DEFINE_integer("seed", 0, "Data and training seed.")
 flags.DEFINE_bool("calibrate", True, "Also score after serving.calibrate tunes post-processing on the val split.")
@@ -61,11 +61,11 @@ def contenders():
     loss, monitor = TrainConfig.loss, TrainConfig.monitor
     known = {
         "seed": ("seed (seed recipe: Tversky, val_loss)", ModelConfig(arch="seed"), "tversky", "val_loss"),
-        "default": (f"default (U-Net + bottleneck self-corr, {loss}, best by {monitor})", ModelConfig(**unet),
+        "default": (f"default (U-Net + bottleneck self-corr + image head, {loss}, best by {monitor})", ModelConfig(**unet),
                     loss, monitor),
         "shallow_corr": ("default + self-corr at level 2 (stride 4)",
                          ModelConfig(**unet, correlation_levels=(2,)), loss, monitor),
-        "image_head": ("default + image head", ModelConfig(**unet, image_head=True), loss, monitor),
+        "no_head": ("default without image head", ModelConfig(**unet, image_head=False), loss, monitor),
         "no_corr": ("default without self-corr", ModelConfig(**unet, self_correlation=False, correlation_levels=()),
                     loss, monitor),
     }

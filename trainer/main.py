@@ -33,7 +33,7 @@ flags.DEFINE_list("correlation_levels", [],
                   "Encoder levels (stride 2**level, e.g. 2) whose features also get a self-correlation fed to "
                   "the decoder (empty: bottleneck only). Off by default: no gain in benchmarks/quality.py.")
 flags.DEFINE_float("bn_momentum", 0.9, "BatchNorm moving-average momentum (Keras' 0.99 lags hundreds of steps).")
-flags.DEFINE_bool("image_head", False, "Image-level forged/authentic head on the bottleneck (gates post-processing).")
+flags.DEFINE_bool("image_head", True, "Image-level forged/authentic head on the bottleneck (gates post-processing).")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
                   "auto: mixed_float16 on tensor-core GPUs, mixed_bfloat16 on bf16 CPUs, else float32.")
 flags.DEFINE_enum("strategy", "auto", ["auto", "mirrored", "multi_worker", "one_device"],

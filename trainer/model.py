@@ -41,10 +41,11 @@ class ModelConfig:
     arch: str = "unet"  # "unet" (this project) or "seed" (the notebook's network)
     width: int = 32  # filters at full resolution; doubled at each level
     depth: int = 4  # number of 2x downsamplings
-    # Defaults chosen by validation oF1 in benchmarks/quality.py (--contenders): self-correlation on,
-    # image head off scored best (by less than one validation image; see the README's table).
+    # Defaults chosen by validation oF1 in benchmarks/quality.py (--contenders seed,default,no_head,
+    # no_corr): self-correlation and image head both on scored best (by ~3 validation images in one
+    # run; see the README's table).
     self_correlation: bool = True
-    image_head: bool = False
+    image_head: bool = True
     top_k: int = 8  # self-correlation: how many best matches per position
     exclude_radius: int = 1  # self-correlation: ignore matches within this Chebyshev distance
     # Encoder levels (stride 2**level) whose fused skip features also get a (centred) self-correlation,
