@@ -116,21 +116,21 @@ def test_shallow_correlation_levels_feed_the_decoder():
 
 
 def test_batchnorm_statistics_catch_up_within_a_short_run():
-    """After 80 training-mode passes (weights fixed: only BatchNorm's moving statistics move), the
+    """After 150 training-mode passes (weights fixed: only BatchNorm's moving statistics move), the
     inference-mode output must match the training-mode one. With Keras' default momentum 0.99 the
-    moving variance still carries ~45% of its initial 1.0 while true variances are ~0.01, and a
+    moving variance still carries ~22% of its initial 1.0 while true variances are ~0.01, and a
     short CPU run then predicts nothing in inference mode although its training Dice is high."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
 
     def gap(momentum: float) -> float:
         keras.utils.set_random_seed(0)
-        model = build_model(ModelConfig(image_size=32, width=4, depth=2, bn_momentum=momentum))
-        for _ in range(80):
+        model = build_model(ModelConfig(image_size=32, width=4, depth=2, image_head=False, bn_momentum=momentum))
+        for _ in range(150):
             model(x, training=True)
         return float(np.abs(model(x, training=True)["mask"] - model(x, training=False)["mask"]).max())
 
     assert ModelConfig().bn_momentum == 0.9
     fast, slow = gap(0.9), gap(0.99)
-    assert fast < 0.02, fast
-    assert slow > 10 * fast, (fast, slow)
+    assert fast < 1e-3, fast  # measured ~1e-5
+    assert slow > 0.1, slow  # measured ~0.35
