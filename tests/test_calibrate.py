@@ -98,7 +98,7 @@ def test_search_moves_only_on_evidence(specks, margin_se, moves):
         assert best == base and after == before
     # The pessimistic score is the mean minus margin_se standard errors of the paired difference.
     gain = np.r_[np.zeros(10 - specks), np.ones(specks)]
-    assert pessimistic(1.0 - 0 * gain, 1.0 - gain, 1.0) == pytest.approx(1.0 - np.std(gain, ddof=1) / np.sqrt(10))
+    assert pessimistic(np.ones(10), 1.0 - gain, 1.0) == pytest.approx(1.0 - np.std(gain, ddof=1) / np.sqrt(10))
 
 
 def test_calibrate_records_never_lowers_of1(model_dir, records_dir):

@@ -177,7 +177,7 @@ def select_targets(dataset, output_names):
     return dataset.map(lambda x, y, *rest: (x, {k: y[k] for k in names}, *rest))
 
 
-def conv_block(x, filters: int, name: str, bn_momentum: float = 0.9):
+def conv_block(x, filters: int, name: str, bn_momentum: float):
     """Two conv-BN-ReLU layers: the unit every encoder and decoder level is made of."""
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
@@ -186,7 +186,7 @@ def conv_block(x, filters: int, name: str, bn_momentum: float = 0.9):
     return x
 
 
-def fuse(a, b, filters: int, name: str, bn_momentum: float = 0.9):
+def fuse(a, b, filters: int, name: str, bn_momentum: float):
     """RGB and noise features at one scale -> one tensor (1x1 conv over the concatenation)."""
     x = layers.Concatenate(name=f"{name}_concat")([a, b])
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv")(x)
