@@ -2,7 +2,7 @@
 wall-clock budget, scored with the competition metric on held-out synthetic test images.
 
     python -m benchmarks.quality --work_dir /tmp/quality [--minutes 6] [--image_size 128]
-        [--num_train 240 --num_test 80] [--contenders seed,default,shallow_corr] [--records_dir DIR]
+        [--num_train 240 --num_test 80] [--contenders seed,default,no_field] [--records_dir DIR]
 
 1. ``preprocessing.synth`` writes a synthetic dataset (train + test with test_solution.csv);
    ``preprocessing.main.run_pipeline`` turns its training part into TFRecords
@@ -10,9 +10,9 @@ wall-clock budget, scored with the competition metric on held-out synthetic test
 2. Each contender trains with ``trainer.train.run`` for ``--minutes`` (time budget, the
    best checkpoint by its own monitor is exported):
    - seed:    ``--arch=seed --loss=tversky``, early stopping / best checkpoint on val_loss;
-   - default: ``trainer.main``'s defaults (dual-stream U-Net, self-correlation on the bottleneck,
+   - default: ``trainer.main``'s defaults (dual-stream U-Net, match field, self-correlation on the bottleneck,
      image head, BCE+Dice, best checkpoint by val oF1) at the CPU-size --width/--depth;
-   - optional (``--contenders``): shallow_corr (+ self-correlation at level 2), no_head, no_corr.
+   - optional (``--contenders``): shallow_corr (+ self-correlation at level 2), no_head, no_corr, no_field.
 3. ``serving.score`` scores the test images from the exported SavedModel (resized to the model
    size, post-processed with metadata.json's defaults); ``serving.metric`` computes oF1 against
    test_solution.csv. Then ``serving.calibrate`` tunes the post-processing on the val split and
@@ -43,7 +43,7 @@ flags.DEFINE_integer("train_batch_size", 16, "Global training batch (the seed's 
 flags.DEFINE_integer("width", 16, "Default model width.")
 flags.DEFINE_integer("depth", 3, "Default model depth.")
 flags.DEFINE_list("contenders", ["seed", "default"],
-                  "Which to train, in order, from: seed, default, shallow_corr, no_head, no_corr.")
+                  "Which to train, in order, from: seed, default, shallow_corr, no_head, no_corr, no_field.")
 flags.DEFINE_string("precision", "auto", "Training precision for every contender.")
 flags.DEFINE_integer("seed", 0, "Data and training seed.")
 flags.DEFINE_bool("calibrate", True, "Also score after serving.calibrate tunes post-processing on the val split.")
@@ -61,11 +61,12 @@ def contenders():
     loss, monitor = TrainConfig.loss, TrainConfig.monitor
     known = {
         "seed": ("seed (seed recipe: Tversky, val_loss)", ModelConfig(arch="seed"), "tversky", "val_loss"),
-        "default": (f"default (U-Net + bottleneck self-corr + image head, {loss}, best by {monitor})", ModelConfig(**unet),
+        "default": (f"default (U-Net + match field + bottleneck self-corr + image head, {loss}, best by {monitor})", ModelConfig(**unet),
                     loss, monitor),
         "shallow_corr": ("default + self-corr at level 2 (stride 4)",
                          ModelConfig(**unet, correlation_levels=(2,)), loss, monitor),
         "no_head": ("default without image head", ModelConfig(**unet, image_head=False), loss, monitor),
+        "no_field": ("default without match field", ModelConfig(**unet, match_field=False), loss, monitor),
         "no_corr": ("default without self-corr", ModelConfig(**unet, self_correlation=False, correlation_levels=()),
                     loss, monitor),
     }
@@ -119,7 +120,8 @@ def slug(model_cfg) -> str:
     if model_cfg.arch == "seed":
         return "seed"
     levels = "".join(str(v) for v in model_cfg.correlation_levels) or "none"
-    return f"unet_sc{int(model_cfg.self_correlation)}_levels{levels}_head{int(model_cfg.image_head)}"
+    field = f"_field{model_cfg.match_size}" if model_cfg.match_field else ""
+    return f"unet_sc{int(model_cfg.self_correlation)}_levels{levels}_head{int(model_cfg.image_head)}{field}"
 
 
 def train_contender(model_dir, records, model_cfg, loss, monitor) -> dict:

@@ -106,3 +106,94 @@ def test_layers_stay_float32_under_mixed_bfloat16():
     assert got_residual.dtype == tf.float32 and got_rgb.dtype == tf.float32
     np.testing.assert_array_equal(got_residual.numpy(), reference)
     assert np.abs(got_residual.numpy()[0, ..., 0] - _opencv_residual(img)).max() <= TOL
+
+
+# ----------------------------------------------------------------------------- MatchField
+
+def _numpy_match_field(rgb: np.ndarray, patch: int, stride: int, min_shift: int, min_std: float, tol: int):
+    """Plain-loop reference for MatchField at its working size (no resize)."""
+    gray = rgb.astype(np.float64) / 255.0 @ np.array([0.299, 0.587, 0.114])
+    g = gray.shape[0] - patch + 1
+    unit, textured = np.zeros((g, g, patch * patch)), np.zeros((g, g), bool)
+    for y in range(g):
+        for x in range(g):
+            v = gray[y:y + patch, x:x + patch].ravel()
+            v = v - v.mean()
+            n = np.linalg.norm(v)
+            textured[y, x] = n >= min_std * patch
+            unit[y, x] = v / (n + 1e-8) if textured[y, x] else 0.0
+    qs = range(0, g, stride)
+    gq = len(qs)
+    disp, best = np.zeros((gq, gq, 2), int), np.zeros((gq, gq))
+    for i, qy in enumerate(qs):
+        for j, qx in enumerate(qs):
+            ncc = unit.reshape(g * g, -1) @ unit[qy, qx]
+            ky, kx = np.divmod(np.arange(g * g), g)
+            ncc[np.maximum(abs(ky - qy), abs(kx - qx)) < min_shift] = -1.0
+            k = int(np.argmax(ncc))
+            best[i, j], disp[i, j] = ncc[k], (ky[k] - qy, kx[k] - qx)
+    cons = np.zeros((gq, gq))
+    for i in range(gq):
+        for j in range(gq):
+            nb = [(i + a, j + b) for a in (-1, 0, 1) for b in (-1, 0, 1) if (a, b) != (0, 0)]
+            cons[i, j] = sum(0 <= a < gq and 0 <= b < gq and np.abs(disp[a, b] - disp[i, j]).max() <= tol
+                             for a, b in nb) / 8
+    valid = textured[::stride, ::stride]
+    return np.stack([cons * valid, np.maximum(best, 0) * valid], axis=-1)
+
+
+def _copy_moved(rng: np.random.Generator, size: int = 64, block: int = 20, shift: int = 30):
+    """(authentic, forged, region mask): random texture with a block copied ``shift`` px to the right."""
+    base = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    base = cv2.GaussianBlur(base, (3, 3), 0)
+    forged = base.copy()
+    forged[20:20 + block, 4 + shift:4 + shift + block] = base[20:20 + block, 4:4 + block]
+    region = np.zeros((size, size), bool)
+    region[20:20 + block, 4:4 + block] = region[20:20 + block, 4 + shift:4 + shift + block] = True
+    return base, forged, region
+
+
+def test_match_field_matches_numpy_reference():
+    from trainer.layers import MatchField
+
+    rng = np.random.default_rng(5)
+    images = [_copy_moved(rng, size=40, block=12, shift=16)[1], _synthetic_images(1, seed=8)[0][:40, :40]]
+    layer = MatchField(work_size=40, patch=5, stride=3, min_shift=6, min_std=0.01, tolerance=1)
+    got = np.asarray(layer(np.stack(images)))
+    for img, out in zip(images, got):
+        want = _numpy_match_field(img, patch=5, stride=3, min_shift=6, min_std=0.01, tol=1)
+        assert out.shape == want.shape == (12, 12, 2)
+        np.testing.assert_allclose(out[..., 1], want[..., 1], atol=1e-4)
+        # Displacements are argmaxes: a near-tie may resolve differently in float32 vs float64.
+        assert np.mean(np.abs(out[..., 0] - want[..., 0]) < 1e-6) > 0.97
+
+
+def test_match_field_marks_a_copy_and_not_its_authentic_twin():
+    from trainer.layers import MatchField
+
+    authentic, forged, region = _copy_moved(np.random.default_rng(0))
+    layer = MatchField(work_size=64, patch=8, stride=4, min_shift=16)
+    out = np.asarray(layer(np.stack([authentic, forged])))
+    cons = out[..., 0]
+    starts = np.arange(cons.shape[1]) * 4  # each query patch's top-left pixel
+    # Query patches lying wholly inside the source or the copy, and wholly outside both.
+    inside = np.array([[region[y:y + 8, x:x + 8].all() for x in starts] for y in starts])
+    outside = np.array([[not region[y:y + 8, x:x + 8].any() for x in starts] for y in starts])
+    # Both the source and the copy agree on one displacement (all 8 neighbours in the middle of
+    # the region, fewer at its edge); random texture almost never does.
+    assert cons[1][inside].mean() > 0.6 and cons[1][inside].max() == 1.0
+    assert cons[1][outside].mean() < 0.1 and cons[0].mean() < 0.1
+    assert out[1, ..., 1][inside].min() > 0.99  # exact twins
+
+
+def test_match_field_is_zero_on_flat_images_and_stays_float32():
+    from trainer.layers import MatchField
+
+    flat = np.full((2, 48, 48, 3), 128, np.uint8)
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        out = MatchField(work_size=32, patch=6, stride=4, min_shift=8)(flat)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert out.dtype == tf.float32 and out.shape == (2, 7, 7, 2)  # area-resized to 32 first
+    assert float(tf.reduce_max(out)) == 0.0

@@ -48,17 +48,20 @@ def test_self_correlation_finds_a_duplicate_and_ignores_itself():
     assert wide[0, 0, 0, 0] == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("self_correlation,image_head", [(True, True), (False, False)])
-def test_unet_contract_under_mixed_bfloat16(self_correlation, image_head):
+@pytest.mark.parametrize("self_correlation,image_head,match_field", [(True, True, False), (False, False, False),
+                                                                   (True, True, True)])
+def test_unet_contract_under_mixed_bfloat16(self_correlation, image_head, match_field):
     saved = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         model = build_model(ModelConfig(image_size=32, width=4, depth=2, self_correlation=self_correlation,
-                                        image_head=image_head))
+                                        image_head=image_head, match_field=match_field))
     finally:
         keras.config.set_dtype_policy(saved)
     assert model.inputs[0].dtype == "uint8" and model.inputs[0].name == "images"
-    assert ("self_correlation" in [layer.name for layer in model.layers]) == self_correlation
+    names = [layer.name for layer in model.layers]
+    assert ("self_correlation" in names) == self_correlation
+    assert ("match_field" in names) == match_field and ("skip0_field" in names) == match_field
     images = np.random.default_rng(3).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
     out = model(images, training=False)
     assert set(out) == ({"mask", "image"} if image_head else {"mask"})
@@ -125,7 +128,8 @@ def test_batchnorm_statistics_catch_up_within_a_short_run():
 
     def gap(momentum: float) -> float:
         keras.utils.set_random_seed(0)
-        model = build_model(ModelConfig(image_size=32, width=4, depth=2, image_head=False, bn_momentum=momentum))
+        model = build_model(ModelConfig(image_size=32, width=4, depth=2, image_head=False, match_field=False,
+                                        bn_momentum=momentum))
         for _ in range(150):
             model(x, training=True)
         return float(np.abs(model(x, training=True)["mask"] - model(x, training=False)["mask"]).max())

@@ -56,7 +56,7 @@ def two_cpus():
 def test_mirrored_two_replicas_train_export_and_reload(data_dir, tmp_path, two_cpus):
     model_dir = str(tmp_path / "m")
     cfg = train.TrainConfig(data_dir=data_dir, model_dir=model_dir,
-                            model=ModelConfig(width=8, depth=2, image_head=True),
+                            model=ModelConfig(width=8, depth=2, image_head=True, match_field=True),
                             epochs=1, batch_size=4, steps_per_epoch=2, precision="float32", verbose=0)
     result = train.run(cfg, strategy=two_cpus)
     assert result["replicas"] == 2 and result["epochs_run"] == 1
@@ -68,7 +68,7 @@ def test_mirrored_two_replicas_train_export_and_reload(data_dir, tmp_path, two_c
     assert meta["image_size"] == 64 and meta["arch"] == "unet" and meta["image_head"] is True
     assert meta["postprocess"] == PostprocessConfig(image_threshold=train.IMAGE_HEAD_THRESHOLD).to_dict()
     assert meta["counts"] == data.read_manifest(data_dir)["counts"] and meta["precision"] == "float32"
-    assert meta["model"]["width"] == 8 and "git_commit" in meta
+    assert meta["model"]["width"] == 8 and meta["model"]["match_field"] is True and "git_commit" in meta
 
     images = next(iter(data.make_dataset(data_dir, "val", 4, training=False)))[0].numpy()
     expected = result["model_obj"](images, training=False)  # the trained (mirrored) model

@@ -32,6 +32,9 @@ flags.DEFINE_bool("self_correlation", True, "Self-correlation block on the bottl
 flags.DEFINE_list("correlation_levels", [],
                   "Encoder levels (stride 2**level, e.g. 2) whose features also get a self-correlation fed to "
                   "the decoder (empty: bottleneck only). Off by default: no gain in benchmarks/quality.py.")
+flags.DEFINE_bool("match_field", True, "Displacement-consistent patch matches of the image itself "
+                  "(trainer.layers.MatchField) fed to every decoder scale and the bottleneck.")
+flags.DEFINE_integer("match_size", 128, "Working resolution of --match_field (cost is independent of image size).")
 flags.DEFINE_float("bn_momentum", 0.9, "BatchNorm moving-average momentum (Keras' 0.99 lags hundreds of steps).")
 flags.DEFINE_bool("image_head", True, "Image-level forged/authentic head on the bottleneck (gates post-processing).")
 flags.DEFINE_enum("precision", "auto", ["auto", "float32", "mixed_float16", "mixed_bfloat16"],
@@ -65,6 +68,7 @@ def main(argv):
         model=ModelConfig(arch=FLAGS.arch, width=FLAGS.width, depth=FLAGS.depth,
                           self_correlation=FLAGS.self_correlation, image_head=FLAGS.image_head,
                           correlation_levels=tuple(int(v) for v in FLAGS.correlation_levels),
+                          match_field=FLAGS.match_field, match_size=FLAGS.match_size,
                           bn_momentum=FLAGS.bn_momentum),
         epochs=FLAGS.epochs, batch_size=FLAGS.batch_size, learning_rate=FLAGS.learning_rate, loss=FLAGS.loss,
         image_loss_weight=FLAGS.image_loss_weight, precision=FLAGS.precision, strategy=FLAGS.strategy,
