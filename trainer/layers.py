@@ -62,8 +62,8 @@ class MatchField(keras.layers.Layer):
 
     Why: a copy-move is a region whose every patch has a twin at *one common displacement*.
     Scientific images are full of near-twins (lanes, bands, background), so "this patch looks
-    like another one" says little: in the synthetic data nearly every patch has a twin with
-    NCC > 0.9. What separates a copy is that neighbouring patches agree on where their twin is
+    like another one" says little: in the synthetic data half of all textured patches of
+    authentic images have a twin with NCC > 0.9. What separates a copy is that neighbouring patches agree on where their twin is
     (the dense-field idea of classical copy-move detectors). The learned self-correlation
     must discover this from data; this layer hands it over with no weights to learn.
 
@@ -72,8 +72,8 @@ class MatchField(keras.layers.Layer):
     every ``stride``-th one is a query. Each query takes its best key at least ``min_shift``
     pixels away (Chebyshev), which gives a displacement. Channel 0: the fraction of the query's
     8 neighbours whose displacement is within ``tolerance`` pixels of its own; channel 1: the
-    best match's NCC. Both 0 for untextured queries and at the (absent) borders. float32, no
-    gradient (nothing to learn). Cost: (g_q * g_k) dot products of patch**2, independent of S.
+    best match's NCC. Both 0 for untextured queries; neighbours beyond the grid never agree.
+    float32, no gradient (nothing to learn). Cost: (g_q * g_k) dot products of patch**2, independent of S.
     """
 
     def __init__(self, work_size: int = 128, patch: int = 8, stride: int = 4, min_shift: int = 16,

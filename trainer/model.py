@@ -12,6 +12,10 @@ same content appears twice. ``SelfCorrelation`` compares every deep-feature
 position with every other one (outside its own neighbourhood) and hands the
 strongest matches to the decoder, as BusterNet's similarity branch does.
 
+The match field (``trainer.layers.MatchField``, on by default) gives the decoder the same
+cue without learning: where neighbouring patches of the image agree on the displacement to
+their best twin. It is resized into every skip and the bottleneck.
+
 Optionally also at shallow levels (``correlation_levels``, e.g. (2,) = stride 4):
 an exact copy gives near-identical early features at the source and the target,
 a cue that needs no deep features. Off by default: in benchmarks/quality.py
