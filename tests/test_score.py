@@ -21,7 +21,8 @@ from serving import rle
 from serving.decode import decode_file_eager
 from serving.postprocess import PostprocessConfig
 from serving.saved_model import load, read_metadata
-from serving.score import errors_path, predict_items, score_folder, submission_rows, write_outputs
+from serving.score import (calibration_note, errors_path, predict_items, score_folder, submission_rows,
+                           write_outputs)
 
 from tiny_model import SIZE, export_tiny
 
@@ -135,7 +136,15 @@ def test_strict_exit_code_on_bad_files(tiny_model_dir, messy_dir, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "3 unreadable" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "not calibrated" in proc.stdout  # the tiny export carries the seed's post-processing
     assert len(pd.read_csv(out)) == len(GOOD) + len(BAD)
+
+
+def test_calibration_note_only_for_uncalibrated_defaults(tiny_model_dir):
+    meta = load(tiny_model_dir).metadata
+    assert "serving.calibrate" in calibration_note(meta, overridden=False)
+    assert calibration_note(meta, overridden=True) is None  # the user chose the values
+    assert calibration_note(dict(meta, calibration={"oF1_after": 0.6}), overridden=False) is None
 
 
 def test_rows_match_direct_model_call(tiny_model_dir, messy_dir):
