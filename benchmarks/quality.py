@@ -61,8 +61,8 @@ def contenders():
     loss, monitor = TrainConfig.loss, TrainConfig.monitor
     known = {
         "seed": ("seed (seed recipe: Tversky, val_loss)", ModelConfig(arch="seed"), "tversky", "val_loss"),
-        "default": (f"default (U-Net + match field + bottleneck self-corr + image head, {loss}, best by {monitor})", ModelConfig(**unet),
-                    loss, monitor),
+        "default": (f"default (U-Net + match field + bottleneck self-corr + image head, {loss}, best by {monitor})",
+                    ModelConfig(**unet), loss, monitor),
         "shallow_corr": ("default + self-corr at level 2 (stride 4)",
                          ModelConfig(**unet, correlation_levels=(2,)), loss, monitor),
         "no_head": ("default without image head", ModelConfig(**unet, image_head=False), loss, monitor),

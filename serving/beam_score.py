@@ -25,8 +25,8 @@ from preprocessing.cases import discover_test_images
 from serving import rle
 from serving.postprocess import PostprocessConfig
 from serving.saved_model import export_dir_of, read_metadata
-from serving.score import (Prediction, ScoreResult, calibration_note, config_with_overrides, define_flags,
-                           errors_path, format_csv, report)
+from serving.score import (Prediction, ScoreResult, define_flags, errors_path, flag_postprocess, format_csv,
+                           report)
 from serving.score import annotate as annotate_prediction
 
 COUNTERS = "copymove_scoring"
@@ -165,10 +165,8 @@ def main(argv):
         discover_test_images(f.input_dir)  # fail here, not inside the pipeline
     except FileNotFoundError as exc:
         raise SystemExit(f"error: {exc}")
-    cfg = config_with_overrides(PostprocessConfig.from_dict(meta.get("postprocess")),
-                                f.threshold, f.min_area, f.image_threshold)
+    cfg, note = flag_postprocess(meta)
     print(f"model {export_dir_of(f.model_dir)}, post-processing {cfg.to_dict()}, Beam options {argv[1:]}")
-    note = calibration_note(meta, (f.threshold, f.min_area, f.image_threshold) != (None, None, None))
     if note:
         print(note)
     errors = run(f.model_dir, f.input_dir, f.output, f.batch_size, cfg, argv[1:])

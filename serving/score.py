@@ -238,6 +238,15 @@ def calibration_note(metadata: dict, overridden: bool) -> Optional[str]:
             "(in benchmarks/quality.py it lifted test oF1 from 0.463 to 0.580)")
 
 
+def flag_postprocess(metadata: dict) -> tuple[PostprocessConfig, Optional[str]]:
+    """What the shared flags ask for: metadata.json's post-processing with any flag overrides, and
+    the calibration note when no flag was set on an uncalibrated export."""
+    f = flags.FLAGS
+    given = (f.threshold, f.min_area, f.image_threshold)
+    cfg = config_with_overrides(PostprocessConfig.from_dict(metadata.get("postprocess")), *given)
+    return cfg, calibration_note(metadata, overridden=any(v is not None for v in given))
+
+
 def report(output: str, result: ScoreResult, strict: bool) -> int:
     """Print the summary; the exit code (non-zero only with --strict and errors)."""
     forged = sum(a != rle.AUTHENTIC for _, a in result.rows)
@@ -253,9 +262,8 @@ def main(argv):
     f = flags.FLAGS
     try:
         model = load(f.model_dir)
-        cfg = config_with_overrides(model.postprocess, f.threshold, f.min_area, f.image_threshold)
+        cfg, note = flag_postprocess(model.metadata)
         print(f"model {model.export_dir} (input {model.image_size} px), post-processing {cfg.to_dict()}")
-        note = calibration_note(model.metadata, (f.threshold, f.min_area, f.image_threshold) != (None, None, None))
         if note:
             print(note)
         result = score_images(model, f.input_dir, f.batch_size, cfg)

@@ -16,6 +16,11 @@ BINOMIAL_5 = (1.0 / 16, 4.0 / 16, 6.0 / 16, 4.0 / 16, 1.0 / 16)
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
 
 
+def grey_levels(images) -> tf.Tensor:
+    """uint8 RGB [B, H, W, 3] -> float32 grey [B, H, W, 1] in 0..255 (BT.601, not rounded to uint8)."""
+    return tf.tensordot(tf.cast(images, tf.float32), tf.constant(GRAY_WEIGHTS, tf.float32), axes=[[3], [0]])[..., None]
+
+
 @keras.saving.register_keras_serializable(package="copymove")
 class ScaleRGB(keras.layers.Layer):
     """uint8 (or float 0..255) RGB -> float32 in [0, 1]."""
@@ -42,8 +47,7 @@ class NoiseResidual(keras.layers.Layer):
         super().__init__(**kwargs)
 
     def call(self, images):
-        x = tf.cast(images, tf.float32)
-        gray = tf.tensordot(x, tf.constant(GRAY_WEIGHTS, tf.float32), axes=[[3], [0]])[..., None]
+        gray = grey_levels(images)
         k = tf.constant(BINOMIAL_5, tf.float32)
         padded = tf.pad(gray, [[0, 0], [2, 2], [2, 2], [0, 0]], mode="REFLECT")
         # Separable blur: rows then columns.
@@ -63,9 +67,10 @@ class MatchField(keras.layers.Layer):
     Why: a copy-move is a region whose every patch has a twin at *one common displacement*.
     Scientific images are full of near-twins (lanes, bands, background), so "this patch looks
     like another one" says little: in the synthetic data half of all textured patches of
-    authentic images have a twin with NCC > 0.9. What separates a copy is that neighbouring patches agree on where their twin is
-    (the dense-field idea of classical copy-move detectors). The learned self-correlation
-    must discover this from data; this layer hands it over with no weights to learn.
+    authentic images have a twin with NCC > 0.9. What separates a copy is that neighbouring
+    patches agree on where their twin is (the dense-field idea of classical copy-move
+    detectors). The learned self-correlation must discover this from data; this layer hands it
+    over with no weights to learn.
 
     On the grey image, area-resized to ``work_size`` (when larger): every ``patch`` x ``patch``
     patch (mean-removed, unit norm; flatter than ``min_std`` counts as untextured) is a key;
@@ -95,8 +100,7 @@ class MatchField(keras.layers.Layer):
     def call(self, images):
         size = images.shape[1]
         work, g, gq = self.grid(size)
-        x = tf.tensordot(tf.cast(images, tf.float32) / 255.0, tf.constant(GRAY_WEIGHTS, tf.float32),
-                         axes=[[3], [0]])[..., None]
+        x = grey_levels(images) / 255.0
         if work != size:
             x = tf.image.resize(x, [work, work], method="area")
         p = self.patch
