@@ -4,13 +4,17 @@
 
 DIR is in the competition layout; without it a synthetic dataset at realistic
 sizes is generated (preprocessing.synth). The Beam job (preprocessing.main)
-converts it to records at --image_size, once per encoding. Measured side by
+converts it to records for --image_size (images that fit are stored at their
+own size and enlarged on the accelerator), once per encoding. Measured side by
 side in one run, batch --batch_size, training augmentation on, images/s:
 
   (a) seed_generator   the seed's DualStreamDataGenerator, re-implemented below:
                        per sample cv2 PNG decode at full size, flips, JPEG
                        recompression, gray, resizes and the noise residual in numpy
-  (b) tfdata_raw/png   trainer.data.make_dataset over the Beam job's records
+  (b) tfdata_raw/png   trainer.data.make_dataset over the Beam job's records (what
+                       the host delivers; the step that enlarges images stored below
+                       the model size runs on the accelerator, and its rate on this
+                       CPU is printed after the table)
   (c) compute_ceiling  the same host augmentation, batching and parallelism over
                        examples already decoded and held in memory
 
@@ -170,8 +174,9 @@ def decoded_examples(records_dir: str) -> dict:
 
     n = data.num_examples(records_dir, "train")
     ds = data.make_dataset(records_dir, "train", n, training=False, augment_jpeg=False, with_ids=True)
-    images, targets, ids = next(iter(ds))
-    return {"image": images.numpy(), "mask": targets["mask"].numpy().astype(np.uint8),
+    inputs, targets, ids = next(iter(ds))
+    return {"image": inputs["images"].numpy(), "size": inputs["sizes"].numpy(),
+            "mask": targets["mask"].numpy().astype(np.uint8),
             "label": targets["image"].numpy()[:, 0].astype(np.int64), "case_id": ids["case_id"].numpy(),
             "orig/height": ids["orig_hw"].numpy()[:, 0].astype(np.int64),
             "orig/width": ids["orig_hw"].numpy()[:, 1].astype(np.int64),
@@ -195,6 +200,24 @@ def ceiling_batches(examples: dict, parallelism: int) -> Iterator:
     return iter(ds.with_options(options).repeat())
 
 
+def device_step_rate(records_dir: str, min_seconds: float) -> float:
+    """Images/s of the trainer's device step before the network (enlarging images stored below the
+    model size, casting masks), run here on the CPU. In training it runs on the accelerator, not
+    on the host this benchmark measures; printed so that the work moved there is visible."""
+    import tensorflow as tf
+
+    from trainer.model import device_batch
+
+    inputs, targets = next(tfdata_batches(records_dir, tf.data.AUTOTUNE))
+    step = tf.function(lambda x, y: device_batch((x, y))[0])
+    step(inputs, targets).numpy()
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < min_seconds:
+        step(inputs, targets).numpy()
+        n += int(inputs["images"].shape[0])
+    return n / (time.perf_counter() - start)
+
+
 # --------------------------------------------------------------------------- measuring
 
 def images_per_second(batches: Iterator, min_seconds: float, warmup: int = 2) -> float:
@@ -204,7 +227,7 @@ def images_per_second(batches: Iterator, min_seconds: float, warmup: int = 2) ->
     n, start = 0, time.perf_counter()
     while True:
         batch = next(batches)
-        n += len(batch[1]) if isinstance(batch[1], np.ndarray) else int(batch[0].shape[0])
+        n += len(batch[1]) if isinstance(batch[1], np.ndarray) else int(batch[1]["mask"].shape[0])
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds and n >= 2 * FLAGS.batch_size:
             return n / elapsed
@@ -229,9 +252,12 @@ def prepare_records(data_dir: str, work_dir: str, encoding: str) -> str:
     out = os.path.join(work_dir, f"records_{encoding}_{FLAGS.compression}_{FLAGS.image_size}")
     manifest = os.path.join(out, "manifest.json")
     if os.path.exists(manifest):
+        from preprocessing.schema import SCHEMA_VERSION
+
         with open(manifest) as f:
-            if json.load(f).get("options", {}).get("input_dir") == data_dir:
-                return out
+            old = json.load(f)
+        if old.get("options", {}).get("input_dir") == data_dir and old.get("schema_version") == SCHEMA_VERSION:
+            return out
     run_pipeline(input_dir=data_dir, output_dir=out, image_size=FLAGS.image_size, encoding=encoding,
                  compression=FLAGS.compression, num_shards=4, val_fraction=0.0)
     return out
@@ -291,10 +317,15 @@ def main(argv):
         configs[f"tfdata_raw_uncached@{p}"] = lambda p=p: tfdata_batches(raw_dir, p, cache=False)
         configs[f"compute_ceiling@{p}"] = lambda p=p: ceiling_batches(examples, p)
     ips = run(configs, FLAGS.rounds, FLAGS.min_seconds)
+    device_ips = device_step_rate(raw_dir, FLAGS.min_seconds)
+    stored = examples["size"]
+    native = int(np.sum(np.any(stored != FLAGS.image_size, axis=1)))
 
     lo, mean, hi = image_sizes(data_dir)
     print(f"\ndata: {data_dir}  seed reads {len(gen.ids)} forged images, longest side {lo}-{hi} px "
-          f"(mean {mean:.0f}); records: {len(examples['label'])} training examples at {FLAGS.image_size} px, "
+          f"(mean {mean:.0f}); records: {len(examples['label'])} training examples for {FLAGS.image_size} px "
+          f"({native} stored at their own size, longest {int(stored.max(axis=1).min())}-"
+          f"{int(stored.max(axis=1).max())} px), "
           f"compression {FLAGS.compression}; batch {FLAGS.batch_size}; {os.cpu_count()} CPUs; "
           f"median of {FLAGS.rounds} rounds")
     print(f"{'configuration':<24}{'parallelism':>12}{'images/s':>12}{'x seed':>10}{'% ceiling':>11}")
@@ -307,6 +338,8 @@ def main(argv):
         print(f"{base:<24}{label:>12}{value:>12.1f}{value / seed_ips:>10.1f}{pct:>11}")
     print("tfdata_*: the pipeline as trainer.main runs it (decoded examples cached in RAM after the first "
           "epoch when they fit); *_uncached: records re-read and re-decoded every epoch.")
+    print(f"device step (enlarging stored images to {FLAGS.image_size} px, mask cast), which training runs on "
+          f"the accelerator, run here on the CPU: {device_ips:.1f} images/s")
     print(json.dumps({k: round(ips[k], 1) for k in ("seed_generator", "tfdata_raw", "tfdata_png", "compute_ceiling",
                                                     "tfdata_raw_uncached", "tfdata_png_uncached")}))
 

@@ -97,19 +97,31 @@ def is_image_file(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
+def fits(height: int, width: int, size: int) -> bool:
+    """Whether an image is kept at its own size for a model of input ``size`` (0: native sizes).
+
+    Images that fit are stored as they are and enlarged to ``size`` x ``size`` by
+    ``preprocessing.model_input.upscale``, on the accelerator in training (after the host's JPEG
+    recompression, which so sees the native pixel grid, as a real recompression would) and on the
+    host in serving: one function, so both see the same pixels. Larger images are resized here.
+    """
+    return size == 0 or (height <= size and width <= size)
+
+
 def resize_image(image, size: int):
-    """RGB uint8 (H, W, 3) -> (size, size, 3); area averaging when shrinking (no aliasing), bilinear
-    when enlarging (as the seed). ``size`` 0 keeps the image as is."""
+    """RGB uint8 (H, W, 3) as stored for a model of input ``size``: unchanged if it ``fits``, else
+    (size, size, 3) by area averaging when shrinking both sides (no aliasing), bilinear otherwise."""
     h, w = image.shape[:2]
-    if size == 0 or (h, w) == (size, size):
+    if fits(h, w, size):
         return image
     interp = cv2.INTER_AREA if (size <= h and size <= w) else cv2.INTER_LINEAR
     return cv2.resize(image, (size, size), interpolation=interp)
 
 
 def resize_mask(mask, size: int):
-    """(H, W) 0/1 -> (size, size) by nearest neighbour, so values stay 0/1 (as the seed)."""
+    """(H, W) 0/1 as stored with its image: unchanged if it ``fits``, else (size, size) by nearest
+    neighbour, so values stay 0/1 (as the seed)."""
     h, w = mask.shape[:2]
-    if size == 0 or (h, w) == (size, size):
+    if fits(h, w, size):
         return mask
     return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)

@@ -188,7 +188,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("output_dir", None, "Where the shards, manifest.json and errors.jsonl go.")
     flags.DEFINE_integer("num_shards", 0, "Shards per split; 0 lets the runner choose (no extra shuffle).")
     flags.DEFINE_float("val_fraction", 0.2, "Fraction of case ids (stable hash) put in the val split.")
-    flags.DEFINE_integer("image_size", 256, "Store images and masks resized to S x S; 0 keeps native size.")
+    flags.DEFINE_integer("image_size", 256, "Model input size S: an image with a side over S is resized "
+                         "to S x S; the others are stored at their own size and enlarged to S on the "
+                         "accelerator; 0 keeps every native size.")
     flags.DEFINE_enum("encoding", "png", ["png", "raw"], "png: lossless, smaller; raw: uint8, fastest to read.")
     flags.DEFINE_enum("compression", "gzip", ["gzip", "none"], "TFRecord file compression.")
     flags.DEFINE_bool("allow_pickle_masks", False, "Load pickled .npy masks (they can run code: trusted data only).")

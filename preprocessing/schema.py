@@ -4,6 +4,11 @@ Each record is a ``tf.train.Example`` with exactly the features in
 ``FEATURES``. Images are stored RGB uint8 as lossless PNG or raw bytes (never
 JPEG: lossy storage destroys the forensic signal); the mask is the union of
 instances, one channel, values 0/1, same size and format as the image.
+
+Sizes (schema version 2): with the manifest's ``image_size`` S, an image is
+stored at its own size when both its sides are at most S
+(``preprocessing.images.fits``), else resized to S x S. Version 1 records (all
+S x S) are a special case, so this code reads both.
 """
 from __future__ import annotations
 
@@ -14,7 +19,8 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 1: every record resized to S x S, which version 2 still allows
 MANIFEST_FILE = "manifest.json"  # written by preprocessing.main next to the shards
 ENCODINGS = ("png", "raw")
 SPLITS = ("train", "val")
@@ -49,8 +55,8 @@ def read_manifest(data_dir: str) -> dict:
     with tf.io.gfile.GFile(path) as f:
         manifest = json.load(f)
     version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ValueError(f"{path}: schema_version {version}, but this code reads {SCHEMA_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"{path}: schema_version {version}, but this code reads {READABLE_VERSIONS}")
     return manifest
 
 

@@ -71,7 +71,8 @@ def record_files(data_dir: str, split: str = "val") -> tuple[list[str], str]:
 
 def samples_from_records(model: ExportedModel, data_dir: str, batch_size: int = 32,
                          split: str = "val", progress: bool = True) -> list[Sample]:
-    """Run the model over the records of one split (resized to the model size if stored at another)."""
+    """Run the model over the records of one split, each image brought to the model size as in
+    training (serving.decode.resize_to_model) and scored against its mask at the stored size."""
     files, compression = record_files(data_dir, split)
     size = model.image_size
 
@@ -86,7 +87,7 @@ def samples_from_records(model: ExportedModel, data_dir: str, batch_size: int = 
 
     ds = tf.data.TFRecordDataset(files, compression_type=compression, num_parallel_reads=tf.data.AUTOTUNE)
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    # Masks may differ in size when records are stored at native size: batch images only.
+    # Masks differ in size when images are stored at their own size: batch images only.
     samples: list[Sample] = []
     bar = tqdm(desc=f"predict {split}", unit="img", disable=not progress, file=sys.stderr)
     keys, images, masks = [], [], []

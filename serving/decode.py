@@ -25,6 +25,7 @@ import tensorflow as tf
 from preprocessing.errors import BadInput
 from preprocessing.images import MAX_PIXELS, decode_rgb8, image_size
 from preprocessing.images import resize_image
+from preprocessing.model_input import upscale_one
 
 _PNG_MAGIC = b"\x89PNG"
 _JPEG_MAGIC = b"\xff\xd8"
@@ -106,15 +107,23 @@ def decode_rgb8_tf(data: tf.Tensor) -> tf.Tensor:
 
 
 def resize_to_model(image: tf.Tensor, size: int) -> tf.Tensor:
-    """RGB uint8 (H, W, 3) -> (size, size, 3) uint8 exactly as the Beam job resized the training data.
+    """RGB uint8 (H, W, 3) -> (size, size, 3) uint8 exactly as training saw it.
 
-    It calls preprocessing.images.resize_image (OpenCV area / bilinear) rather
-    than ``tf.image.resize``, whose area and bilinear kernels differ from
-    OpenCV's: the model must see test images the way it saw training images.
-    OpenCV releases the GIL while resizing, so tf.data's parallel map still scales.
+    An image that fits in size x size is enlarged by preprocessing.model_input,
+    the function the training step runs on the accelerator. A larger one goes
+    through preprocessing.images.resize_image (OpenCV area / bilinear), as the
+    Beam job resized it, rather than ``tf.image.resize``, whose area kernel
+    differs from OpenCV's. OpenCV releases the GIL while resizing, so tf.data's
+    parallel map still scales.
     """
-    out = tf.numpy_function(lambda a: np.ascontiguousarray(resize_image(a, size)), [image], tf.uint8,
-                            stateful=False)
+    shape = tf.shape(image)
+    small = tf.logical_and(shape[0] <= size, shape[1] <= size)
+
+    def with_opencv():
+        return tf.numpy_function(lambda a: np.ascontiguousarray(resize_image(a, size)), [image], tf.uint8,
+                                 stateful=False)
+
+    out = tf.cond(small, lambda: upscale_one(image, size), with_opencv)
     return tf.ensure_shape(out, [size, size, 3])
 
 

@@ -33,7 +33,7 @@ from serving.metric import image_score
 _OUT = flags.DEFINE_string("output_dir", "demo_out", "Where everything goes (replaced if it exists).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 320, "Synthetic training images.")
 _NUM_TEST = flags.DEFINE_integer("num_test", 80, "Synthetic test images.")
-_SIZE = flags.DEFINE_integer("image_size", 96, "Model input size (records are stored at this size).")
+_SIZE = flags.DEFINE_integer("image_size", 96, "Model input size (records are stored for this size).")
 _MINUTES = flags.DEFINE_float("train_minutes", 6.0, "Training time budget in minutes.")
 _EPOCHS = flags.DEFINE_integer("epochs", 40, "Maximum epochs (the time budget usually ends training first).")
 _WIDTH = flags.DEFINE_integer("width", 16, "U-Net filters at full resolution.")

@@ -22,22 +22,44 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
+def _synth(tmp_path_factory, name: str, **kwargs) -> str:
+    from preprocessing import synth
+
+    out = str(tmp_path_factory.mktemp(name))
+    synth.generate(out, **kwargs)
+    return out
+
+
+def _records(input_dir: str, tmp_path_factory, name: str, **kwargs) -> str:
+    from preprocessing.main import run_pipeline
+
+    out = str(tmp_path_factory.mktemp(name))
+    run_pipeline(input_dir=input_dir, output_dir=out, image_size=64, num_shards=2, **kwargs)
+    return out
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """A small synthetic dataset in the competition layout (generated once per test session)."""
-    from preprocessing import synth
-
-    out = str(tmp_path_factory.mktemp("synth"))
-    synth.generate(out, num_train=24, num_test=8, seed=7, min_size=64, max_size=200)
-    return out
+    return _synth(tmp_path_factory, "synth", num_train=24, num_test=8, seed=7, min_size=64, max_size=200)
 
 
 @pytest.fixture(scope="session")
 def records_dir(synth_dir, tmp_path_factory):
-    """The Beam job's output (DirectRunner) for ``synth_dir`` at 64 px, PNG-encoded, gzip."""
-    from preprocessing.main import run_pipeline
+    """The Beam job's output (DirectRunner) for ``synth_dir`` at 64 px, PNG-encoded, gzip: every
+    image has a side over 64, so all are resized to 64 x 64."""
+    return _records(synth_dir, tmp_path_factory, "records", encoding="png", compression="gzip", val_fraction=0.25)
 
-    out = str(tmp_path_factory.mktemp("records"))
-    run_pipeline(input_dir=synth_dir, output_dir=out, image_size=64, encoding="png",
-                 compression="gzip", num_shards=2, val_fraction=0.25)
-    return out
+
+@pytest.fixture(scope="session")
+def small_synth_dir(tmp_path_factory):
+    """Synthetic images of 40-72 px: most fit in 64 x 64, the rest have a side over 64."""
+    return _synth(tmp_path_factory, "small_synth", num_train=20, num_test=4, seed=11, min_size=40, max_size=72)
+
+
+@pytest.fixture(scope="session")
+def small_records_dir(small_synth_dir, tmp_path_factory):
+    """The Beam job's output for ``small_synth_dir`` at 64 px (raw, uncompressed): images that fit
+    are stored at their own size and enlarged on the device; the others are resized to 64 x 64."""
+    return _records(small_synth_dir, tmp_path_factory, "small_records", encoding="raw", compression="none",
+                    val_fraction=0.5)

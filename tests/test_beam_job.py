@@ -275,3 +275,28 @@ def test_resized_records_and_manifest(records_dir, synth_dir):
     sizes = [sources[k].image_path for k in records]
     assert stats["image_size"]["height"]["max"] == max(read_rgb8(p).shape[0] for p in sizes)
     assert sum(stats["image_size"]["longest_side_histogram"].values()) == len(records)
+
+
+def test_images_that_fit_are_stored_at_their_own_size(small_records_dir, small_synth_dir):
+    """An image with both sides <= image_size is stored as it is (its pixels exact, no enlarging on
+    the host); one with a side over image_size is resized to image_size x image_size."""
+    with open(os.path.join(small_records_dir, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest["schema_version"] == 2 and manifest["image_size"] == 64
+    records, sources = read_records(small_records_dir, manifest), source_of(small_synth_dir)
+    check_counts(manifest, records, read_errors(small_records_dir), len(sources))
+    kept = 0
+    for key, (_, ex) in records.items():
+        image = read_rgb8(sources[key].image_path)
+        h, w = image.shape[:2]
+        union = expected_union(sources[key], (h, w))
+        if h <= 64 and w <= 64:
+            kept += 1
+            np.testing.assert_array_equal(ex["image"], image, err_msg=str(key))
+            np.testing.assert_array_equal(ex["mask"][:, :, 0], union, err_msg=str(key))
+        else:
+            shrink = cv2.INTER_AREA if h >= 64 and w >= 64 else cv2.INTER_LINEAR
+            np.testing.assert_array_equal(ex["image"], cv2.resize(image, (64, 64), interpolation=shrink))
+            np.testing.assert_array_equal(ex["mask"][:, :, 0],
+                                          cv2.resize(union, (64, 64), interpolation=cv2.INTER_NEAREST))
+    assert 0 < kept < len(records)

@@ -1,5 +1,7 @@
-"""The tf.data pipeline on real TFRecords: the Beam job's output (``records_dir``) and records
-written here with ``schema.make_example`` (raw encoding, single shards, deliberately corrupt ones).
+"""The tf.data pipeline on real TFRecords: the Beam job's output (``records_dir``, and
+``small_records_dir`` whose images are mostly stored at their own size) and records written here
+with ``schema.make_example`` (raw encoding, single shards, two in three cropped below the model
+size as the Beam job stores small images, deliberately corrupt ones).
 
 Stored pixels are read back independently of the pipeline (protobuf + cv2.imdecode / numpy).
 Note: a forged case and its authentic twin share a case_id, so "each case exactly once" is
@@ -52,12 +54,20 @@ def _write_split(out_dir: str, split: str, records: list[bytes], shards: int, co
                 w.write(r)
 
 
+def native_size(i: int) -> tuple[int, int]:
+    """The stored size of test-written case ``i``: S x S for every third, else smaller (h, w)."""
+    return (SIZE, SIZE) if i % 3 == 0 else (24 + 7 * i % 41, 64 - 5 * i % 33)
+
+
 def write_records(out_dir: str, cases, encoding: str, compression: str, shards: int) -> str:
-    """A manifest + train/val shards in the Beam job's layout (every 4th case to val)."""
+    """A manifest + train/val shards in the Beam job's layout (every 4th case to val); images
+    cropped to ``native_size``."""
     os.makedirs(out_dir, exist_ok=True)
     splits = {"train": [], "val": []}
     counts = {k: {"total": 0, "authentic": 0, "forged": 0} for k in splits}
     for i, (case, img, mask) in enumerate(cases):
+        h, w = native_size(i)
+        img, mask = np.ascontiguousarray(img[:h, :w]), np.ascontiguousarray(mask[:h, :w])
         split = "val" if i % 4 == 0 else "train"
         splits[split].append(schema.make_example(case.case_id, case.label, case.source, img, mask,
                                                  int(mask.any()), (100 + i, 120 + i), encoding))
@@ -115,6 +125,15 @@ def stored(data_dir: str, split: str) -> dict:
     return out
 
 
+def unpadded(inputs, targets, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Example ``k`` of a batch at its stored size, after checking that its padding is zeros."""
+    h, w = inputs["sizes"][k].numpy()
+    img, mask = inputs["images"][k].numpy(), targets["mask"][k, ..., 0].numpy()
+    for a in (img, mask):
+        assert not a[h:].any() and not a[:, w:].any(), "padding is not zeros"
+    return img[:h, :w], mask[:h, :w]
+
+
 def _keys(batch_ids, targets) -> list:
     return list(zip([c.decode() for c in batch_ids["case_id"].numpy()],
                     targets["image"].numpy()[:, 0].astype(int).tolist()))
@@ -122,36 +141,45 @@ def _keys(batch_ids, targets) -> list:
 
 # --- evaluation -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("fixture", ["records", "raw_records"])
+@pytest.mark.parametrize("fixture", ["records", "raw_records", "small_records_dir"])
 def test_eval_epoch_yields_each_record_once_with_stored_pixels(fixture, request):
     data_dir = request.getfixturevalue(fixture)
     truth = stored(data_dir, "val")
     ds = data.make_dataset(data_dir, "val", 3, training=False, with_ids=True)
-    seen, sizes = [], []
-    for images, targets, ids in ds:
+    seen, sizes, stored_sizes = [], [], set()
+    for inputs, targets, ids in ds:
+        images = inputs["images"]
         assert images.dtype == tf.uint8 and targets["mask"].dtype == tf.uint8
+        assert images.shape[1:] == (SIZE, SIZE, 3) and inputs["sizes"].dtype == tf.int32
         assert targets["image"].shape == (images.shape[0], 1) and ids["orig_hw"].dtype == tf.int32
         sizes.append(images.shape[0])
         for k, key in enumerate(_keys(ids, targets)):
             img, mask = truth[key]
-            np.testing.assert_array_equal(images[k].numpy(), img)  # no augmentation: exact pixels
-            np.testing.assert_array_equal(targets["mask"][k, ..., 0].numpy(), mask)
+            got_img, got_mask = unpadded(inputs, targets, k)
+            np.testing.assert_array_equal(got_img, img)  # no augmentation: exact pixels
+            np.testing.assert_array_equal(got_mask, mask)
+            stored_sizes.add(img.shape[:2])
             if key[1] == 0:
                 assert ids["num_instances"][k] == 0 and not mask.any()
             seen.append(key)
     assert collections.Counter(seen) == collections.Counter(truth.keys())
     assert sizes[:-1] == [3] * (len(sizes) - 1) and sum(sizes) == len(truth)  # last partial batch kept
+    if fixture != "records":  # these hold images stored at their own size, below the model size
+        assert any(hw != (SIZE, SIZE) for hw in stored_sizes), stored_sizes
     again = [k for _, t, i in ds for k in _keys(i, t)]
     assert again == seen  # deterministic order
 
 
-def test_file_pattern_input_equals_manifest_input(raw_records):
-    pattern = os.path.join(raw_records, "val-*")
+def test_file_pattern_input_equals_manifest_input(records, raw_records):
+    pattern = os.path.join(records, "val-*.gz")  # gzip, as the suffix says
     by_pattern = [k for _, t, i in data.make_dataset(pattern, "val", 4, False, with_ids=True) for k in _keys(i, t)]
-    by_manifest = [k for _, t, i in data.make_dataset(raw_records, "val", 4, False, with_ids=True)
+    by_manifest = [k for _, t, i in data.make_dataset(records, "val", 4, False, with_ids=True)
                    for k in _keys(i, t)]
     assert by_pattern == by_manifest
     assert data.num_examples(pattern, "val") == len(by_manifest)
+    # Records of several sizes do not say the model size; only their manifest does.
+    with pytest.raises(ValueError, match="records of several sizes.*manifest.json"):
+        data.make_dataset(os.path.join(raw_records, "val-*"), "val", 4, False)
 
 
 @pytest.mark.parametrize("fixture,mode", [("records", "files"), ("raw_records", "data")])
@@ -163,7 +191,7 @@ def test_input_context_shards_are_disjoint_and_complete(fixture, mode, request):
     for pid in range(2):
         ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=pid, num_replicas_in_sync=2)
         ds = data.make_dataset(data_dir, "val", 4, False, input_context=ctx, with_ids=True)
-        batches = [(images.shape[0], _keys(i, t)) for images, t, i in ds]
+        batches = [(x["images"].shape[0], _keys(i, t)) for x, t, i in ds]
         assert all(size <= 2 for size, _ in batches)  # the per-replica batch of a global batch of 4
         parts.append([k for _, keys in batches for k in keys])
     assert parts[0] and parts[1] and not set(parts[0]) & set(parts[1])
@@ -180,18 +208,22 @@ def test_input_context_shards_are_disjoint_and_complete(fixture, mode, request):
 
 # --- training -------------------------------------------------------------------------------------
 
-def test_training_batches_are_full_and_augmented_on_the_host(records):
+@pytest.mark.parametrize("fixture", ["records", "raw_records"])
+def test_training_batches_are_full_and_augmented_on_the_host(fixture, request):
+    records = request.getfixturevalue(fixture)
     truth = stored(records, "train")
     ds = data.make_dataset(records, "train", 4, training=True, seed=3, with_ids=True)
-    assert ds.element_spec[0].shape.as_list() == [4, SIZE, SIZE, 3]
+    assert ds.element_spec[0]["images"].shape.as_list() == [4, SIZE, SIZE, 3]
     changed = same = 0
     seen = []
-    for images, targets, ids in ds:
-        assert images.shape == (4, SIZE, SIZE, 3) and images.dtype == tf.uint8
+    for inputs, targets, ids in ds:
+        assert inputs["images"].shape == (4, SIZE, SIZE, 3) and inputs["images"].dtype == tf.uint8
         for k, key in enumerate(_keys(ids, targets)):
             img, mask = truth[key]
-            np.testing.assert_array_equal(targets["mask"][k, ..., 0].numpy(), mask)  # masks untouched
-            if np.array_equal(images[k].numpy(), img):
+            got_img, got_mask = unpadded(inputs, targets, k)  # recompression leaves the padding alone
+            np.testing.assert_array_equal(got_mask, mask)  # masks untouched
+            assert got_img.shape == img.shape
+            if np.array_equal(got_img, img):
                 same += 1
             else:
                 changed += 1
@@ -201,9 +233,9 @@ def test_training_batches_are_full_and_augmented_on_the_host(records):
     ordered = sorted(truth)
     assert seen != ordered[:len(seen)]  # shuffled
     no_aug = data.make_dataset(records, "train", 4, training=True, seed=3, with_ids=True, augment_jpeg=False)
-    for images, targets, ids in no_aug:
+    for inputs, targets, ids in no_aug:
         for k, key in enumerate(_keys(ids, targets)):
-            np.testing.assert_array_equal(images[k].numpy(), truth[key][0])
+            np.testing.assert_array_equal(unpadded(inputs, targets, k)[0], truth[key][0])
 
 
 @pytest.mark.parametrize("cache", [True, False])
@@ -214,10 +246,11 @@ def test_every_training_epoch_sees_each_record_once_with_or_without_the_ram_cach
     epochs = []
     for _ in range(2):  # the second epoch of the cached pipeline reads only the cache
         seen = []
-        for images, targets, ids in ds:
+        for inputs, targets, ids in ds:
             for k, key in enumerate(_keys(ids, targets)):
-                np.testing.assert_array_equal(images[k].numpy(), truth[key][0])
-                np.testing.assert_array_equal(targets["mask"][k, ..., 0].numpy(), truth[key][1])
+                img, mask = unpadded(inputs, targets, k)
+                np.testing.assert_array_equal(img, truth[key][0])
+                np.testing.assert_array_equal(mask, truth[key][1])
                 seen.append(key)
         assert len(seen) == len(truth) // 4 * 4 and len(set(seen)) == len(seen)
         epochs.append(seen)
@@ -257,12 +290,23 @@ def test_batch_recompression_gives_each_image_its_own_choice(cases_64):
     static = augment.recompress_jpeg_batch(tf.constant(images), seed).numpy()
     dynamic = tf.function(lambda x: augment.recompress_jpeg_batch(x, seed), input_signature=[
         tf.TensorSpec([None, *images.shape[1:]], tf.uint8)])(images).numpy()
-    np.testing.assert_array_equal(static, dynamic)  # unrolled and map_fn paths agree
+    np.testing.assert_array_equal(static, dynamic)  # static and unknown batch sizes agree
     assert 0 < int(tf.reduce_sum(tf.cast(apply, tf.int32))) < len(images)
     for i, img in enumerate(images):
         expected = tf.image.adjust_jpeg_quality(img, quality[i]).numpy() if apply[i] else img
         np.testing.assert_array_equal(static[i], expected)
         assert 70 <= int(quality[i]) <= 95
+    # Images stored below the model size: only the valid part is recompressed, the padding stays 0.
+    sizes = np.array([native_size(i) for i in range(len(images))], np.int32)
+    padded = images.copy()
+    for img, (h, w) in zip(padded, sizes):
+        img[h:], img[:, w:] = 0, 0
+    out = augment.recompress_jpeg_batch(tf.constant(padded), seed, sizes=tf.constant(sizes)).numpy()
+    for i, (h, w) in enumerate(sizes):
+        valid = padded[i, :h, :w]
+        expected = tf.image.adjust_jpeg_quality(valid, quality[i]).numpy() if apply[i] else valid
+        np.testing.assert_array_equal(out[i, :h, :w], expected)
+        assert not out[i, h:].any() and not out[i, :, w:].any()
 
 
 def test_class_balance_oversamples_forged(records):
@@ -288,8 +332,8 @@ def test_mirrored_strategy_gets_per_replica_batches(records, training):
     dist = data.distributed_dataset(strategy, records, "val" if not training else "train", 4, training,
                                     with_ids=True, seed=1)
     total = 0
-    for images, targets, ids in dist:
-        per_replica = strategy.experimental_local_results(images)
+    for inputs, targets, ids in dist:
+        per_replica = strategy.experimental_local_results(inputs["images"])
         assert len(per_replica) == 2
         for part, mask in zip(per_replica, strategy.experimental_local_results(targets["mask"])):
             assert part.shape[0] <= 2 and mask.shape[0] == part.shape[0]
@@ -398,9 +442,10 @@ def test_corrupt_record_names_file_and_case(tmp_path, cases_64, overrides, reaso
     assert reason in msg and "broken-case" in msg and "val-00000-of-00001.tfrecord" in msg
 
 
-def test_record_of_wrong_size_is_refused(tmp_path, cases_64):
-    data_dir = _one_record_dir(tmp_path, [_example("small", cases_64[2][1][:32, :40])])
-    with pytest.raises(tf.errors.InvalidArgumentError, match="size is not the manifest image_size 64x64"):
+def test_record_larger_than_the_model_size_is_refused(tmp_path, cases_64):
+    tall = np.concatenate([cases_64[2][1], cases_64[2][1][:16]])  # 80 x 64: smaller ones are fine
+    data_dir = _one_record_dir(tmp_path, [_example("fits", cases_64[2][1][:32, :40]), _example("tall", tall)])
+    with pytest.raises(tf.errors.InvalidArgumentError, match="size does not fit the manifest image_size 64x64"):
         _exhaust(data_dir)
 
 

@@ -16,7 +16,8 @@ from PIL import Image
 
 from preprocessing.cases import discover_test_images
 from preprocessing.images import read_rgb8
-from preprocessing.images import resize_image
+from preprocessing.images import fits, resize_image
+from preprocessing.model_input import upscale_one
 from serving import rle
 from serving.decode import decode_file_eager
 from serving.postprocess import PostprocessConfig
@@ -80,7 +81,15 @@ def test_tf_decoder_equals_preprocessing(messy_dir, name):
     got = decode_rgb8_tf(tf.io.read_file(path)).numpy()
     assert got.dtype == np.uint8 and got.shape == ref.shape
     np.testing.assert_array_equal(got, ref)
-    np.testing.assert_array_equal(decode_file_eager(path, SIZE), resize_image(ref, SIZE))
+    np.testing.assert_array_equal(decode_file_eager(path, SIZE), model_sized(ref))
+
+
+def model_sized(image: np.ndarray) -> np.ndarray:
+    """The model input the training pipeline makes of a decoded image: enlarged as on the device if
+    it fits in SIZE x SIZE, else resized as by the Beam job."""
+    if fits(*image.shape[:2], SIZE):
+        return upscale_one(tf.constant(image), SIZE).numpy()
+    return resize_image(image, SIZE)
 
 
 def test_score_messy_folder(tiny_model_dir, messy_dir, tmp_path):
@@ -157,7 +166,7 @@ def test_rows_match_direct_model_call(tiny_model_dir, messy_dir):
     for p in preds:
         ref = read_rgb8(paths[p.case_id])
         assert p.orig_hw == ref.shape[:2]
-        probs, scores = model.predict(resize_image(ref, SIZE)[None])
+        probs, scores = model.predict(model_sized(ref)[None])
         np.testing.assert_allclose(p.prob, probs[0], atol=1e-5)
         assert abs(p.image_score - float(scores[0])) < 1e-5
 

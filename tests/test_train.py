@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from serving.postprocess import PostprocessConfig
 from trainer import data, train
-from trainer.model import ModelConfig
+from trainer.model import ModelConfig, model_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--width=4", "--depth=2", "--batch_size=4", "--steps_per_epoch=2", "--precision=float32", "--verbose=0",
@@ -53,7 +53,9 @@ def two_cpus():
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 
 
-def test_mirrored_two_replicas_train_export_and_reload(data_dir, tmp_path, two_cpus):
+def test_mirrored_two_replicas_train_export_and_reload(small_records_dir, tmp_path, two_cpus):
+    """On records mostly stored below the model size: each replica enlarges its images on its device."""
+    data_dir = small_records_dir
     model_dir = str(tmp_path / "m")
     cfg = train.TrainConfig(data_dir=data_dir, model_dir=model_dir,
                             model=ModelConfig(width=8, depth=2, image_head=True, match_field=True),
@@ -70,7 +72,7 @@ def test_mirrored_two_replicas_train_export_and_reload(data_dir, tmp_path, two_c
     assert meta["counts"] == data.read_manifest(data_dir)["counts"] and meta["precision"] == "float32"
     assert meta["model"]["width"] == 8 and meta["model"]["match_field"] is True and "git_commit" in meta
 
-    images = next(iter(data.make_dataset(data_dir, "val", 4, training=False)))[0].numpy()
+    images = model_images(next(iter(data.make_dataset(data_dir, "val", 4, training=False)))[0]).numpy()
     expected = result["model_obj"](images, training=False)  # the trained (mirrored) model
     np.save(tmp_path / "images.npy", images)
     script = (

@@ -3,11 +3,15 @@
 Shape of the pipeline (one per input worker):
 
     shard files -> parallel interleave -> [shard records] -> shuffle | class balance (training)
-    -> parallel parse + validate + decode -> batch -> JPEG recompression (training) -> prefetch
+    -> parallel parse + validate + decode + pad -> batch -> JPEG recompression (training) -> prefetch
 
-Records are already resized by the Beam job, so the host only parses, decodes
-and (in training) recompresses; everything else (flips, scaling, the noise
-residual) runs on the accelerator inside the model.
+The Beam job stored each image either at the model size S or, when it fits in
+S x S, at its own size (``preprocessing.images.fits``). The host only parses,
+decodes, pads to S x S and (in training) recompresses the valid part;
+everything else (enlarging to S with ``preprocessing.model_input.upscale``,
+flips, scaling, the noise residual) runs on the accelerator in the model's
+train and test steps. JPEG on the host so sees the image's own pixel grid, and
+costs what the image's own size costs, not S x S.
 
 Nothing is ever skipped or padded, so every record of an evaluation epoch is
 seen exactly once. A record whose content is wrong (bad format, byte count,
@@ -25,6 +29,7 @@ import tensorflow as tf
 
 from preprocessing import schema
 from preprocessing.schema import MANIFEST_FILE, read_manifest
+from preprocessing import model_input
 from trainer import augment
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -38,7 +43,7 @@ class Source:
     """Where one split's records live and what is known about them up front."""
     files: tuple[str, ...]
     compression: str  # "GZIP" or "" (TFRecordDataset's spelling)
-    image_size: int   # 0 = native sizes (cannot be batched beyond 1)
+    image_size: int   # the model size S; 0 = native sizes of any size (cannot be batched beyond 1)
     encoding: str | None  # "png" | "raw"; None if the records mix them
     counts: dict      # {"total", "authentic", "forged"}
 
@@ -60,6 +65,7 @@ def _scan(files: tuple[str, ...], compression: str) -> tuple[int, str | None, di
         formats.add(r["image/format"].decode())
         counts["total"] += 1
         counts["forged" if r["label"] == schema.LABEL_FORGED else "authentic"] += 1
+    # One square size is the model size; records of several sizes need the manifest, which says S.
     square = {h for h, w in sizes if h == w}
     size = square.pop() if len(sizes) == 1 and square else 0
     return size, (formats.pop() if len(formats) == 1 else None), counts
@@ -131,8 +137,8 @@ def parse_record(filename: tf.Tensor, serialized: tf.Tensor, image_size: int, en
         (_bytes_ok(f["mask/encoded"], fmt, h * w), "mask bytes do not match image/format and size"),
     ]
     if image_size:
-        checks.append((tf.logical_and(tf.equal(h, image_size), tf.equal(w, image_size)),
-                       f"size is not the manifest image_size {image_size}x{image_size}"))
+        checks.append((tf.reduce_all(tf.logical_and(tf.stack([h, w]) >= 1, tf.stack([h, w]) <= image_size)),
+                       f"size does not fit the manifest image_size {image_size}x{image_size}"))
     with tf.control_dependencies([_assert_all(checks, filename, case_id, "format", fmt, "label", f["label"],
                                               "height", h, "width", w)]):
         h32, w32 = tf.cast(h, tf.int32), tf.cast(w, tf.int32)
@@ -145,11 +151,10 @@ def parse_record(filename: tf.Tensor, serialized: tf.Tensor, image_size: int, en
                                "decoded size differs from image/height,width"))
     with tf.control_dependencies([_assert_all(decoded_checks, filename, case_id, tf.shape(mask))]):
         image, mask = tf.identity(image), tf.identity(mask)
-    if image_size:
-        image = tf.ensure_shape(image, [image_size, image_size, 3])
-        mask = tf.ensure_shape(mask, [image_size, image_size, 1])
+    if image_size:  # padded to S x S (a copy only for images stored at their own size)
+        image, mask = model_input.pad_to(image, image_size), model_input.pad_to(mask, image_size)
     out = {k: f[k] for k in ("case_id", "label", "source", "mask/num_instances", "orig/height", "orig/width")}
-    out.update(image=image, mask=mask, file=filename)
+    out.update(image=image, mask=mask, size=tf.stack([h32, w32]), file=filename)
     return out
 
 
@@ -208,7 +213,7 @@ def should_cache(src: Source, n_pipelines: int = 1, limit_bytes: int = CACHE_LIM
     return src.counts.get("total", 0) * per_example / max(1, n_pipelines) <= limit_bytes
 
 
-TRAIN_FIELDS = ("image", "mask", "label")
+TRAIN_FIELDS = ("image", "mask", "size", "label")
 ID_FIELDS = ("case_id", "orig/height", "orig/width", "mask/num_instances")
 
 
@@ -218,22 +223,26 @@ def model_fields(example: dict, with_ids: bool) -> dict:
 
 
 def _to_model_io(batch: dict, with_ids: bool):
-    # The mask stays uint8 (0/1): the model's train/test step casts it on the device.
+    # The mask stays uint8 (0/1) and images stay at their stored size: the model's train/test step
+    # enlarges both and casts the mask on the device (trainer.model.device_batch).
+    inputs = {"images": batch["image"], "sizes": batch["size"]}
     targets = {"mask": batch["mask"], "image": tf.cast(batch["label"], tf.float32)[:, None]}
     if not with_ids:
-        return batch["image"], targets
+        return inputs, targets
     ids = {"case_id": batch["case_id"],
            "orig_hw": tf.cast(tf.stack([batch["orig/height"], batch["orig/width"]], axis=1), tf.int32),
            "num_instances": batch["mask/num_instances"]}
-    return batch["image"], targets, ids
+    return inputs, targets, ids
 
 
 def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bool, input_context=None,
                  forged_fraction: float | None = None, seed: int | None = None, with_ids: bool = False,
                  *, augment_jpeg: bool | None = None, num_parallel_calls: int = AUTOTUNE,
                  shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, cache: bool | None = None) -> tf.data.Dataset:
-    """Batches of ``(images uint8 [B,S,S,3], {"mask": uint8 0/1 [B,S,S,1], "image": float32 [B,1]})``
-    (+ ``{"case_id", "orig_hw", "num_instances"}`` when ``with_ids``).
+    """Batches of ``({"images": uint8 [B,S,S,3], "sizes": int32 [B,2]}, {"mask": uint8 0/1 [B,S,S,1],
+    "image": float32 [B,1]})`` (+ ``{"case_id", "orig_hw", "num_instances"}`` when ``with_ids``).
+    Images and masks are as stored, padded at the bottom and right to S x S; ``sizes`` are their
+    stored (height, width), and ``trainer.model.device_batch`` makes the model's S x S input of them.
 
     B is the per-replica batch when ``input_context`` is given (distribute_datasets_from_function),
     else ``global_batch_size``. Training: shuffled, JPEG-recompressed (``augment_jpeg`` overrides),
@@ -248,8 +257,9 @@ def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bo
     if batch_size < 1:
         raise ValueError(f"global batch {global_batch_size} gives per-replica batch {batch_size}")
     if src.image_size == 0 and batch_size > 1:
-        raise ValueError(f"{data_dir}: records have native sizes (image_size 0); batches need a fixed "
-                         "size, so rerun preprocessing.main with --image_size")
+        raise ValueError(f"{data_dir}: records of several sizes and no model size (image_size 0); batches "
+                         "need one: read the directory with its manifest.json, or rerun preprocessing.main "
+                         "with --image_size")
     augment_jpeg = training if augment_jpeg is None else augment_jpeg
     n_pipelines = input_context.num_input_pipelines if input_context else 1
 
@@ -281,8 +291,9 @@ def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bo
 
 def host_augment(batch: dict, seed: tf.Tensor) -> dict:
     """Host-side training augmentation: JPEG recompression (a CPU-only op) of each image of a
-    batch, with its own coin and quality. ``seed``: a random int64 for the batch."""
-    return dict(batch, image=augment.recompress_jpeg_batch(batch["image"], tf.stack([seed, 0])))
+    batch at its stored size, with its own coin and quality. ``seed``: a random int64 for the batch."""
+    return dict(batch, image=augment.recompress_jpeg_batch(batch["image"], tf.stack([seed, 0]),
+                                                           sizes=batch["size"]))
 
 
 def batch_for_model(examples: tf.data.Dataset, batch_size: int, training: bool, with_ids: bool = False,

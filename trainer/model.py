@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from preprocessing import model_input
 from trainer.augment import random_flips
 from trainer.layers import MatchField, NoiseResidual, ScaleRGB
 
@@ -120,28 +121,47 @@ class SelfCorrelation(keras.layers.Layer):
                 "center": self.center}
 
 
-def float_targets(data):
-    """(x, y[, sw]) with ``y["mask"]`` as float32: the input pipeline ships masks as uint8 0/1
-    (a quarter of the bytes of float32 to move to the device) and the cast happens here."""
+def model_images(x, mask=None):
+    """The input pipeline's ``{"images", "sizes"}`` (images as stored, padded to S x S) -> the
+    network's uint8 [B, S, S, 3], enlarged by ``preprocessing.model_input.upscale`` (and the uint8
+    ``mask`` with them, if given). Plain image batches pass through."""
+    if not isinstance(x, dict):
+        return x if mask is None else (x, mask)
+    return model_input.upscale(x["images"], x["sizes"], mask)
+
+
+def device_batch(data):
+    """(x, y[, sw]) as the network trains on it, computed on the device: images enlarged to S x S
+    (``model_images``) and ``y["mask"]`` with them, as float32. The input pipeline ships stored
+    sizes and uint8 masks: fewer bytes to move, and no resize on the busy host."""
     x, y, sw = keras.utils.unpack_x_y_sample_weight(data)
     if isinstance(y, dict) and "mask" in y:
-        y = dict(y, mask=tf.cast(y["mask"], tf.float32))
+        x, mask = model_images(x, y["mask"])
+        y = dict(y, mask=tf.cast(mask, tf.float32))
+    else:
+        x = model_images(x)
     return x, y, sw
 
 
 class ForgeryModel(keras.Model):
-    """Functional model whose train_step flips image and mask together on the device.
+    """Functional model whose train/test/predict steps take the input pipeline's batches: on the
+    device they enlarge images stored below the model size (``device_batch``) and, in training,
+    flip image and mask together. Calling the model directly takes uint8 [B, S, S, 3].
 
     Targets must have exactly the model's output keys (``select_targets``); masks may be uint8.
     """
 
     def train_step(self, data):
-        x, y, sw = float_targets(data)
+        x, y, sw = device_batch(data)
         x, mask = random_flips(x, y["mask"])
         return self._reducible(super().train_step((x, dict(y, mask=mask), sw)))
 
     def test_step(self, data):
-        return self._reducible(super().test_step(float_targets(data)))
+        return self._reducible(super().test_step(device_batch(data)))
+
+    def predict_step(self, data):
+        x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        return super().predict_step(model_images(x))
 
     def _reducible(self, logs):
         """Under several workers Keras 3 reduces each log with ``strategy.reduce(MEAN, v, axis=0)``,
@@ -168,7 +188,7 @@ class ForgeryModel(keras.Model):
                 if isinstance(v, tf.distribute.DistributedValues) else v, batch)
             iterator = None
         if data_batch is not None:
-            data_batch = float_targets(data_batch)
+            data_batch = device_batch(data_batch)
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
 

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from serving import metric, postprocess
 from trainer import data, export, losses
-from trainer.model import ModelConfig, build_model, has_image_head, is_multi_worker, select_targets
+from trainer.model import ModelConfig, build_model, has_image_head, is_multi_worker, model_images, select_targets
 
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 STRATEGIES = ("auto", "mirrored", "multi_worker", "one_device")
@@ -130,7 +130,8 @@ def gt_instances(union_mask: np.ndarray) -> list[np.ndarray]:
 
     Records keep only the union of the instances, so this is an approximation of the
     competition's instances: a source and its copy that touch become one instance, and an
-    instance that the resize split in two becomes two. It is scored at the stored size.
+    instance that the resize split in two becomes two. It is scored at the model size (the
+    stored mask enlarged with its image, as in training).
     """
     return postprocess.union_instances(np.asarray(union_mask).squeeze(-1))
 
@@ -144,11 +145,12 @@ def postprocess_config(image_head: bool) -> postprocess.PostprocessConfig:
 def score_dataset(predict, dataset, cfg: postprocess.PostprocessConfig) -> dict:
     """oF1 over a ``with_ids`` dataset with serving's post-processing and metric."""
     scores, forged_truth, forged_pred = [], [], []
-    for images, targets, _ in dataset:
+    for inputs, targets, _ in dataset:
+        images, masks = model_images(inputs, targets["mask"])
         out = predict(images)
         probs = out["mask"].numpy()[..., 0]
         heads = out["image"].numpy()[:, 0] if "image" in out else [None] * len(probs)
-        for prob, mask, head in zip(probs, targets["mask"].numpy(), heads):
+        for prob, mask, head in zip(probs, masks.numpy(), heads):
             gt = gt_instances(mask)
             pred = postprocess.instances(prob, prob.shape, cfg, image_score=head)
             scores.append(metric.image_score(pred, gt))
