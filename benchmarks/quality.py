@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -87,8 +88,16 @@ def prepare_data(work: str) -> tuple[str, str]:
         return synth_dir, FLAGS.records_dir
     from preprocessing.main import run_pipeline
 
+    from preprocessing.schema import SCHEMA_VERSION
+
     records = os.path.join(work, f"records{FLAGS.image_size}")
-    if not os.path.exists(os.path.join(records, "manifest.json")):
+    manifest = os.path.join(records, "manifest.json")
+    version = None
+    if os.path.exists(manifest):
+        with open(manifest) as f:
+            version = json.load(f).get("schema_version")
+    if version != SCHEMA_VERSION:  # absent, or written by an older Beam job
+        shutil.rmtree(records, ignore_errors=True)
         run_pipeline(input_dir=synth_dir, output_dir=records, image_size=FLAGS.image_size, val_fraction=0.2)
     return synth_dir, records
 

@@ -13,8 +13,8 @@ flips, scaling, the noise residual) runs on the accelerator in the model's
 train and test steps. JPEG on the host so sees the image's own pixel grid, and
 costs what the image's own size costs, not S x S.
 
-Nothing is ever skipped or padded, so every record of an evaluation epoch is
-seen exactly once. A record whose content is wrong (bad format, byte count,
+Nothing is ever skipped and no batch is filled up with repeats, so every
+record of an evaluation epoch is seen exactly once. A record whose content is wrong (bad format, byte count,
 size, label or mask values) raises InvalidArgumentError naming the check, the
 file and the case id; a damaged shard (bad CRC, truncated gzip) raises the
 reader's DataLossError ("corrupted record at <offset>"), which TF does not let
@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from preprocessing import schema
+from preprocessing import model_input, schema
 from preprocessing.schema import MANIFEST_FILE, read_manifest
-from preprocessing import model_input
 from trainer import augment
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -151,7 +150,7 @@ def parse_record(filename: tf.Tensor, serialized: tf.Tensor, image_size: int, en
                                "decoded size differs from image/height,width"))
     with tf.control_dependencies([_assert_all(decoded_checks, filename, case_id, tf.shape(mask))]):
         image, mask = tf.identity(image), tf.identity(mask)
-    if image_size:  # padded to S x S (a copy only for images stored at their own size)
+    if image_size:  # padded to S x S (S x S records pass through)
         image, mask = model_input.pad_to(image, image_size), model_input.pad_to(mask, image_size)
     out = {k: f[k] for k in ("case_id", "label", "source", "mask/num_instances", "orig/height", "orig/width")}
     out.update(image=image, mask=mask, size=tf.stack([h32, w32]), file=filename)
