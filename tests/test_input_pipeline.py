@@ -465,3 +465,15 @@ def test_png_record_checks(tmp_path, cases_64):
         with pytest.raises(tf.errors.InvalidArgumentError, match=reason) as err:
             _exhaust(data_dir)
         assert "val-00000-of-00001.tfrecord" in str(err.value)
+
+
+def test_native_size_records_train_one_image_per_batch(tmp_path, cases_64):
+    """Records kept at their own sizes (image_size 0): batches of one, recompressed whole."""
+    recs = [_example(f"n{i}", np.ascontiguousarray(cases_64[i][1][:30 + 9 * i, :61 - 7 * i])) for i in range(4)]
+    data_dir = _one_record_dir(tmp_path, recs, image_size=0)
+    with pytest.raises(ValueError, match="no model size"):
+        data.make_dataset(data_dir, "val", 2, training=True)
+    ds = data.make_dataset(data_dir, "val", 1, training=True, seed=1, with_ids=True)
+    for _ in range(3):  # epochs: each image keeps its own size, recompressed or not
+        shapes = {i["case_id"][0].numpy().decode(): x["images"].shape[1:3] for x, _, i in ds}
+        assert shapes == {f"n{i}": (30 + 9 * i, 61 - 7 * i) for i in range(4)}

@@ -81,3 +81,18 @@ def test_training_and_serving_see_the_same_pixels(small_records_dir, small_synth
                 if label == 0:
                     assert not y["mask"][k].numpy().any()
     assert kinds == {True, False}  # both paths: stored at own size, and resized by the Beam job
+
+
+def test_keras_predict_and_evaluate_take_pipeline_batches(small_records_dir):
+    """model.predict / model.evaluate on make_dataset's batches enlarge them as the train step does."""
+    from trainer.model import ModelConfig, build_model, model_images, select_targets
+
+    model = build_model(ModelConfig(image_size=S, width=4, depth=2, match_field=False))
+    model.compile(loss={"mask": "binary_crossentropy", "image": "binary_crossentropy"})
+    ds = data.make_dataset(small_records_dir, "val", 4, training=False)
+    predicted = model.predict(ds, verbose=0)
+    expected = [model(model_images(x), training=False) for x, _ in ds]
+    np.testing.assert_allclose(predicted["mask"], np.concatenate([e["mask"] for e in expected]), atol=1e-5)
+    np.testing.assert_allclose(predicted["image"], np.concatenate([e["image"] for e in expected]), atol=1e-5)
+    logs = model.evaluate(select_targets(ds, model.output_names), verbose=0, return_dict=True)
+    assert np.isfinite(logs["loss"])

@@ -46,10 +46,11 @@ def recompress_jpeg_batch(images: tf.Tensor, seed: tf.Tensor, probability: float
                           quality_range: tuple[int, int] = JPEG_QUALITY_RANGE,
                           sizes: tf.Tensor | None = None) -> tf.Tensor:
     """``recompress_jpeg`` for each image of a uint8 batch [B, H, W, 3], each with its own coin and
-    quality; one stateless ``seed`` [2] for the batch. With ``sizes`` [B, 2], the batch is padded
-    at the bottom and right (square, static size) and only each image's valid (height, width)
+    quality; one stateless ``seed`` [2] for the batch. With ``sizes`` [B, 2] and a batch padded
+    at the bottom and right to a static square size, only each image's valid (height, width)
     part is recompressed: JPEG's 8 x 8 blocks sit on the stored image's own grid, and the cost is
-    that of its own size. The padding stays zeros.
+    that of its own size. The padding stays zeros. (Batches without a static size, e.g. of one
+    native-size image, are recompressed whole.)
 
     The input pipeline calls this once per batch rather than once per image: a tf.data function
     call costs about 90 core-us on a CPU host. Only the images whose coin came up are touched
@@ -59,19 +60,20 @@ def recompress_jpeg_batch(images: tf.Tensor, seed: tf.Tensor, probability: float
     n = tf.shape(images)[0]
     apply, quality = jpeg_choices(n, seed, probability, quality_range)
     chosen = tf.cast(tf.where(apply)[:, 0], tf.int32)
-    if sizes is not None:
-        side = images.shape[1]
-        if side is None or side != images.shape[2]:
-            raise ValueError(f"padded batches must be square with a static size, got {images.shape}")
-        sizes = tf.cast(sizes, tf.int32)
+    side = images.shape[1]
+    padded = sizes is not None and side is not None and side == images.shape[2]
+    sizes = tf.cast(sizes, tf.int32) if padded else None
 
     def one(i):
-        if sizes is None:
+        if not padded:
             return _jpeg(images[i], quality[i])
-        valid = _jpeg(images[i, :sizes[i, 0], :sizes[i, 1]], quality[i])
-        return model_input.pad_to(valid, side)
+        return model_input.pad_to(_jpeg(images[i, :sizes[i, 0], :sizes[i, 1]], quality[i]), side)
 
-    done = tf.map_fn(one, chosen, fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype))
+    def recompressed():
+        return tf.map_fn(one, chosen, fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype))
+
+    # map_fn cannot stack zero results of an unknown spatial size: nothing chosen, nothing to do.
+    done = tf.cond(tf.size(chosen) > 0, recompressed, lambda: tf.zeros_like(images[:0]))
     return tf.ensure_shape(tf.tensor_scatter_nd_update(images, chosen[:, None], done), images.shape)
 
 
