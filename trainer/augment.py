@@ -72,8 +72,10 @@ def recompress_jpeg_batch(images: tf.Tensor, seed: tf.Tensor, probability: float
     def recompressed():
         return tf.map_fn(one, chosen, fn_output_signature=tf.TensorSpec(images.shape[1:], images.dtype))
 
-    # map_fn cannot stack zero results of an unknown spatial size: nothing chosen, nothing to do.
-    done = tf.cond(tf.size(chosen) > 0, recompressed, lambda: tf.zeros_like(images[:0]))
+    if images.shape[1:].is_fully_defined():
+        done = recompressed()
+    else:  # map_fn cannot stack zero results of an unknown size: nothing chosen, nothing to do
+        done = tf.cond(tf.size(chosen) > 0, recompressed, lambda: tf.zeros_like(images[:0]))
     return tf.ensure_shape(tf.tensor_scatter_nd_update(images, chosen[:, None], done), images.shape)
 
 
