@@ -78,10 +78,7 @@ def samples_from_records(model: ExportedModel, data_dir: str, batch_size: int = 
 
     def prepare(serialized):
         ex = parse_example(serialized)
-        image = ex["image"]
-        same = tf.reduce_all(tf.equal(tf.shape(image)[:2], [size, size]))
-        model_image = tf.cond(same, lambda: tf.ensure_shape(image, [size, size, 3]),
-                              lambda: resize_to_model(image, size))
+        model_image = resize_to_model(ex["image"], size)  # S x S records pass through unchanged
         key = tf.strings.join([tf.strings.as_string(ex["label"]), ex["case_id"]], "/")
         return key, model_image, ex["mask"][:, :, 0]
 

@@ -16,10 +16,8 @@ from PIL import Image
 
 from preprocessing.cases import discover_test_images
 from preprocessing.images import read_rgb8
-from preprocessing.images import fits, resize_image
-from preprocessing.model_input import upscale_one
 from serving import rle
-from serving.decode import decode_file_eager
+from serving.decode import decode_file_eager, resize_to_model
 from serving.postprocess import PostprocessConfig
 from serving.saved_model import load, read_metadata
 from serving.score import (calibration_note, errors_path, predict_items, score_folder, submission_rows,
@@ -85,11 +83,9 @@ def test_tf_decoder_equals_preprocessing(messy_dir, name):
 
 
 def model_sized(image: np.ndarray) -> np.ndarray:
-    """The model input the training pipeline makes of a decoded image: enlarged as on the device if
-    it fits in SIZE x SIZE, else resized as by the Beam job."""
-    if fits(*image.shape[:2], SIZE):
-        return upscale_one(tf.constant(image), SIZE).numpy()
-    return resize_image(image, SIZE)
+    """serving.decode's resize to the model size, applied to preprocessing's decoded pixels (that
+    this resize is training's is tests/test_model_input.py's business)."""
+    return resize_to_model(tf.constant(image), SIZE).numpy()
 
 
 def test_score_messy_folder(tiny_model_dir, messy_dir, tmp_path):
