@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test lint demo bench clean
 
 venv: $(STAMP)
 
@@ -18,8 +18,11 @@ $(STAMP): setup.py
 test: venv
 	$(PY) -m pytest -q tests
 
+lint: venv
+	$(VENV)/bin/ruff check .
+
 demo: venv
-	$(PY) -m serving.demo --output_dir demo_out
+	$(PY) -m serving.demo --output_dir demo_out --overwrite
 
 bench: venv
 	$(PY) -m benchmarks.preprocess

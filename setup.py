@@ -26,6 +26,6 @@ setup(
     ],
     extras_require={
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
-        "test": ["pytest", "pytest-timeout"],
+        "test": ["pytest", "pytest-timeout", "ruff==0.17.6"],
     },
 )

@@ -30,7 +30,7 @@ import random
 import statistics
 import tempfile
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -170,9 +170,10 @@ def tfdata_batches(records_dir: str, parallelism: int, cache: bool | None = None
 
 def decoded_examples(records_dir: str) -> dict:
     """Every training example decoded once into numpy (what the ceiling starts from)."""
+    from preprocessing import records
     from trainer import data
 
-    n = data.num_examples(records_dir, "train")
+    n = records.num_examples(records_dir, "train")
     ds = data.make_dataset(records_dir, "train", n, training=False, augment_jpeg=False, with_ids=True)
     inputs, targets, ids = next(iter(ds))
     return {"image": inputs["images"].numpy(), "size": inputs["sizes"].numpy(),
@@ -247,7 +248,7 @@ def prepare_data(work_dir: str) -> str:
 
 def prepare_records(data_dir: str, work_dir: str, encoding: str) -> str:
     """The Beam job's output for ``data_dir`` (reused if already there with the same options)."""
-    from preprocessing.main import run_pipeline
+    from preprocessing.job import run_pipeline
 
     out = os.path.join(work_dir, f"records_{encoding}_{FLAGS.compression}_{FLAGS.image_size}")
     manifest = os.path.join(out, "manifest.json")
@@ -258,8 +259,8 @@ def prepare_records(data_dir: str, work_dir: str, encoding: str) -> str:
             old = json.load(f)
         if old.get("options", {}).get("input_dir") == data_dir and old.get("schema_version") == SCHEMA_VERSION:
             return out
-    run_pipeline(input_dir=data_dir, output_dir=out, image_size=FLAGS.image_size, encoding=encoding,
-                 compression=FLAGS.compression, num_shards=4, val_fraction=0.0)
+    run_pipeline(data_dir, out, image_size=FLAGS.image_size, encoding=encoding, compression=FLAGS.compression,
+                 num_shards=4, val_fraction=0.0, overwrite=True)
     return out
 
 

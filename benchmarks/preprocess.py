@@ -37,20 +37,21 @@ def plain_loop(input_dir: str, output_dir: str, image_size: int) -> int:
     import tensorflow as tf
     from tqdm import tqdm
 
-    from preprocessing import pipeline as pl
     from preprocessing.cases import discover_training_cases
+    from preprocessing.constants import SPLITS
+    from preprocessing.convert import ConvertConfig, convert_case
     from preprocessing.errors import BadInput
 
     cases, _ = discover_training_cases(input_dir)
-    cfg = pl.ConvertConfig(image_size=image_size, encoding="png", val_fraction=0.2)
+    cfg = ConvertConfig(image_size=image_size, encoding="png", val_fraction=0.2)
     os.makedirs(output_dir, exist_ok=True)
     opts = tf.io.TFRecordOptions(compression_type="GZIP")
     writers = {s: tf.io.TFRecordWriter(os.path.join(output_dir, f"{s}-00000-of-00001.tfrecord.gz"), opts)
-               for s in pl.TRAIN_VAL}
+               for s in SPLITS}
     written = 0
     for case in tqdm(cases, desc="plain loop", unit="case", leave=False):
         try:
-            split, serialized, _ = pl.convert_case(case, cfg)
+            split, serialized, _ = convert_case(case, cfg)
         except BadInput:
             continue
         writers[split].write(serialized)
@@ -61,11 +62,12 @@ def plain_loop(input_dir: str, output_dir: str, image_size: int) -> int:
 
 
 def beam_job(input_dir: str, output_dir: str, image_size: int, num_shards: int, workers: int) -> int:
-    from preprocessing.main import run_pipeline
+    from preprocessing.job import run_pipeline
 
     args = [] if workers <= 1 else ["--direct_running_mode=multi_processing", f"--direct_num_workers={workers}"]
     manifest = run_pipeline(input_dir, output_dir, image_size=image_size, encoding="png", compression="gzip",
-                            num_shards=num_shards, val_fraction=0.2, pipeline_args=args)
+                            num_shards=num_shards, val_fraction=0.2, pipeline_args=args,
+                            overwrite=True)  # the benchmark's own scratch folder, rewritten every round
     return manifest["written"]
 
 
@@ -110,7 +112,8 @@ def main(argv):
         for r in range(FLAGS.repeats):
             for i, (name, fn) in enumerate(configs):
                 for corpus, folder in (("tiny", tiny), ("full", data)):
-                    run = _measure(lambda: fn(folder, os.path.join(root, f"{corpus}_out{i}")))
+                    out = os.path.join(root, f"{corpus}_out{i}")
+                    run = _measure(lambda fn=fn, folder=folder, out=out: fn(folder, out))
                     if (i, corpus) not in best or run[0] < best[(i, corpus)][0]:
                         best[(i, corpus)] = run
                     print(f"round {r + 1}: {name} [{corpus}]: {run[2]} images in {run[0]:.1f} s", flush=True)

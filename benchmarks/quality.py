@@ -5,7 +5,7 @@ wall-clock budget, scored with the competition metric on held-out synthetic test
         [--num_train 240 --num_test 80] [--contenders seed,default,no_field] [--records_dir DIR]
 
 1. ``preprocessing.synth`` writes a synthetic dataset (train + test with test_solution.csv);
-   ``preprocessing.main.run_pipeline`` turns its training part into TFRecords
+   ``preprocessing.job.run_pipeline`` turns its training part into TFRecords
    (or ``--records_dir`` reuses a Beam output of the same dataset).
 2. Each contender trains with ``trainer.train.run`` for ``--minutes`` (time budget, the
    best checkpoint by its own monitor is exported):
@@ -55,8 +55,7 @@ def contenders():
     """(name, ModelConfig, loss, monitor) for each of --contenders. The default takes every trainer
     default except the CPU-size flags (width, depth); the seed takes the notebook's network, loss
     and monitor; the others change one thing in the default."""
-    from trainer.model import ModelConfig
-    from trainer.train import TrainConfig
+    from trainer.config import ModelConfig, TrainConfig
 
     unet = dict(arch="unet", width=FLAGS.width, depth=FLAGS.depth)
     loss, monitor = TrainConfig.loss, TrainConfig.monitor
@@ -86,8 +85,7 @@ def prepare_data(work: str) -> tuple[str, str]:
                        min_size=FLAGS.min_size, max_size=FLAGS.max_size)
     if FLAGS.records_dir:
         return synth_dir, FLAGS.records_dir
-    from preprocessing.main import run_pipeline
-
+    from preprocessing.job import run_pipeline
     from preprocessing.schema import SCHEMA_VERSION
 
     records = os.path.join(work, f"records{FLAGS.image_size}")
@@ -98,7 +96,7 @@ def prepare_data(work: str) -> tuple[str, str]:
             version = json.load(f).get("schema_version")
     if version != SCHEMA_VERSION:  # absent, or written by an older Beam job
         shutil.rmtree(records, ignore_errors=True)
-        run_pipeline(input_dir=synth_dir, output_dir=records, image_size=FLAGS.image_size, val_fraction=0.2)
+        run_pipeline(synth_dir, records, image_size=FLAGS.image_size, val_fraction=0.2, overwrite=True)
     return synth_dir, records
 
 
@@ -106,9 +104,9 @@ def test_score(model_dir: str, synth_dir: str) -> dict:
     import pandas as pd
 
     from preprocessing import synth
-    from serving import metric, score
+    from serving import metric, network
 
-    result = score.score_folder(model_dir, os.path.join(synth_dir, "test_images"), progress=False)
+    result = network.score_folder(model_dir, os.path.join(synth_dir, "test_images"), progress=False)
     submission = pd.DataFrame(result.rows, columns=["case_id", "annotation"])
     solution = pd.read_csv(os.path.join(synth_dir, synth.SOLUTION_FILE))
     return metric.evaluate_frames(solution, submission).summary
@@ -135,22 +133,26 @@ def slug(model_cfg) -> str:
 
 def train_contender(model_dir, records, model_cfg, loss, monitor) -> dict:
     """Train (or, with --reuse_models, read back) one contender; the facts go to train_result.json."""
+    import shutil
+
     import keras
 
     from trainer import train
+    from trainer.config import TrainConfig
 
     path = os.path.join(model_dir, "train_result.json")
     if FLAGS.reuse_models and os.path.exists(path):
         with open(path) as f:
             return json.load(f)
-    cfg = train.TrainConfig(data_dir=records, model_dir=model_dir, model=model_cfg, epochs=FLAGS.epochs,
+    shutil.rmtree(model_dir, ignore_errors=True)  # the benchmark's own scratch: every contender starts afresh
+    cfg = TrainConfig(data_dir=records, model_dir=model_dir, model=model_cfg, epochs=FLAGS.epochs,
                             batch_size=FLAGS.train_batch_size, loss=loss, monitor=monitor, precision=FLAGS.precision,
                             max_minutes=FLAGS.minutes, seed=FLAGS.seed, verbose=0)
     t0 = time.monotonic()
     result = train.run(cfg, strategy=_strategy())
-    out = {"val_oF1": result["best"].get("val_of1", float("nan")), "epochs": result["epochs_run"],
-           "minutes": (time.monotonic() - t0) / 60, "params": result["model_obj"].count_params(),
-           "image_size": result["image_size"]}
+    out = {"val_oF1": result.best.get("val_of1", float("nan")), "epochs": result.epochs_run,
+           "minutes": (time.monotonic() - t0) / 60, "params": result.model.count_params(),
+           "image_size": result.image_size}
     with open(path, "w") as f:
         json.dump(out, f)
     keras.backend.clear_session()

@@ -10,7 +10,7 @@ sizes), post-processing and RLE included, model loading excluded:
                      cv2.resize, one Keras ``model.predict`` on a batch of 1 (the
                      SavedModel wrapped in a TFSMLayer), threshold, components,
                      resize back, RLE
-  (b) serving_score  serving.score.predict_items + submission_rows: a parallel
+  (b) serving_score  serving.network.predict_items + submission_rows: a parallel
                      tf.data decode/resize, batches of --batch_size, prefetch
 
 Measured in interleaved rounds, median reported, so load from other processes
@@ -38,7 +38,8 @@ _WORK = flags.DEFINE_string("work_dir", None, "Where data and model go (a temp d
 
 def make_model(export_dir: str, size: int, width: int) -> None:
     from trainer.export import export_model
-    from trainer.model import ModelConfig, build_model
+    from trainer.config import ModelConfig
+    from trainer.model import build_model
 
     cfg = ModelConfig(image_size=size, width=width, depth=3)
     export_model(build_model(cfg), export_dir, image_size=size, metadata={"arch": cfg.to_dict()})
@@ -78,7 +79,8 @@ def seed_loop(export_dir: str, size: int, threshold: float = 0.45, min_area: int
 def serving_score(export_dir: str, batch_size: int):
     """serving.score's path: run(items) -> one row per image."""
     from serving.saved_model import load
-    from serving.score import predict_items, submission_rows
+    from serving.network import predict_items
+    from serving.submission import submission_rows
 
     model = load(export_dir)
 

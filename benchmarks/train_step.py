@@ -49,11 +49,12 @@ def measure(arch: str, precision: str, replicas: int) -> dict:
     import tensorflow as tf
 
     from trainer import train
-    from trainer.model import ModelConfig, build_model, has_image_head, select_targets
+    from trainer.config import ModelConfig, TrainConfig
+    from trainer.model import build_model, has_image_head, select_targets
 
     cfg = ModelConfig(image_size=FLAGS.image_size, arch=arch, width=FLAGS.width, depth=FLAGS.depth)
     strategy = _strategy(replicas)
-    tcfg = train.TrainConfig(data_dir="", model_dir="", model=cfg, loss="bce_dice")
+    tcfg = TrainConfig(data_dir="", model_dir="", model=cfg, loss="bce_dice")
     with strategy.scope(), train._policy(precision):
         model = build_model(cfg)
         train.compile_model(model, tcfg, has_image_head(cfg))

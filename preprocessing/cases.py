@@ -16,10 +16,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
+from preprocessing import fileio
+from preprocessing.constants import AUTHENTIC, FORGED, LABEL_NAMES
 from preprocessing.images import is_image_file
-
-AUTHENTIC, FORGED = 0, 1
-LABEL_NAMES = {AUTHENTIC: "authentic", FORGED: "forged"}
 
 
 @dataclass(frozen=True)
@@ -51,36 +50,40 @@ class Problem:
         return asdict(self)
 
 
+def _image_entries(folder: str) -> list[tuple[str, str]]:
+    """(case_id, path) of every entry named like an image that is not a directory, sorted by name.
+
+    Dangling symbolic links and link loops are kept: reading them fails with a reason
+    (``unreadable``) that the consumer records, instead of the case vanishing silently.
+    """
+    if not fileio.isdir(folder):
+        return []
+    out = []
+    for name in fileio.listdir(folder):
+        path = fileio.join(folder, name)
+        if is_image_file(name) and fileio.isfile(path):
+            out.append((os.path.splitext(name)[0], path))
+    return out
+
+
 def _images_in(folder: str) -> dict[str, str]:
     """case_id -> path for image files in a folder (non-image files are ignored)."""
-    if not os.path.isdir(folder):
-        return {}
-    out = {}
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        if os.path.isfile(path) and is_image_file(name):
-            out.setdefault(os.path.splitext(name)[0], path)
+    out: dict[str, str] = {}
+    for cid, path in _image_entries(folder):
+        out.setdefault(cid, path)
     return out
 
 
 def _shadowed_images(folder: str, chosen: dict[str, str]) -> list[tuple[str, str]]:
     """(case_id, path) of image files ignored because another file has the same case_id (a.png + a.jpg)."""
-    if not os.path.isdir(folder):
-        return []
-    out = []
-    for name in sorted(os.listdir(folder)):
-        path = os.path.join(folder, name)
-        cid = os.path.splitext(name)[0]
-        if os.path.isfile(path) and is_image_file(name) and chosen.get(cid) != path:
-            out.append((cid, path))
-    return out
+    return [(cid, path) for cid, path in _image_entries(folder) if chosen.get(cid) != path]
 
 
 def _masks_in(folder: str) -> dict[str, str]:
-    if not os.path.isdir(folder):
+    if not fileio.isdir(folder):
         return {}
-    return {os.path.splitext(n)[0]: os.path.join(folder, n)
-            for n in sorted(os.listdir(folder)) if n.lower().endswith(".npy")}
+    return {os.path.splitext(n)[0]: fileio.join(folder, n)
+            for n in fileio.listdir(folder) if n.lower().endswith(".npy")}
 
 
 def discover_training_cases(root: str) -> tuple[list[Case], list[Problem]]:
@@ -90,7 +93,7 @@ def discover_training_cases(root: str) -> tuple[list[Case], list[Problem]]:
     (the consumer records them as errors) and also listed as problems; masks
     without a forged image are problems only.
     """
-    if not os.path.isdir(root):
+    if not fileio.isdir(root):
         raise FileNotFoundError(f"input directory not found: {root}")
     cases: list[Case] = []
     problems: list[Problem] = []
@@ -98,19 +101,19 @@ def discover_training_cases(root: str) -> tuple[list[Case], list[Problem]]:
                ("supplemental", "supplemental_images", "supplemental_masks")]
     found_any = False
     for source, img_dir, mask_dir in layouts:
-        img_root, masks = os.path.join(root, img_dir), _masks_in(os.path.join(root, mask_dir))
-        if not os.path.isdir(img_root):
+        img_root, masks = fileio.join(root, img_dir), _masks_in(fileio.join(root, mask_dir))
+        if not fileio.isdir(img_root):
             continue
         found_any = True
-        folders = {AUTHENTIC: os.path.join(img_root, "authentic"), FORGED: os.path.join(img_root, "forged")}
+        folders = {AUTHENTIC: fileio.join(img_root, "authentic"), FORGED: fileio.join(img_root, "forged")}
         authentic, forged = _images_in(folders[AUTHENTIC]), _images_in(folders[FORGED])
         if source == "supplemental" and not authentic and not forged:
             folders[FORGED] = img_root
             forged = _images_in(img_root)  # flat supplemental folder: all forged
         for label, chosen in ((AUTHENTIC, authentic), (FORGED, forged)):
             for cid, path in _shadowed_images(folders[label], chosen):
-                problems.append(Problem(cid, label, path,
-                                        f"duplicate_image: ignored, {os.path.basename(chosen[cid])} has the same case_id"))
+                reason = f"duplicate_image: ignored, {os.path.basename(chosen[cid])} has the same case_id"
+                problems.append(Problem(cid, label, path, reason))
         for cid, path in authentic.items():
             cases.append(Case(cid, AUTHENTIC, source, path))
         for cid, path in forged.items():
@@ -129,9 +132,9 @@ def discover_training_cases(root: str) -> tuple[list[Case], list[Problem]]:
 
 def discover_test_images(root: str) -> list[tuple[str, str]]:
     """(case_id, path) of every image in ``root/test_images`` or, if absent, in ``root`` itself."""
-    folder = os.path.join(root, "test_images")
-    folder = folder if os.path.isdir(folder) else root
-    if not os.path.isdir(folder):
+    folder = fileio.join(root, "test_images")
+    folder = folder if fileio.isdir(folder) else root
+    if not fileio.isdir(folder):
         raise FileNotFoundError(f"image directory not found: {root}")
     return sorted(_images_in(folder).items())
 

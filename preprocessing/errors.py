@@ -1,4 +1,4 @@
-"""One error type for bad input files, so every batch job can record (path, reason) the same way."""
+"""The project's error types for things a user can fix, so every entry point reports them the same way."""
 from __future__ import annotations
 
 
@@ -9,3 +9,8 @@ class BadInput(ValueError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+class UsageError(ValueError):
+    """A command line that cannot be carried out as given (a bad flag value, an output path that would
+    destroy data, an empty input): the message names the flag or path and what to do."""

@@ -12,19 +12,15 @@ S x S) are a special case, so this code reads both.
 """
 from __future__ import annotations
 
-import json
-import os
-
 import cv2
 import numpy as np
 import tensorflow as tf
 
+from preprocessing.constants import AUTHENTIC, ENCODINGS, FORGED
+
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # 1: every record resized to S x S, which version 2 still allows
-MANIFEST_FILE = "manifest.json"  # written by preprocessing.main next to the shards
-ENCODINGS = ("png", "raw")
-SPLITS = ("train", "val")
-LABEL_AUTHENTIC, LABEL_FORGED = 0, 1
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 FEATURES = {
     "case_id": tf.io.FixedLenFeature([], tf.string),
@@ -45,19 +41,6 @@ FEATURES = {
 def shard_pattern(split: str, compression: str) -> str:
     """Glob of one split's shards inside an output directory."""
     return f"{split}-*-of-*.tfrecord" + (".gz" if compression == "gzip" else "")
-
-
-def read_manifest(data_dir: str) -> dict:
-    """The Beam job's manifest.json in ``data_dir``, with its schema version checked."""
-    path = os.path.join(data_dir, MANIFEST_FILE)
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path}: no {MANIFEST_FILE}; run `python -m preprocessing.main` first")
-    with tf.io.gfile.GFile(path) as f:
-        manifest = json.load(f)
-    version = manifest.get("schema_version")
-    if version not in READABLE_VERSIONS:
-        raise ValueError(f"{path}: schema_version {version}, but this code reads {READABLE_VERSIONS}")
-    return manifest
 
 
 def _encode_plane(pixels: np.ndarray, encoding: str) -> bytes:
@@ -115,13 +98,64 @@ def decode_plane(data: tf.Tensor, fmt: tf.Tensor, h: tf.Tensor, w: tf.Tensor, ch
     return tf.cond(tf.equal(fmt, "raw"), raw, png)
 
 
-def parse_example(serialized: tf.Tensor) -> dict:
-    """Parse one serialized record: ``image`` (H, W, 3) uint8, ``mask`` (H, W, 1) uint8 0/1, plus scalars."""
+def _assert_all(checks: list[tuple[tf.Tensor, str]], filename: tf.Tensor, case_id: tf.Tensor, *values) -> tf.Operation:
+    """One assertion for several conditions; the message lists the ones that failed, the file and
+    the case id. (One op instead of one per check: this runs once per record on a busy host.)"""
+    ok = tf.stack([c for c, _ in checks])
+    failed = tf.strings.reduce_join(tf.boolean_mask([r for _, r in checks], tf.logical_not(ok)), separator="; ")
+    return tf.debugging.Assert(tf.reduce_all(ok), ["corrupt record:", failed, "file:", filename, "case_id:", case_id,
+                                                   *values], summarize=8)
+
+
+def _bytes_ok(encoded: tf.Tensor, fmt: tf.Tensor, num_bytes: tf.Tensor) -> tf.Tensor:
+    """Raw planes hold exactly H*W*C bytes; PNG planes start with the PNG signature."""
+    raw_ok = tf.equal(tf.cast(tf.strings.length(encoded), tf.int64), num_bytes)
+    png_ok = tf.equal(tf.strings.substr(encoded, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
+    return tf.where(tf.equal(fmt, "raw"), raw_ok, png_ok)
+
+
+_HIGH_BITS = -0x0101010101010102  # 0xFEFEFEFEFEFEFEFE: every bit of every byte except the lowest
+
+
+def _is_binary(mask: tf.Tensor) -> tf.Tensor:
+    """All uint8 values are 0 or 1, tested eight bytes at a time (an element-wise uint8 max over a
+    256 px mask costs more than the rest of the record's parsing)."""
+    flat = tf.reshape(mask, [-1])
+    flat = tf.pad(flat, [[0, tf.math.floormod(-tf.size(flat), 8)]])
+    words = tf.bitcast(tf.reshape(flat, [-1, 8]), tf.int64)
+    return tf.reduce_all(tf.equal(tf.bitwise.bitwise_and(words, tf.constant(_HIGH_BITS, tf.int64)), 0))
+
+
+def parse_record(filename: tf.Tensor, serialized: tf.Tensor, max_size: int = 0, encoding: str | None = None) -> dict:
+    """The one reader of a record: ``image`` (h, w, 3) uint8, ``mask`` (h, w, 1) uint8 0/1, their
+    ``size`` [2], ``file`` and the scalar features. Checks turn corruption into an error naming the
+    check, the file and the case id instead of a bare decoder message or a silent skip; with
+    ``max_size`` (the manifest's image_size S) a record larger than S x S is refused too."""
     f = tf.io.parse_single_example(serialized, FEATURES)
-    h = tf.cast(f["image/height"], tf.int32)
-    w = tf.cast(f["image/width"], tf.int32)
-    fmt = f["image/format"]
+    case_id, fmt = f["case_id"], f["image/format"]
+    h, w = f["image/height"], f["image/width"]
+    allowed = [encoding] if encoding else list(ENCODINGS)
+    checks = [
+        (tf.reduce_any(tf.equal(fmt, allowed)), f"image/format is not {' or '.join(allowed)}"),
+        (tf.reduce_any(tf.equal(f["label"], [AUTHENTIC, FORGED])), "label is not 0/1"),
+        (_bytes_ok(f["image/encoded"], fmt, h * w * 3), "image bytes do not match image/format and size"),
+        (_bytes_ok(f["mask/encoded"], fmt, h * w), "mask bytes do not match image/format and size"),
+    ]
+    if max_size:
+        checks.append((tf.reduce_all(tf.logical_and(tf.stack([h, w]) >= 1, tf.stack([h, w]) <= max_size)),
+                       f"size does not fit the manifest image_size {max_size}x{max_size}"))
+    with tf.control_dependencies([_assert_all(checks, filename, case_id, "format", fmt, "label", f["label"],
+                                              "height", h, "width", w)]):
+        h32, w32 = tf.cast(h, tf.int32), tf.cast(w, tf.int32)
+        image = decode_plane(f["image/encoded"], fmt, h32, w32, 3)
+        mask = decode_plane(f["mask/encoded"], fmt, h32, w32, 1)
+    decoded_checks = [(_is_binary(mask), "mask values are not 0/1")]
+    if encoding != "raw":  # a PNG's own header may disagree with image/height,width
+        decoded_hw = tf.stack([tf.shape(image)[:2], tf.shape(mask)[:2]])
+        decoded_checks.append((tf.reduce_all(tf.equal(decoded_hw, tf.stack([h32, w32]))),
+                               "decoded size differs from image/height,width"))
+    with tf.control_dependencies([_assert_all(decoded_checks, filename, case_id, tf.shape(mask))]):
+        image, mask = tf.identity(image), tf.identity(mask)
     out = {k: f[k] for k in ("case_id", "label", "source", "mask/num_instances", "orig/height", "orig/width")}
-    out["image"] = decode_plane(f["image/encoded"], fmt, h, w, 3)
-    out["mask"] = decode_plane(f["mask/encoded"], fmt, h, w, 1)
+    out.update(image=image, mask=mask, size=tf.stack([h32, w32]), file=filename)
     return out

@@ -31,7 +31,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from serving import rle
+from preprocessing import cli, outputs, rle
+from preprocessing.errors import UsageError
 
 META_FILE = "synth_meta.json"
 SOLUTION_FILE = "test_solution.csv"
@@ -52,7 +53,7 @@ BASE_ATTEMPTS = 5  # base images drawn for a forged case before accepting flat r
 
 # ----------------------------------------------------------------------------- base images
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _science_image(name: str) -> Optional[np.ndarray]:
     """One skimage sample as uint8 (H,W) or (H,W,3); None when it cannot be loaded offline."""
     from skimage import data
@@ -72,7 +73,7 @@ def _science_image(name: str) -> Optional[np.ndarray]:
     return img
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def available_science_images() -> tuple[str, ...]:
     return tuple(n for n in SCIENCE_IMAGES if _science_image(n) is not None)
 
@@ -91,7 +92,8 @@ def photo_crop(rng: np.random.Generator, h: int, w: int, gray: bool) -> tuple[np
     scale = lo * (1.0 + rng.uniform(0.0, 0.6)) if lo >= 1 else rng.uniform(lo, min(1.0, 2.5 * lo))
     if abs(scale - 1.0) > 1e-3:
         size = (max(w, int(round(sw * scale))), max(h, int(round(sh * scale))))
-        src = cv2.resize(np.ascontiguousarray(src), size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        src = cv2.resize(np.ascontiguousarray(src), size, interpolation=interpolation)
     for _ in range(4):  # avoid crops of mostly empty background (retina corners, dark sky)
         y = int(rng.integers(src.shape[0] - h + 1))
         x = int(rng.integers(src.shape[1] - w + 1))
@@ -259,7 +261,7 @@ class CopyMove:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "CopyMove":
+    def from_dict(cls, d: dict) -> CopyMove:
         """Inverse of ``to_dict`` (JSON lists back to tuples), to replay an op from synth_meta.json."""
         kw = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         for k in ("src_box", "dst_box"):
@@ -539,15 +541,35 @@ def _make_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_siz
     return files, instances
 
 
+OUTPUT_FOLDERS = ("train_images", "train_masks", "test_images")
+
+
+def owned(rel: str) -> bool:
+    """The files ``generate`` writes in its output directory (the only ones ``overwrite`` replaces)."""
+    return rel in (META_FILE, SOLUTION_FILE) or rel.split("/", 1)[0] in OUTPUT_FOLDERS
+
+
 def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size: int = 100,
-             max_size: int = 1500, show_progress: Optional[bool] = None) -> dict:
-    """Write a synthetic dataset in the competition layout; returns a summary (also in synth_meta.json)."""
+             max_size: int = 1500, show_progress: Optional[bool] = None, overwrite: bool = False) -> dict:
+    """Write a synthetic dataset in the competition layout; returns a summary (also in synth_meta.json).
+
+    The dataset is written to a staging folder and moved into ``output_dir`` when complete. A
+    non-empty ``output_dir`` is refused unless ``overwrite``, which replaces only what this
+    generator writes (its three folders, test_solution.csv, synth_meta.json).
+    """
     if num_train < 0 or num_test < 0:
-        raise ValueError("num_train and num_test must be >= 0")
-    if not 16 <= min_size <= max_size:
-        raise ValueError(f"need 16 <= min_size <= max_size, got {min_size}, {max_size}")
+        raise UsageError("num_train and num_test must be >= 0")
+    if not 16 <= min_size < max_size:
+        raise UsageError(f"need 16 <= min_size < max_size (images are never square), got {min_size}, {max_size}")
     if not available_science_images():
         raise RuntimeError("no scikit-image sample image could be loaded")
+    output_dir = outputs.check_dir(output_dir, overwrite=overwrite, owned=owned)
+    with outputs.staged_dir(output_dir, owned) as staging:
+        return _write_dataset(staging, num_train, num_test, seed, min_size, max_size, show_progress)
+
+
+def _write_dataset(output_dir: str, num_train: int, num_test: int, seed: int, min_size: int, max_size: int,
+                   show_progress: Optional[bool]) -> dict:
     for sub in ("train_images/authentic", "train_images/forged", "train_masks", "test_images"):
         os.makedirs(os.path.join(output_dir, sub), exist_ok=True)
 
@@ -604,7 +626,7 @@ def main(argv):
 
     del argv
     f = flags.FLAGS
-    s = generate(f.output_dir, f.num_train, f.num_test, f.seed, f.min_size, f.max_size)
+    s = generate(f.output_dir, f.num_train, f.num_test, f.seed, f.min_size, f.max_size, overwrite=f.overwrite)
     print(f"wrote {f.output_dir}: train {s['train']}  test {s['test']}  copy-moves {s['operations']}")
 
 
@@ -614,15 +636,16 @@ def _define_flags() -> None:
     from absl import flags
 
     flags.DEFINE_string("output_dir", None, "Where to write the dataset.", required=True)
-    flags.DEFINE_integer("num_train", 200, "Training images (about half forged).")
-    flags.DEFINE_integer("num_test", 50, "Test images (about half forged), scored by test_solution.csv.")
-    flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives identical files.")
-    flags.DEFINE_integer("min_size", 100, "Smallest image side in pixels.")
-    flags.DEFINE_integer("max_size", 1500, "Largest image side in pixels.")
+    flags.DEFINE_integer("num_train", 200, "Training images (about half forged).", lower_bound=0)
+    flags.DEFINE_integer("num_test", 50, "Test images (about half forged), scored by test_solution.csv.",
+                         lower_bound=0)
+    flags.DEFINE_integer("seed", 0, cli.HELP["seed"])
+    flags.DEFINE_integer("min_size", 100, "Smallest image side in pixels.", lower_bound=16)
+    flags.DEFINE_integer("max_size", 1500, "Largest image side in pixels (more than --min_size: images are never "
+                         "square).", lower_bound=17)
+    cli.define_overwrite()
 
 
 if __name__ == "__main__":
-    from absl import app
-
     _define_flags()
-    app.run(main)
+    cli.run(main)

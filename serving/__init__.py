@@ -1,6 +1,3 @@
-"""Scoring side: the competition RLE, post-processing, the oF1 metric, batch scoring.
-
-`serving.rle` and `serving.metric` are pure numpy/scipy (no TensorFlow), so the
-data side (`preprocessing.synth`) and the trainer can share them: one
-implementation of the competition format and its metric.
-"""
+"""Scoring side: detectors and their post-processing, the oF1 metric, calibration, batch scoring,
+prediction reports. Imports ``preprocessing`` (the data contract), never ``trainer``: an exported
+SavedModel is enough to score."""

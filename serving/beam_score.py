@@ -1,183 +1,43 @@
 """Batch scoring as a Beam pipeline (RunInference), for corpora that need a cluster.
 
     python -m serving.beam_score --model_dir MODEL_DIR --input_dir IMAGES --output submission.csv \
-        [--batch_size 16] [--threshold T] [--min_area A] [--strict] [Beam pipeline options...]
+        [--batch_size 16] [--threshold T] [--min_area A] [--strict] [--overwrite] [Beam pipeline options...]
 
-Same flags, decoding, model, post-processing and CSV as serving.score, so the
-output is identical on the same images. Beam's stock TFModelHandlerTensor
-loads through ``tf.keras.models.load_model``, which refuses Keras 3 exports
-(apache/beam#30613), so ``SavedModelHandler`` wraps ``tf.saved_model.load``.
-The image list is discovered on the launcher (local or shared filesystem).
+Same flags, decoding, model, post-processing and CSV as serving.score, so the output is identical
+on the same images; the pipeline is ``serving.beam_scoring``. Flags this module does not know are
+handed to Beam. Both output files are written under temporary names and renamed when the job has
+finished; the output paths are checked before any work (``preprocessing.outputs``).
 """
 from __future__ import annotations
 
-import json
-from typing import Any, Iterable, Optional, Sequence
+from absl import flags
 
-import apache_beam as beam
-import numpy as np
-from absl import app, flags
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
+from preprocessing import cli
+from serving.score import check_paths, define_flags, flag_postprocess
 
-from preprocessing.beam_runner import local_runner
-from preprocessing.cases import discover_test_images
-from serving import rle
-from serving.postprocess import PostprocessConfig
-from serving.saved_model import export_dir_of, read_metadata
-from serving.score import (Prediction, ScoreResult, define_flags, errors_path, flag_postprocess, format_csv,
-                           report)
-from serving.score import annotate as annotate_prediction
-
-COUNTERS = "copymove_scoring"
-ERRORS = "errors"
-
-
-class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
-    """RunInference handler around serving.saved_model.load (a Keras 3 SavedModel, no trainer code)."""
-
-    def __init__(self, model_dir: str, batch_size: int = 16):
-        super().__init__(min_batch_size=1, max_batch_size=batch_size)
-        self._model_dir = model_dir
-
-    def load_model(self):
-        from serving.saved_model import load
-
-        return load(self._model_dir)
-
-    def run_inference(self, batch: Sequence[np.ndarray], model, inference_args: Optional[dict] = None
-                      ) -> Iterable[PredictionResult]:
-        probs, scores = model.predict(np.stack(batch))
-        return [PredictionResult(None, (probs[k], None if scores is None else float(scores[k])))
-                for k in range(len(batch))]
-
-    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
-        return sum(x.nbytes for x in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return COUNTERS
-
-
-class DecodeFn(beam.DoFn):
-    """(case_id, path) -> ((case_id, H, W), model-size uint8 image), or an error record on the side.
-
-    The same checks and TF decoding as serving.score's tf.data pipeline.
-    """
-
-    def __init__(self, image_size: int):
-        self._size = image_size
-
-    def setup(self):
-        import tensorflow as tf
-
-        from serving.decode import decode_rgb8_tf, resize_to_model
-
-        def load(path):
-            image = decode_rgb8_tf(tf.io.read_file(path))
-            return resize_to_model(image, self._size), tf.shape(image)[:2]
-
-        self._load = tf.function(load, input_signature=[tf.TensorSpec([], tf.string)])
-        self._resize = resize_to_model
-        self._decoded = beam.metrics.Metrics.counter(COUNTERS, "images_decoded")
-        self._bad = beam.metrics.Metrics.counter(COUNTERS, "images_unreadable")
-
-    def process(self, item):
-        import tensorflow as tf
-
-        from preprocessing.errors import BadInput
-        from preprocessing.images import read_rgb8
-        from serving.decode import check_file
-
-        case_id, path = item
-        try:
-            check_file(path)
-            try:
-                image, hw = self._load(tf.constant(path))
-                image, hw = image.numpy(), hw.numpy()
-            except tf.errors.OpError:  # TF refused a file with a sane header: the reference decoder decides
-                raw = read_rgb8(path)
-                image, hw = self._resize(tf.constant(raw), self._size).numpy(), raw.shape[:2]
-        except BadInput as exc:
-            self._bad.inc()
-            yield beam.pvalue.TaggedOutput(ERRORS, {"case_id": case_id, "path": path, "reason": exc.reason})
-            return
-        self._decoded.inc()
-        yield (case_id, int(hw[0]), int(hw[1])), image
-
-
-def annotate(keyed: tuple, cfg: PostprocessConfig) -> tuple[str, str]:
-    (case_id, h, w), result = keyed
-    prob, image_score = result.inference
-    return case_id, annotate_prediction(Prediction(case_id, (h, w), prob, image_score), cfg)
-
-
-def csv_text(rows: list) -> str:
-    return format_csv(sorted(rows)).rstrip("\n")  # WriteToText adds the final newline
-
-
-def errors_text(errors: list) -> Iterable[str]:
-    return [json.dumps(e) for e in sorted(errors, key=lambda e: e["case_id"])]
-
-
-def build(p: beam.Pipeline, items: Sequence[tuple[str, str]], model_dir: str, image_size: int,
-          cfg: PostprocessConfig, output: str, batch_size: int = 16) -> None:
-    """The scoring graph: decode -> RunInference -> post-process -> one sorted CSV (+ errors.jsonl)."""
-    decoded = (p | "Images" >> beam.Create(list(items))
-               | "Decode" >> beam.ParDo(DecodeFn(image_size)).with_outputs(ERRORS, main="images"))
-    handler = KeyedModelHandler(SavedModelHandler(model_dir, batch_size))
-    scored = (decoded.images | "Predict" >> RunInference(handler)
-              | "Postprocess" >> beam.Map(annotate, cfg))
-    unreadable = decoded[ERRORS] | "Authentic" >> beam.Map(lambda e: (e["case_id"], rle.AUTHENTIC))
-    (((scored, unreadable) | "AllRows" >> beam.Flatten())
-     | "Gather" >> beam.combiners.ToList()
-     | "Csv" >> beam.Map(csv_text)
-     | "WriteCsv" >> beam.io.WriteToText(output, num_shards=1, shard_name_template=""))
-    (decoded[ERRORS] | "GatherErrors" >> beam.combiners.ToList()
-     | "ErrorLines" >> beam.FlatMap(errors_text)
-     | "WriteErrors" >> beam.io.WriteToText(errors_path(output), num_shards=1, shard_name_template=""))
-
-
-def run(model_dir: str, input_dir: str, output: str, batch_size: int = 16,
-        cfg: Optional[PostprocessConfig] = None, pipeline_args: Optional[list] = None) -> list[dict]:
-    """Run the pipeline to completion; returns the error records it wrote."""
-    meta = read_metadata(export_dir_of(model_dir))
-    cfg = cfg or PostprocessConfig.from_dict(meta.get("postprocess"))
-    items = discover_test_images(input_dir)
-    options = PipelineOptions(list(pipeline_args or []))
-    p = beam.Pipeline(runner=local_runner(options), options=options)
-    build(p, items, model_dir, int(meta["image_size"]), cfg, output, batch_size)
-    p.run().wait_until_finish()
-    with open(errors_path(output)) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def read_rows(path: str) -> list[tuple[str, str]]:
-    import pandas as pd
-
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return list(zip(df["case_id"], df["annotation"]))
+FLAGS = flags.FLAGS
 
 
 def main(argv):
-    f = flags.FLAGS
-    try:
-        meta = read_metadata(export_dir_of(f.model_dir))
-        discover_test_images(f.input_dir)  # fail here, not inside the pipeline
-    except FileNotFoundError as exc:
-        raise SystemExit(f"error: {exc}")
+    from serving import beam_scoring  # Beam and TensorFlow: only now, after logging is set up
+    from serving.saved_model import export_dir_of, read_metadata
+    from serving.submission import ScoreResult, report
+
+    output, items = check_paths()
+    meta = read_metadata(export_dir_of(FLAGS.model_dir))
     cfg, note = flag_postprocess(meta)
-    print(f"model {export_dir_of(f.model_dir)}, post-processing {cfg.to_dict()}, Beam options {argv[1:]}")
+    print(f"model {export_dir_of(FLAGS.model_dir)}, post-processing {cfg.to_dict()}, Beam options {argv[1:]}")
     if note:
         print(note)
-    errors = run(f.model_dir, f.input_dir, f.output, f.batch_size, cfg, argv[1:])
-    return report(f.output, ScoreResult(read_rows(f.output), errors), f.strict)
+    errors = beam_scoring.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, cfg, argv[1:], items=items)
+    return report(output, ScoreResult(beam_scoring.read_rows(output), errors), FLAGS.strict)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
     """absl takes its flags; everything else is left for Beam's PipelineOptions."""
-    return flags.FLAGS(argv, known_only=True)
+    return FLAGS(argv, known_only=True)
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main, flags_parser=parse_flags)

@@ -23,8 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing.errors import BadInput
-from preprocessing.images import MAX_PIXELS, decode_rgb8, image_size
-from preprocessing.images import resize_image
+from preprocessing.images import MAX_PIXELS, decode_rgb8, image_size, resize_image
 from preprocessing.model_input import upscale_one
 
 _PNG_MAGIC = b"\x89PNG"

@@ -16,6 +16,7 @@ import csv
 import html
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,13 +25,14 @@ import time
 import cv2
 import numpy as np
 import pandas as pd
-from absl import app, flags
+from absl import flags
 
+from preprocessing import cli, outputs, rle
 from preprocessing.images import read_rgb8
-from serving import rle
 from serving.metric import image_score
 
-_OUT = flags.DEFINE_string("output_dir", "demo_out", "Where everything goes (replaced if it exists).")
+_OUT = flags.DEFINE_string("output_dir", "demo_out", "Where everything goes (a new or empty folder, or an earlier "
+                           "demo's with --overwrite).")
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 320, "Synthetic training images.")
 _NUM_TEST = flags.DEFINE_integer("num_test", 80, "Synthetic test images.")
 _SIZE = flags.DEFINE_integer("image_size", 96, "Model input size (records are stored for this size).")
@@ -41,20 +43,34 @@ _DEPTH = flags.DEFINE_integer("depth", 3, "U-Net downsamplings.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the synthetic data and the training run.")
 _SAMPLES = flags.DEFINE_integer("html_samples", 16, "Test images shown in predictions.html.")
 
+cli.define_overwrite()
+
 INSTANCE_COLOURS = ((255, 64, 64), (64, 200, 255), (255, 210, 0), (140, 255, 90), (220, 90, 255))
+# What the demo writes in its output folder (the only entries --overwrite removes).
+OWNED = ("data", "records", "model", "predictions.html")
+OWNED_SUFFIXES = (".csv", ".errors.jsonl")
+
+
+def owned(rel: str) -> bool:
+    top = rel.split("/", 1)[0]
+    return top in OWNED or ("/" not in rel and rel.endswith(OWNED_SUFFIXES))
 
 
 class StepFailed(RuntimeError):
     pass
 
 
+def pasteable(module: str, args: list[str]) -> str:
+    """The step as a user would type it (the venv's python is on PATH after ``. .venv/bin/activate``)."""
+    return " ".join(["python", "-m", module, *(shlex.quote(a) for a in args)])
+
+
 def run_step(n: int, total: int, title: str, module: str, args: list[str]) -> str:
     """Run ``python -m module args`` with live output; returns its stdout (also echoed)."""
     cmd = [sys.executable, "-m", module, *args]
-    print(f"\n[{n}/{total}] {title}\n  $ {' '.join(cmd[1:])}", flush=True)
+    print(f"\n[{n}/{total}] {title}\n  $ {pasteable(module, args)}", flush=True)
     start = time.time()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL=os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"))
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
     lines = []
     for line in proc.stdout:
         print("  | " + line, end="", flush=True)
@@ -146,10 +162,12 @@ def write_predictions_html(path: str, image_dir: str, solution_csv: str, submiss
 def main(argv):
     del argv
     start = time.time()
-    out = os.path.abspath(_OUT.value)
-    if os.path.exists(out):
-        shutil.rmtree(out)
-    os.makedirs(out)
+    out = outputs.check_dir(_OUT.value, overwrite=flags.FLAGS.overwrite, owned=owned)
+    for entry in sorted(os.listdir(out)) if os.path.isdir(out) else []:  # --overwrite: only the demo's own
+        path = os.path.join(out, entry)
+        if owned(entry):
+            shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+    os.makedirs(out, exist_ok=True)
     data, records, model = (os.path.join(out, d) for d in ("data", "records", "model"))
     solution = os.path.join(data, "test_solution.csv")
     submission = os.path.join(out, "submission.csv")
@@ -188,7 +206,7 @@ def main(argv):
         page = write_predictions_html(os.path.join(out, "predictions.html"), os.path.join(data, "test_images"),
                                       solution, submission, _SAMPLES.value, _SEED.value)
     except StepFailed as exc:
-        raise SystemExit(f"demo failed: {exc}")
+        raise SystemExit(f"demo failed: {exc}") from None
 
     print(f"\nDemo finished in {(time.time() - start) / 60:.1f} min. Test set: "
           f"{evals['everything authentic']['images']} images "
@@ -211,4 +229,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -1,8 +1,9 @@
 """Score a submission CSV against a solution CSV with the competition oF1.
 
-    python -m serving.evaluate --solution SOLUTION.csv --submission SUBMISSION.csv
+    python -m serving.evaluate --solution SOLUTION.csv --submission SUBMISSION.csv [--per_image_csv F]
 
-Prints a short table, then one JSON object on the last line of stdout.
+Prints a short table (and what looks wrong: missing ids, repeated ids, ids that differ only by
+whitespace), then one JSON object on the last line of stdout.
 """
 from __future__ import annotations
 
@@ -10,46 +11,68 @@ import json
 import sys
 
 import pandas as pd
-from absl import app, flags
+from absl import flags
 
+from preprocessing import cli, fileio, outputs
+from preprocessing.errors import UsageError
 from serving.metric import evaluate_frames
 
+FLAGS = flags.FLAGS
+EXAMPLES_SHOWN = 5  # ids quoted per problem line
 
-def _define_flags() -> None:
-    """Flags exist only when run as a command, so importing this module never clashes with others."""
+
+def define_flags() -> None:
     flags.DEFINE_string("solution", None, "Ground truth CSV: case_id,annotation,height,width.", required=True)
     flags.DEFINE_string("submission", None, "Predictions CSV: case_id,annotation.", required=True)
     flags.DEFINE_string("per_image_csv", None, "Optional path for per-image scores.")
+    cli.define_overwrite()
 
 
 def read_csv(path: str, what: str) -> pd.DataFrame:
     """Read a CSV keeping case ids and annotations as text; a clear error names the file."""
     try:
-        return pd.read_csv(path, dtype={"case_id": str, "annotation": str}, keep_default_na=False)
+        with fileio.open_file(path, "r") as f:
+            return pd.read_csv(f, dtype={"case_id": str, "annotation": str}, keep_default_na=False)
     except FileNotFoundError:
-        raise SystemExit(f"error: {what} file not found: {path}")
+        raise FileNotFoundError(f"{what} file not found: {path}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise SystemExit(f"error: {what} file {path} is not a readable CSV: {exc}")
+        raise UsageError(f"{what} file {path} is not a readable CSV: {exc}") from exc
+
+
+def warnings_for(s: dict) -> list[str]:
+    """Plain-language lines for what in a summary needs a person's attention."""
+    out = []
+    if s["duplicate_submission_ids"]:
+        ids = s["duplicate_submission_ids"]
+        out.append(f"warning: the submission repeats {len(ids)} case id(s) ({', '.join(ids[:EXAMPLES_SHOWN])}); "
+                   "only the first row of each was scored")
+    if s["ids_differing_by_whitespace"]:
+        pairs = s["ids_differing_by_whitespace"]
+        shown = ", ".join(f"{sub!r} vs {sol!r}" for sol, sub in pairs[:EXAMPLES_SHOWN])
+        out.append(f"warning: {len(pairs)} submission id(s) differ from solution ids only by surrounding "
+                   f"whitespace ({shown}): strip them; they were scored as missing")
+    return out
 
 
 def main(argv):
     del argv
-    solution = read_csv(flags.FLAGS.solution, "solution")
-    submission = read_csv(flags.FLAGS.submission, "submission")
+    per_image = FLAGS.per_image_csv and outputs.check_file(FLAGS.per_image_csv, overwrite=FLAGS.overwrite)
     try:
-        result = evaluate_frames(solution, submission)
+        result = evaluate_frames(read_csv(FLAGS.solution, "solution"), read_csv(FLAGS.submission, "submission"))
     except ValueError as exc:
-        raise SystemExit(f"error: {exc}")
+        raise UsageError(f"{FLAGS.solution} / {FLAGS.submission}: {exc}") from exc
     s = result.summary
-    if flags.FLAGS.per_image_csv:
-        result.per_image.to_csv(flags.FLAGS.per_image_csv, index=False)
     print(f"images {s['images']}  oF1 {s['oF1']:.4f}  missing {s['missing']}  unparseable {s['unparseable']}")
     print(f"true forged/authentic {s['true_forged']}/{s['true_authentic']}  "
           f"predicted forged/authentic {s['pred_forged']}/{s['pred_authentic']}  "
           f"false positives on authentic {s['authentic_false_positive']}")
+    for line in warnings_for(s):
+        print(line)
+    if per_image:
+        outputs.write_text(per_image, result.per_image.to_csv(index=False))
     sys.stdout.write(json.dumps(s) + "\n")
 
 
 if __name__ == "__main__":
-    _define_flags()
-    app.run(main)
+    define_flags()
+    cli.run(main)

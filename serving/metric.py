@@ -8,14 +8,14 @@ predicted authentic scores 0. The dataset score is the mean over images.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from serving import rle
+from preprocessing import rle
 
 
 def f1_matrix(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray]) -> np.ndarray:
@@ -60,11 +60,35 @@ class Evaluation:
     per_image: pd.DataFrame = field(repr=False)
 
 
+def solution_size(rec) -> tuple[int, int]:
+    """(height, width) of a solution row, or an error naming the row."""
+    try:
+        h, w = int(rec.height), int(rec.width)
+    except (TypeError, ValueError):
+        raise ValueError(f"solution row {rec.case_id!r}: height {rec.height!r} / width {rec.width!r} are not "
+                         "integers") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"solution row {rec.case_id!r}: height {h} / width {w} must be >= 1")
+    return h, w
+
+
+def _duplicates(ids: pd.Series) -> list[str]:
+    return sorted(set(ids[ids.duplicated()]))
+
+
+def whitespace_mismatches(missing: set, extra: set) -> list[tuple[str, str]]:
+    """(solution id, submission id) pairs that differ only by surrounding whitespace."""
+    by_stripped = {e.strip(): e for e in extra}
+    return sorted((m, by_stripped[m.strip()]) for m in missing if m.strip() in by_stripped)
+
+
 def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluation:
     """Score a submission against a solution (``case_id,annotation,height,width``).
 
-    Solution rows missing from the submission and unparseable submission
-    annotations score 0 and are counted; they never stop the run.
+    Solution rows missing from the submission and unparseable submission annotations score 0 and
+    are counted; they never stop the run. A solution that repeats a case id is refused (which row
+    is the truth?); a submission that repeats one is scored on its first row and the repeats are
+    reported.
     """
     for col in ("case_id", "annotation", "height", "width"):
         if col not in solution.columns:
@@ -72,12 +96,17 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
     for col in ("case_id", "annotation"):
         if col not in submission.columns:
             raise ValueError(f"submission is missing column {col!r} (has {list(submission.columns)})")
+    solution = solution.astype({"case_id": str})
+    repeated = _duplicates(solution["case_id"])
+    if repeated:
+        raise ValueError(f"solution repeats case id(s) {', '.join(map(repr, repeated[:10]))}: each image must "
+                         "appear once")
     submission = submission.astype({"case_id": str})
-    duplicates = int(submission["case_id"].duplicated().sum())  # only the first row of a repeated case_id counts
+    duplicate_ids = _duplicates(submission["case_id"])  # only the first row of a repeated case_id counts
     sub = submission.drop_duplicates("case_id", keep="first").set_index("case_id")["annotation"]
     rows = []
-    for rec in solution.astype({"case_id": str}).itertuples(index=False):
-        h, w = int(rec.height), int(rec.width)
+    for rec in solution.itertuples(index=False):
+        h, w = solution_size(rec)
         try:
             gt = rle.decode(str(rec.annotation), h, w)
         except rle.RLEError as exc:  # the ground truth itself is broken: stop, naming the row
@@ -97,10 +126,12 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
     n = len(per_image)
     tf_, pf = per_image["true_forged"].astype(bool), per_image["pred_forged"].astype(bool)
     scored = per_image["status"] == "ok"
+    missing = set(per_image.loc[per_image["status"] == "missing", "case_id"])
+    extra = set(sub.index) - set(per_image["case_id"])
     summary = {
         "oF1": float(per_image["score"].mean()) if n else 0.0,
         "images": n,
-        "missing": int((per_image["status"] == "missing").sum()),
+        "missing": len(missing),
         "unparseable": int((per_image["status"] == "unparseable").sum()),
         "true_forged": int(tf_.sum()),
         "true_authentic": int((~tf_).sum()),
@@ -110,7 +141,9 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
         "authentic_false_positive": int((~tf_ & pf & scored).sum()),
         "oF1_forged": float(per_image.loc[tf_, "score"].mean()) if tf_.any() else None,
         "oF1_authentic": float(per_image.loc[~tf_, "score"].mean()) if (~tf_).any() else None,
-        "extra_submission_rows": int(len(set(sub.index) - set(per_image["case_id"]))),
-        "duplicate_submission_rows": duplicates,
+        "extra_submission_rows": len(extra),
+        "duplicate_submission_rows": int(submission["case_id"].duplicated().sum()),
+        "duplicate_submission_ids": duplicate_ids,
+        "ids_differing_by_whitespace": [list(p) for p in whitespace_mismatches(missing, extra)],
     }
     return Evaluation(summary=summary, per_image=per_image)

@@ -6,12 +6,11 @@ enough to score images (this module never imports ``trainer``).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
 
+from preprocessing import fileio, outputs
 from serving.postprocess import PostprocessConfig
 
 EXPORT_SUBDIR = "export"
@@ -20,23 +19,29 @@ METADATA_FILE = "metadata.json"
 
 def export_dir_of(model_dir: str) -> str:
     """Accept either MODEL_DIR or MODEL_DIR/export."""
-    if os.path.exists(os.path.join(model_dir, "saved_model.pb")):
+    if fileio.exists(fileio.join(model_dir, "saved_model.pb")):
         return model_dir
-    return os.path.join(model_dir, EXPORT_SUBDIR)
+    return fileio.join(model_dir, EXPORT_SUBDIR)
 
 
 def read_metadata(export_dir: str) -> dict:
-    path = os.path.join(export_dir, METADATA_FILE)
+    path = fileio.join(export_dir, METADATA_FILE)
     try:
-        with open(path) as f:
-            return json.load(f)
+        text = fileio.read_text(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found: export the model with trainer.main first") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(meta, dict) or "image_size" not in meta:
+        raise ValueError(f"{path}: not an export's metadata (no image_size)")
+    return meta
 
 
 def write_metadata(export_dir: str, meta: dict) -> None:
-    with open(os.path.join(export_dir, METADATA_FILE), "w") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
+    """Replace metadata.json in one rename, so a kill never leaves a torn file behind."""
+    outputs.write_text(fileio.join(export_dir, METADATA_FILE), json.dumps(meta, indent=2, sort_keys=True))
 
 
 @dataclass
@@ -57,6 +62,8 @@ class ExportedModel:
 
     def predict(self, images) -> tuple[np.ndarray, np.ndarray | None]:
         """uint8 [B, S, S, 3] -> (probabilities [B, S, S], image scores [B] or None)."""
+        import tensorflow as tf
+
         out = self.signature(images=tf.convert_to_tensor(images, tf.uint8))
         probs = out["probabilities"].numpy()[..., 0]
         score = out["image_score"].numpy() if "image_score" in out else None
@@ -65,8 +72,10 @@ class ExportedModel:
 
 def load(model_dir: str) -> ExportedModel:
     export_dir = export_dir_of(model_dir)
-    if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
+    if not fileio.exists(fileio.join(export_dir, "saved_model.pb")):
         raise FileNotFoundError(f"no SavedModel in {export_dir} (expected {EXPORT_SUBDIR}/saved_model.pb)")
     meta = read_metadata(export_dir)
+    import tensorflow as tf  # here, not at import: commands set TensorFlow's log level first
+
     loaded = tf.saved_model.load(export_dir)
     return ExportedModel(export_dir, meta, loaded.signatures["serving_default"])

@@ -31,7 +31,7 @@ def _synth(tmp_path_factory, name: str, **kwargs) -> str:
 
 
 def _records(input_dir: str, tmp_path_factory, name: str, **kwargs) -> str:
-    from preprocessing.main import run_pipeline
+    from preprocessing.job import run_pipeline
 
     out = str(tmp_path_factory.mktemp(name))
     run_pipeline(input_dir=input_dir, output_dir=out, image_size=64, num_shards=2, **kwargs)

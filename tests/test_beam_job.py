@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from preprocessing.cases import FORGED, LABEL_NAMES, discover_training_cases
+from preprocessing.cases import discover_training_cases
+from preprocessing.constants import FORGED, LABEL_NAMES
 from preprocessing.images import read_rgb8
-from preprocessing.main import run_pipeline
+from preprocessing.job import run_pipeline
 from preprocessing.masks import load_mask
-from preprocessing.schema import parse_example
+from preprocessing.schema import parse_record
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_LIMIT = 50_000  # pixels: above every synthetic image (<= 200 x 200), below the "huge" one
@@ -37,6 +38,10 @@ BAD = {
     "forged/bad_nomask": "missing_mask",
     "forged/bad_pickled": "pickled_mask",
     "forged/bad_emptymask": "empty_mask",
+    "forged/bad_softmask": "bad_mask",  # float 0.02 / 0.9: once stored as 100% forged
+    "forged/bad_transposed": "bad_mask",  # (W, H): once resized into a wrong label
+    "authentic/bad_dangling": "unreadable",  # a symbolic link to nothing: once skipped silently
+    "authentic/bad_loop": "unreadable",  # a symbolic link to itself
 }
 MANIFEST_KEYS = {"schema_version", "image_size", "encoding", "compression", "files", "num_shards", "counts",
                  "discovered", "written", "errors", "errors_by_reason", "stats", "options"}
@@ -62,7 +67,9 @@ def corpus(synth_dir, tmp_path_factory):
     with open(os.path.join(auth, "bad_text.png"), "w") as f:
         f.write("this is not an image\n")
     _png(os.path.join(auth, "bad_huge.png"), rng.integers(0, 256, (300, 300, 3), dtype=np.uint8))
-    for cid in ("bad_nomask", "bad_pickled", "bad_emptymask", "odd_shape"):
+    os.symlink(os.path.join(root, "nowhere.png"), os.path.join(auth, "bad_dangling.png"))
+    os.symlink(os.path.join(auth, "bad_loop.png"), os.path.join(auth, "bad_loop.png"))
+    for cid in ("bad_nomask", "bad_pickled", "bad_emptymask", "odd_shape", "bad_softmask", "bad_transposed"):
         _png(os.path.join(forged, cid + ".png"), rng.integers(0, 256, (80, 120, 3), dtype=np.uint8))
     pickled = np.empty(2, dtype=object)  # a list of instances, as some tools write: needs pickle to load
     pickled[0] = np.zeros((80, 120), np.uint8)
@@ -71,6 +78,10 @@ def corpus(synth_dir, tmp_path_factory):
     pickled[1][40:60, 70:100] = 1
     np.save(os.path.join(masks, "bad_pickled.npy"), pickled, allow_pickle=True)
     np.save(os.path.join(masks, "bad_emptymask.npy"), np.zeros((1, 80, 120), np.uint8))
+    soft = np.full((1, 80, 120), 0.02, np.float32)
+    soft[0, 10:30, 20:50] = 0.9
+    np.save(os.path.join(masks, "bad_softmask.npy"), soft)
+    np.save(os.path.join(masks, "bad_transposed.npy"), np.ones((1, 120, 80), np.uint8))
     odd = np.zeros((1, 40, 60), np.uint8)  # half the image's size: resized, counted, not an error
     odd[0, 10:20, 15:40] = 1
     np.save(os.path.join(masks, "odd_shape.npy"), odd)
@@ -115,7 +126,7 @@ def read_records(out_dir: str, manifest: dict) -> dict:
         files = sorted(glob.glob(os.path.join(out_dir, pattern)))
         assert len(files) == manifest["num_shards"][split]
         ds = tf.data.TFRecordDataset(files, compression_type="GZIP" if manifest["compression"] == "gzip" else "")
-        for ex in ds.map(parse_example):
+        for ex in ds.map(lambda r: parse_record("", r)):
             ex = {k: v.numpy() for k, v in ex.items()}
             key = (LABEL_NAMES[int(ex["label"])], ex["case_id"].decode())
             assert key not in records, f"{key} written twice"
@@ -185,11 +196,14 @@ def test_bad_inputs_are_recorded_with_reasons(raw_run, corpus):
     errors = read_errors(out)
     assert {k: e["reason"].split(":")[0] for k, e in errors.items()} == BAD
     for key, e in errors.items():
-        assert os.path.exists(e["path"]) or key == "forged/bad_nomask"
+        assert os.path.lexists(e["path"]) or key == "forged/bad_nomask"
         assert len(e["reason"]) > len(BAD[key]) + 5, e  # a tag plus an explanation
     assert errors["forged/bad_pickled"]["path"].endswith("train_masks/bad_pickled.npy")
     assert errors["forged/bad_nomask"]["path"].endswith("forged/bad_nomask.png")
     assert str(SMALL_LIMIT) in errors["authentic/bad_huge"]["reason"]
+    assert "0.02, 0.9" in errors["forged/bad_softmask"]["reason"]
+    transposed = errors["forged/bad_transposed"]["reason"]
+    assert "120x80" in transposed and "80x120" in transposed
     stats = manifest["stats"]
     # The mis-shaped mask is resized to the image and counted, not an error.
     assert stats["mask_shape_mismatches"] == {"count": 1, "cases": ["odd_shape"]}

@@ -8,16 +8,15 @@ import sys
 
 import numpy as np
 import pytest
+from tiny_model import export_tiny
 
 from preprocessing.cases import discover_training_cases
-from serving.calibrate import (Evaluator, Sample, calibrate, pessimistic, read_manifest, samples_from_records, search,
-                               union_instances)
+from preprocessing.records import read_manifest
+from serving.calibrate import calibrate
+from serving.calibration import Evaluator, Sample, pessimistic, samples_from_records, search
 from serving.metric import image_score
-from serving.postprocess import PostprocessConfig, instances
+from serving.postprocess import PostprocessConfig, Prediction, instances, union_instances
 from serving.saved_model import load, read_metadata
-from serving.score import Prediction
-
-from tiny_model import export_tiny
 
 
 @pytest.fixture()
@@ -146,3 +145,26 @@ def test_calibrate_needs_exactly_one_source(model_dir, tmp_path):
         calibrate(model_dir)
     with pytest.raises(ValueError):
         calibrate(model_dir, data_dir=str(tmp_path), input_dir=str(tmp_path))
+
+
+def test_a_forged_image_without_a_usable_mask_is_skipped_and_listed_not_authentic(model_dir, synth_dir, tmp_path):
+    """Before: an empty mask made a forged image an *authentic* sample; skipped cases were not named."""
+    import shutil
+
+    root = str(tmp_path / "data")
+    shutil.copytree(synth_dir, root)
+    masks = sorted(os.listdir(os.path.join(root, "train_masks")))
+    empty, gone = masks[0][:-4], masks[1][:-4]
+    np.save(os.path.join(root, "train_masks", empty + ".npy"), np.zeros((1, 8, 8), np.uint8))
+    os.remove(os.path.join(root, "train_masks", gone + ".npy"))
+    from serving.calibration import samples_from_folder
+
+    samples, errors = samples_from_folder(load(model_dir), root, progress=False)
+    skipped = {e["case_id"]: e["reason"].split(":")[0] for e in errors}
+    assert skipped == {f"forged/{empty}": "bad_mask", f"forged/{gone}": "missing_mask"} or \
+        skipped == {f"forged/{empty}": "empty_mask", f"forged/{gone}": "missing_mask"}
+    assert f"forged/{empty}" not in {s.pred.case_id for s in samples}
+    cases, _ = discover_training_cases(root)
+    assert len(samples) + len(errors) == len(cases)  # the counts add up
+    report = calibrate(model_dir, input_dir=root, thresholds=[0.5], min_areas=[16], progress=False)
+    assert {e["case_id"] for e in report["skipped_cases"]} == set(skipped)

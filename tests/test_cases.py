@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from preprocessing.cases import (AUTHENTIC, FORGED, Case, discover_test_images, discover_training_cases,
-                                 split_key)
+from preprocessing.cases import Case, discover_test_images, discover_training_cases, split_key
+from preprocessing.constants import AUTHENTIC, FORGED
 
 
 def image(path, ext=".png"):

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from serving import rle
+from preprocessing import rle
 from serving.evaluate import read_csv
 from serving.metric import evaluate_frames
 
@@ -139,7 +139,7 @@ def test_read_csv_keeps_ids_as_text_and_names_missing_file(tmp_path):
     path.write_text("case_id,annotation\n00012,authentic\n")
     df = read_csv(str(path), "submission")
     assert df.loc[0, "case_id"] == "00012"
-    with pytest.raises(SystemExit, match="not found: .*nope.csv"):
+    with pytest.raises(FileNotFoundError, match="not found: .*nope.csv"):
         read_csv(str(tmp_path / "nope.csv"), "solution")
 
 
@@ -160,3 +160,41 @@ def test_cli_prints_json_summary_on_last_line(tmp_path):
     written = pd.read_csv(per_image)
     assert len(written) == len(CASES)
     assert written["score"].sum() == pytest.approx(3.5)
+
+
+def test_duplicate_solution_ids_are_refused():
+    """Before: duplicate solution rows counted twice (12 images for 10 ids)."""
+    solution, sub = frames()
+    doubled = pd.concat([solution, solution.iloc[:2]], ignore_index=True)
+    with pytest.raises(ValueError, match="solution repeats case id.*'perfect'"):
+        evaluate_frames(doubled, sub)
+
+
+def test_duplicate_submission_ids_are_listed_and_whitespace_ids_are_explained(tmp_path):
+    solution, sub = frames()
+    summary = evaluate_frames(solution, sub).summary
+    assert summary["duplicate_submission_ids"] == ["perfect"]
+    padded = sub.assign(case_id=sub["case_id"] + " ")  # "10 " vs "10": once "10 missing + 10 extra", no hint
+    summary = evaluate_frames(solution, padded).summary
+    assert summary["missing"] == len(CASES)  # every row, the "missing" one included
+    assert len(summary["ids_differing_by_whitespace"]) == len(CASES) - 1
+    sol_path, sub_path = tmp_path / "solution.csv", tmp_path / "submission.csv"
+    solution.to_csv(sol_path, index=False)
+    padded.to_csv(sub_path, index=False)
+    proc = subprocess.run([sys.executable, "-m", "serving.evaluate", "--solution", str(sol_path), "--submission",
+                           str(sub_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "differ from solution ids only by surrounding whitespace" in proc.stdout
+
+
+def test_a_non_numeric_height_names_its_row(tmp_path):
+    solution, sub = frames()
+    solution = solution.astype({"height": object})
+    solution.loc[3, "height"] = "tall"
+    with pytest.raises(ValueError, match="solution row 'shifted': height 'tall'"):
+        evaluate_frames(solution, sub)
+    solution.to_csv(tmp_path / "s.csv", index=False)
+    sub.to_csv(tmp_path / "p.csv", index=False)
+    proc = subprocess.run([sys.executable, "-m", "serving.evaluate", "--solution", str(tmp_path / "s.csv"),
+                           "--submission", str(tmp_path / "p.csv")], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "shifted" in proc.stderr and "Traceback" not in proc.stderr

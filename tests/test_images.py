@@ -11,8 +11,15 @@ import pytest
 from PIL import Image
 
 from preprocessing.errors import BadInput
-from preprocessing.images import (IMAGE_EXTENSIONS, MAX_PIXELS, decode_rgb8, image_size, is_image_file,
-                                  read_rgb8, to_rgb8)
+from preprocessing.images import (
+    IMAGE_EXTENSIONS,
+    MAX_PIXELS,
+    decode_rgb8,
+    image_size,
+    is_image_file,
+    read_rgb8,
+    to_rgb8,
+)
 
 # 16-bit -> 8-bit is round(v / 257), worked out by hand:
 #   0 -> 0 ; 128 -> 0.498 -> 0 ; 129 -> 0.502 -> 1 ; 25828 -> 100.498 -> 100 ; 25829 -> 100.502 -> 101 ;

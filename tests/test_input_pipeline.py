@@ -21,7 +21,9 @@ import pytest
 import tensorflow as tf
 
 from preprocessing import cases as cases_lib
+from preprocessing import records as records_lib
 from preprocessing import schema
+from preprocessing.constants import MANIFEST_FILE
 from preprocessing.images import read_rgb8
 from preprocessing.masks import load_mask
 from trainer import augment, data
@@ -78,7 +80,7 @@ def write_records(out_dir: str, cases, encoding: str, compression: str, shards: 
     manifest = {"schema_version": schema.SCHEMA_VERSION, "image_size": SIZE, "encoding": encoding,
                 "compression": compression, "num_shards": {k: shards for k in splits},
                 "files": {k: schema.shard_pattern(k, compression) for k in splits}, "counts": counts}
-    with open(os.path.join(out_dir, data.MANIFEST_FILE), "w") as f:
+    with open(os.path.join(out_dir, MANIFEST_FILE), "w") as f:
         json.dump(manifest, f)
     return out_dir
 
@@ -94,7 +96,8 @@ def records(request, cases_64, tmp_path_factory):
     try:
         return request.getfixturevalue("records_dir")
     except Exception as exc:  # the Beam job is tested in its own module; keep the pipeline tests going
-        warnings.warn(f"records_dir unavailable ({type(exc).__name__}: {exc}); using test-written records")
+        warnings.warn(f"records_dir unavailable ({type(exc).__name__}: {exc}); using test-written records",
+                      stacklevel=1)
         return write_records(str(tmp_path_factory.mktemp("png_records")), cases_64, "png", "gzip", 2)
 
 
@@ -106,7 +109,7 @@ def raw_records(cases_64, tmp_path_factory):
 
 def stored(data_dir: str, split: str) -> dict:
     """(case_id, label) -> (image, mask) decoded straight from the files, without tf.data."""
-    manifest = data.read_manifest(data_dir)
+    manifest = records_lib.read_manifest(data_dir)
     out = {}
     for path in sorted(glob.glob(os.path.join(data_dir, manifest["files"][split]))):
         for raw in tf.compat.v1.io.tf_record_iterator(path, "GZIP" if path.endswith(".gz") else None):
@@ -176,7 +179,7 @@ def test_file_pattern_input_equals_manifest_input(records, raw_records):
     by_manifest = [k for _, t, i in data.make_dataset(records, "val", 4, False, with_ids=True)
                    for k in _keys(i, t)]
     assert by_pattern == by_manifest
-    assert data.num_examples(pattern, "val") == len(by_manifest)
+    assert records_lib.num_examples(pattern, "val") == len(by_manifest)
     # Records of several sizes do not say the model size; only their manifest does.
     with pytest.raises(ValueError, match="records of several sizes.*manifest.json"):
         data.make_dataset(os.path.join(raw_records, "val-*"), "val", 4, False)
@@ -185,7 +188,7 @@ def test_file_pattern_input_equals_manifest_input(records, raw_records):
 @pytest.mark.parametrize("fixture,mode", [("records", "files"), ("raw_records", "data")])
 def test_input_context_shards_are_disjoint_and_complete(fixture, mode, request):
     data_dir = request.getfixturevalue(fixture)
-    n_files = len(glob.glob(os.path.join(data_dir, data.read_manifest(data_dir)["files"]["val"])))
+    n_files = len(glob.glob(os.path.join(data_dir, records_lib.read_manifest(data_dir)["files"]["val"])))
     assert (n_files >= 2) == (mode == "files")  # 2 shards: shard files; 1 shard: shard records
     parts = []
     for pid in range(2):
@@ -203,7 +206,7 @@ def test_input_context_shards_are_disjoint_and_complete(fixture, mode, request):
         ds = data.make_dataset(data_dir, "train", 4, True, input_context=ctx, with_ids=True, augment_jpeg=False)
         train.append({k for _, t, i in ds for k in _keys(i, t)})
     assert not train[0] & train[1]
-    assert len(train[0] | train[1]) >= data.num_examples(data_dir, "train") - 2
+    assert len(train[0] | train[1]) >= records_lib.num_examples(data_dir, "train") - 2
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -258,7 +261,7 @@ def test_every_training_epoch_sees_each_record_once_with_or_without_the_ram_cach
 
 
 def test_ram_cache_is_chosen_by_size(records):
-    src = data.resolve_source(records, "train")
+    src = records_lib.resolve_source(records, "train")
     per_example = src.image_size ** 2 * 4
     assert data.should_cache(src, limit_bytes=src.counts["total"] * per_example)
     assert not data.should_cache(src, limit_bytes=src.counts["total"] * per_example - 1)
@@ -310,11 +313,11 @@ def test_batch_recompression_gives_each_image_its_own_choice(cases_64):
 
 
 def test_class_balance_oversamples_forged(records):
-    counts = data.read_manifest(records)["counts"]["train"]
+    counts = records_lib.read_manifest(records)["counts"]["train"]
     base_rate = counts["forged"] / counts["total"]
     ds = data.make_dataset(records, "train", 2, training=True, seed=5, forged_fraction=0.8, augment_jpeg=False)
     labels = []
-    for epoch in range(4):
+    for _ in range(4):
         batches = [t["image"].numpy()[:, 0] for _, t in ds]
         assert len(batches) == counts["total"] // 2  # an epoch keeps its size
         labels.extend(np.concatenate(batches))
@@ -332,7 +335,7 @@ def test_mirrored_strategy_gets_per_replica_batches(records, training):
     dist = data.distributed_dataset(strategy, records, "val" if not training else "train", 4, training,
                                     with_ids=True, seed=1)
     total = 0
-    for inputs, targets, ids in dist:
+    for inputs, targets, _ in dist:
         per_replica = strategy.experimental_local_results(inputs["images"])
         assert len(per_replica) == 2
         for part, mask in zip(per_replica, strategy.experimental_local_results(targets["mask"])):
@@ -340,7 +343,7 @@ def test_mirrored_strategy_gets_per_replica_batches(records, training):
             if training:
                 assert part.shape[0] == 2
             total += part.shape[0]
-    n = data.num_examples(records, "train" if training else "val")
+    n = records_lib.num_examples(records, "train" if training else "val")
     assert total == (n // 4 * 4 if training else n)
 
 
@@ -392,7 +395,7 @@ def _one_record_dir(tmp_path, serialized: list[bytes], image_size: int = SIZE, e
     manifest = {"schema_version": schema.SCHEMA_VERSION, "image_size": image_size, "encoding": encoding,
                 "compression": "none", "files": {"val": schema.shard_pattern("val", "none")},
                 "counts": {"val": {"total": len(serialized), "authentic": len(serialized), "forged": 0}}}
-    (tmp_path / data.MANIFEST_FILE).write_text(json.dumps(manifest))
+    (tmp_path / MANIFEST_FILE).write_text(json.dumps(manifest))
     return str(tmp_path)
 
 

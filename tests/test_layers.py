@@ -16,7 +16,8 @@ import pytest
 import tensorflow as tf
 
 from preprocessing import synth
-from trainer.layers import BINOMIAL_5, NoiseResidual, ScaleRGB
+from preprocessing.features import BINOMIAL_5
+from trainer.layers import NoiseResidual, ScaleRGB
 
 TOL = 1e-3
 BORDER = 2  # the blur's radius: pixels closer to the edge depend on the padding

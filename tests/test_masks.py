@@ -42,19 +42,66 @@ def test_n_h_w_uint8(tmp_path):
     assert mask.original_shape == (6, 8)
 
 
-def test_h_w_and_nonbinary_values(tmp_path):
+def test_h_w_mask_and_values_other_than_0_and_1_are_refused_naming_them(tmp_path):
     m = np.zeros((5, 7), np.uint8)
-    m[1:3, 2:4] = 255  # any nonzero value is forged, stored as 1
+    m[1:3, 2:4] = 1
     mask = load_mask(save(tmp_path / "b.npy", m))
     assert mask.instances.shape == (1, 5, 7)
     assert set(np.unique(mask.instances)) == {0, 1} and mask.instances.sum() == 4
+    m[1:3, 2:4] = 255  # a 0/255 mask: the label is not guessed
+    err = expect_bad(save(tmp_path / "b255.npy", m), "bad_mask")
+    assert "0, 255" in err.reason
 
 
 def test_bool_and_other_numeric_dtypes(tmp_path):
     m = two_instances().astype(bool)
     np.testing.assert_array_equal(load_mask(save(tmp_path / "c.npy", m)).instances, m.astype(np.uint8))
-    f = two_instances().astype(np.float32) * 0.7
-    np.testing.assert_array_equal(load_mask(save(tmp_path / "f.npy", f)).instances, two_instances())
+    for dtype in (np.float32, np.float64, np.int64, np.uint16):  # exactly 0 and 1 in any numeric type
+        exact = two_instances().astype(dtype)
+        np.testing.assert_array_equal(load_mask(save(tmp_path / "f.npy", exact)).instances, two_instances())
+
+
+@pytest.mark.parametrize("name,values,shown", [
+    ("all_half", np.full((2, 6, 8), 0.5, np.float32), "0.5"),
+    ("soft", np.where(two_instances() > 0, 0.9, 0.02).astype(np.float32), "0.02, 0.9"),
+    ("nan", np.where(two_instances() > 0, np.nan, 0.0), "NaN"),
+    ("scaled", two_instances().astype(np.float32) * 0.7, "0, 0.7"),
+])
+def test_soft_half_and_nan_float_masks_are_bad_not_forged(tmp_path, name, values, shown):
+    """Before: every such mask became 100% (or silently) forged with exit 0."""
+    err = expect_bad(save(tmp_path / f"{name}.npy", values), "bad_mask")
+    assert shown in err.reason and "values must be 0 and 1" in err.reason
+
+
+def test_trailing_channel_is_a_channel_not_instances(tmp_path):
+    m = two_instances()
+    hw1 = load_mask(save(tmp_path / "hw1.npy", m.max(axis=0)[:, :, None]), image_shape=(6, 8))
+    assert hw1.instances.shape == (1, 6, 8) and not hw1.resized  # not 6 instances of (8, 1)
+    np.testing.assert_array_equal(hw1.instances[0], m.max(axis=0))
+    nhw1 = load_mask(save(tmp_path / "nhw1.npy", m[..., None]), image_shape=(6, 8))
+    np.testing.assert_array_equal(nhw1.instances, m)
+
+
+def test_transposed_or_cropped_mask_is_refused_naming_both_shapes(tmp_path):
+    m = two_instances()  # (2, 6, 8)
+    err = expect_bad(save(tmp_path / "t.npy", m.transpose(0, 2, 1)), "bad_mask", image_shape=(6, 8))
+    assert "8x6" in err.reason and "6x8" in err.reason
+    expect_bad(save(tmp_path / "crop.npy", m[:, :, :5]), "bad_mask", image_shape=(6, 8))
+
+
+def test_mask_at_another_scale_is_resized(tmp_path):
+    half = two_instances(6, 8)[:, ::2, ::2]  # (2, 3, 4): the image at half size
+    mask = load_mask(save(tmp_path / "h.npy", half), image_shape=(6, 8))
+    assert mask.resized and mask.instances.shape == (2, 6, 8)
+    odd = np.ones((1, 33, 50), np.uint8)  # 100 x 151 at a third: rounding of a pixel is accepted
+    assert load_mask(save(tmp_path / "o.npy", odd), image_shape=(100, 151)).resized
+
+
+def test_trusted_pickle_of_an_object_array_names_the_item(tmp_path):
+    items = np.empty(2, dtype=object)
+    items[0], items[1] = two_instances()[0], {"not": "a mask"}
+    err = expect_bad(save(tmp_path / "o.npy", items, allow_pickle=True), "bad_mask", allow_pickle=True)
+    assert "item 1 is a dict" in err.reason and "shape ()" not in err.reason
 
 
 def test_pickled_object_array_refused_then_accepted_when_trusted(tmp_path):
@@ -129,7 +176,7 @@ def test_empty_mask_is_noted(tmp_path):
 
 
 def test_empty_mask_with_resize_keeps_image_size(tmp_path):
-    mask = load_mask(save(tmp_path / "e2.npy", np.zeros((3, 3), np.uint8)), image_shape=(6, 4))
+    mask = load_mask(save(tmp_path / "e2.npy", np.zeros((3, 2), np.uint8)), image_shape=(6, 4))
     assert mask.empty and mask.resized and mask.union.shape == (6, 4)
 
 

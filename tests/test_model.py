@@ -5,7 +5,8 @@ import keras
 import numpy as np
 import pytest
 
-from trainer.model import ModelConfig, SelfCorrelation, build_model
+from trainer.config import ModelConfig
+from trainer.model import SelfCorrelation, build_model
 
 
 def np_self_correlation(f: np.ndarray, k: int, radius: int) -> np.ndarray:

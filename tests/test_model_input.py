@@ -85,7 +85,8 @@ def test_training_and_serving_see_the_same_pixels(small_records_dir, small_synth
 
 def test_keras_predict_and_evaluate_take_pipeline_batches(small_records_dir):
     """model.predict / model.evaluate on make_dataset's batches enlarge them as the train step does."""
-    from trainer.model import ModelConfig, build_model, model_images, select_targets
+    from trainer.config import ModelConfig
+    from trainer.model import build_model, model_images, select_targets
 
     model = build_model(ModelConfig(image_size=S, width=4, depth=2, match_field=False))
     model.compile(loss={"mask": "binary_crossentropy", "image": "binary_crossentropy"})

@@ -20,8 +20,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from preprocessing import report
-from serving import rle
+from preprocessing import rle
+from preprocessing.features import noise_residual
+from preprocessing.report import measure
+from preprocessing.report.build import build_report
+from preprocessing.report.collect import Options
+from serving.report import SubmissionSection
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIRD_ID = "<b>&'x"  # a case id that must be escaped on the page
@@ -118,7 +122,7 @@ def clean(synth_dir, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("report"))
     sub = os.path.join(out, "submission.csv")
     expected = make_submission(synth_dir, sub)
-    stats = report.build_report(synth_dir, os.path.join(out, "report"), submission=sub)
+    stats = build_report(synth_dir, os.path.join(out, "report"), extensions=[SubmissionSection(sub)])
     return os.path.join(out, "report"), stats, expected
 
 
@@ -143,7 +147,7 @@ def broken(synth_dir, tmp_path_factory):
     out = os.path.join(os.path.dirname(root), "report")
     sub = os.path.join(os.path.dirname(root), "submission.csv")
     pd.DataFrame({"case_id": [missing, empty], "annotation": ["authentic", "authentic"]}).to_csv(sub, index=False)
-    stats = report.build_report(root, out, submission=sub)
+    stats = build_report(root, out, extensions=[SubmissionSection(sub)])
     return root, out, stats, {"corrupt": corrupt, "missing": missing, "empty": empty, "small": small}
 
 
@@ -254,7 +258,7 @@ def test_noise_residual_matches_the_model_layer():
 
     rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
     want = NoiseResidual()(rgb[None]).numpy()[0, :, :, 0]
-    np.testing.assert_allclose(report.noise_residual(rgb), want, atol=2e-5)
+    np.testing.assert_allclose(noise_residual(rgb), want, atol=2e-5)
 
 
 def test_error_level_matches_the_seed_computation():
@@ -266,7 +270,7 @@ def test_error_level_matches_the_seed_computation():
         cv2.imwrite(path, bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
         back = cv2.imread(path)
     want = np.mean(np.abs(bgr.astype(np.float32) - back.astype(np.float32)), axis=2) * 10
-    np.testing.assert_array_equal(report.error_level(rgb), want)
+    np.testing.assert_array_equal(measure.error_level(rgb), want)
     assert want.max() > 0
 
 
@@ -277,18 +281,18 @@ def test_template_peek_finds_the_copy_not_itself():
     src, dst = np.zeros((2, 120, 160), np.uint8)
     src[10:30, 20:50] = 1
     dst[70:90, 100:130] = 1
-    _, hits = report.template_peek(img, [src, dst])
+    _, hits = measure.template_peek(img, [src, dst])
     assert [h["hit"] for h in hits] == [(100, 70, 30, 20), (20, 10, 30, 20)]
     assert all(h["score"] > 0.99 and h["on_other_instance"] for h in hits)
     # A lone instance has no copy: its best hit is somewhere else and not on another instance.
-    _, (lone,) = report.template_peek(img[:60], [src[:60]])
+    _, (lone,) = measure.template_peek(img[:60], [src[:60]])
     assert lone["hit"] != lone["source"] and not lone["on_other_instance"] and lone["score"] < 0.9
 
 
 def test_instance_metrics_of_a_rectangle():
     m = np.zeros((40, 50), np.uint8)
     m[5:15, 10:30] = 1  # 10 high, 20 wide
-    got = report.instance_metrics(m)
+    got = measure.instance_metrics(m)
     assert (got["area_px"], got["bbox_w"], got["bbox_h"], got["aspect"]) == (200, 20, 10, 2.0)
     assert got["area_fraction"] == pytest.approx(200 / 2000)
     # The contour runs through the outer pixel centres: perimeter 2 * (19 + 9) = 56.
@@ -304,7 +308,7 @@ def test_instance_metrics_of_a_rectangle():
 def test_header_info_reads_mode_and_bit_depth(array, mode, bits):
     ok, buf = cv2.imencode(".png", array)
     assert ok
-    info = report.header_info(buf.tobytes(), "x.png")
+    info = measure.header_info(buf.tobytes(), "x.png")
     assert (info["mode"], info["bits"], info["width"], info["height"]) == (mode, bits, 9, 8)
 
 
@@ -318,9 +322,54 @@ def test_cli_with_max_images_samples_but_counts_everything(synth_dir, tmp_path):
     with open(os.path.join(out, "stats.json")) as f:
         stats = json.load(f)
     assert stats["analysed"]["sampled"] == stats["analysed"]["decoded"] == 6
-    assert stats["analysed"]["test_headers"] == 6
+    assert stats["analysed"]["test_images"] == 6
     assert 1 <= stats["masks"]["forged_images_with_masks"] <= 5  # both labels sampled
     _, page = read_page(out)
     assert page.counts == {**listing_counts(synth_dir), "supplemental": 0, "supplemental_with_masks": 0,
                            "problems": 0}
     check_links_and_pngs(out)
+
+
+def test_output_folder_rule_and_overwrite_replaces_only_own_files(synth_dir, tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty.*--overwrite"):
+        build_report(synth_dir, str(out), Options(max_images=4))
+    assert sorted(os.listdir(out)) == ["notes.txt"]  # refused before any work
+    with pytest.raises(ValueError, match="inside the input directory"):
+        build_report(synth_dir, os.path.join(synth_dir, "report"), Options(max_images=4))
+    build_report(synth_dir, str(out), Options(max_images=4), overwrite=True)
+    (out / "stats.json").write_text("stale")
+    build_report(synth_dir, str(out), Options(max_images=4), overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine" and json.loads((out / "stats.json").read_text())["counts"]
+    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]  # the staging folder is gone
+
+
+def test_reasons_name_the_file_and_truncated_test_images_are_flagged(tmp_path):
+    root = tmp_path / "data"
+    for sub in ("train_images/authentic", "test_images"):
+        (root / sub).mkdir(parents=True)
+    img = np.random.default_rng(3).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    cv2.imwrite(str(root / "train_images" / "authentic" / "a.png"), img)
+    (root / "train_images" / "authentic" / "junk.png").write_bytes(b"plain text, not an image")
+    ok, buf = cv2.imencode(".png", img)
+    (root / "test_images" / "cut.png").write_bytes(buf.tobytes()[:200])  # a header, then nothing
+    out = str(tmp_path / "report")
+    stats = build_report(str(root), out)
+    with open(os.path.join(out, "problems.csv")) as f:
+        rows = {r["case_id"]: r for r in pd.read_csv(f, dtype=str).to_dict("records")}
+    assert rows["junk"]["tag"] == "not_an_image" and "BytesIO" not in rows["junk"]["reason"]
+    assert rows["cut"]["tag"] == "corrupt_image"
+    assert stats["problems_by_tag"] == {"not_an_image": 1, "corrupt_image": 1}
+
+
+def test_a_repeated_submission_row_is_reported(synth_dir, tmp_path):
+    sol = pd.read_csv(os.path.join(synth_dir, "test_solution.csv"), dtype=str, keep_default_na=False)
+    first = sol.iloc[0]
+    sub = str(tmp_path / "sub.csv")
+    pd.DataFrame({"case_id": [first.case_id, first.case_id], "annotation": [first.annotation, "authentic"]}
+                 ).to_csv(sub, index=False)
+    stats = build_report(synth_dir, str(tmp_path / "r"), Options(max_images=2), [SubmissionSection(sub)])
+    assert stats["submission"]["repeated_case_ids"] == [first.case_id]
+    assert any("repeats 1 case id" in s for s in stats["summary"])

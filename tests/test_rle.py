@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving import rle
+from preprocessing import rle
 
 # A 3x4 (H=3, W=4) mask, deliberately not square so a row-major mix-up shows.
 #   row0: 1 1 0 0

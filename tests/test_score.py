@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,17 +13,17 @@ import pandas as pd
 import pytest
 import tensorflow as tf
 from PIL import Image
+from tiny_model import SIZE, export_tiny
 
+from preprocessing import rle
 from preprocessing.cases import discover_test_images
 from preprocessing.images import read_rgb8
-from serving import rle
 from serving.decode import decode_file_eager, resize_to_model
+from serving.network import predict_items, score_folder
 from serving.postprocess import PostprocessConfig
 from serving.saved_model import load, read_metadata
-from serving.score import (calibration_note, errors_path, predict_items, score_folder, submission_rows,
-                           write_outputs)
-
-from tiny_model import SIZE, export_tiny
+from serving.score import calibration_note
+from serving.submission import errors_path, submission_rows, write_outputs
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +43,8 @@ def messy_dir(tmp_path_factory):
     smooth = lambda h, w, c: cv2.GaussianBlur(rng.integers(0, 256, (h, w, c), dtype=np.uint8), (7, 7), 0)  # noqa: E731
     cv2.imwrite(os.path.join(root, "rgb.png"), smooth(90, 120, 3))
     cv2.imwrite(os.path.join(root, "gray.png"), smooth(80, 66, 1))
-    cv2.imwrite(os.path.join(root, "rgba.png"), np.dstack([smooth(40, 50, 3), rng.integers(0, 256, (40, 50), dtype=np.uint8)]))
+    alpha = rng.integers(0, 256, (40, 50), dtype=np.uint8)
+    cv2.imwrite(os.path.join(root, "rgba.png"), np.dstack([smooth(40, 50, 3), alpha]))
     cv2.imwrite(os.path.join(root, "photo.jpg"), smooth(100, 64, 3), [cv2.IMWRITE_JPEG_QUALITY, 85])
     cv2.imwrite(os.path.join(root, "deep.tif"), rng.integers(0, 65536, (70, 90, 3), dtype=np.uint16))
     cv2.imwrite(os.path.join(root, "deepgray.tiff"), rng.integers(0, 65536, (30, 200), dtype=np.uint16))
@@ -181,7 +182,7 @@ def test_metadata_defaults_and_overrides(tiny_model_dir, messy_dir):
 
 def test_beam_score_identical_to_score(tiny_model_dir, messy_dir, synth_dir, tmp_path):
     """serving.beam_score (RunInference, in-memory runner) writes byte-identical files to serving.score."""
-    from serving.beam_score import run
+    from serving.beam_scoring import run
 
     folder = tmp_path / "mixed"
     shutil.copytree(messy_dir, folder)

@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from preprocessing import synth
+from preprocessing import rle, synth
 from preprocessing.cases import discover_test_images, discover_training_cases
 from preprocessing.images import read_rgb8, to_rgb8
 from preprocessing.masks import load_mask
-from serving import rle
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,1 +1,2 @@
-"""Training side: tf.data input pipeline, model layers, the dual-stream U-Net, trainer.main, export."""
+"""Training side: the tf.data input pipeline, augmentation, the model and its layers, losses, the
+training run (``python -m trainer.main``) and SavedModel export."""

@@ -22,142 +22,17 @@ us annotate with the file name.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import tensorflow as tf
 
 from preprocessing import model_input, schema
-from preprocessing.schema import MANIFEST_FILE, read_manifest
+from preprocessing.constants import FORGED
+from preprocessing.records import Source, resolve_source
 from trainer import augment
 
 AUTOTUNE = tf.data.AUTOTUNE
 DEFAULT_SHUFFLE_BUFFER = 256  # serialized records: ~260 KB each raw at 256 px, ~60 KB PNG
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CACHE_LIMIT_BYTES = 4 << 30  # decoded training examples kept in RAM up to this size per input pipeline
 
-
-@dataclass(frozen=True)
-class Source:
-    """Where one split's records live and what is known about them up front."""
-    files: tuple[str, ...]
-    compression: str  # "GZIP" or "" (TFRecordDataset's spelling)
-    image_size: int   # the model size S; 0 = native sizes of any size (cannot be batched beyond 1)
-    encoding: str | None  # "png" | "raw"; None if the records mix them
-    counts: dict      # {"total", "authentic", "forged"}
-
-
-def _glob(pattern: str) -> tuple[str, ...]:
-    files = tuple(sorted(tf.io.gfile.glob(pattern)))
-    if not files:
-        raise FileNotFoundError(f"no TFRecord files match {pattern}")
-    return files
-
-
-def _scan(files: tuple[str, ...], compression: str) -> tuple[int, str | None, dict]:
-    """(image size, encoding, label counts) from the records' small fields; for a bare file pattern."""
-    keys = {k: schema.FEATURES[k] for k in ("label", "image/height", "image/width", "image/format")}
-    sizes, formats, counts = set(), set(), {"total": 0, "authentic": 0, "forged": 0}
-    for r in tf.data.TFRecordDataset(list(files), compression).map(
-            lambda s: tf.io.parse_single_example(s, keys)).as_numpy_iterator():
-        sizes.add((int(r["image/height"]), int(r["image/width"])))
-        formats.add(r["image/format"].decode())
-        counts["total"] += 1
-        counts["forged" if r["label"] == schema.LABEL_FORGED else "authentic"] += 1
-    # One square size is the model size; records of several sizes need the manifest, which says S.
-    square = {h for h, w in sizes if h == w}
-    size = square.pop() if len(sizes) == 1 and square else 0
-    return size, (formats.pop() if len(formats) == 1 else None), counts
-
-
-def resolve_source(data_dir: str, split: str) -> Source:
-    """A directory with manifest.json (preferred), or a glob of TFRecord files (``split`` ignored;
-    gzip inferred from a ``.gz`` suffix; size and counts read from the records)."""
-    if tf.io.gfile.isdir(data_dir):
-        manifest = read_manifest(data_dir)
-        if split not in manifest["files"]:
-            raise ValueError(f"split {split!r} not in {data_dir}/{MANIFEST_FILE} (has {sorted(manifest['files'])})")
-        files = _glob(os.path.join(data_dir, manifest["files"][split]))
-        compression = "GZIP" if manifest["compression"] == "gzip" else ""
-        return Source(files, compression, int(manifest["image_size"]), manifest["encoding"],
-                      dict(manifest["counts"][split]))
-    files = _glob(data_dir)
-    compression = "GZIP" if data_dir.endswith(".gz") else ""
-    return Source(files, compression, *_scan(files, compression))
-
-
-def num_examples(data_dir: str, split: str) -> int:
-    """Records in a split (an epoch's size, also with class balancing)."""
-    return int(resolve_source(data_dir, split).counts["total"])
-
-
-# --- parsing and validation -------------------------------------------------------------------
-
-def _assert_all(checks: list[tuple[tf.Tensor, str]], filename: tf.Tensor, case_id: tf.Tensor, *values) -> tf.Operation:
-    """One assertion for several conditions; the message lists the ones that failed, the file and
-    the case id. (One op instead of one per check: this runs once per record on a busy host.)"""
-    ok = tf.stack([c for c, _ in checks])
-    failed = tf.strings.reduce_join(tf.boolean_mask([r for _, r in checks], tf.logical_not(ok)), separator="; ")
-    return tf.debugging.Assert(tf.reduce_all(ok), ["corrupt record:", failed, "file:", filename, "case_id:", case_id,
-                                                   *values], summarize=8)
-
-
-def _bytes_ok(encoded: tf.Tensor, fmt: tf.Tensor, num_bytes: tf.Tensor) -> tf.Tensor:
-    """Raw planes hold exactly H*W*C bytes; PNG planes start with the PNG signature."""
-    raw_ok = tf.equal(tf.cast(tf.strings.length(encoded), tf.int64), num_bytes)
-    png_ok = tf.equal(tf.strings.substr(encoded, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
-    return tf.where(tf.equal(fmt, "raw"), raw_ok, png_ok)
-
-
-_HIGH_BITS = -0x0101010101010102  # 0xFEFEFEFEFEFEFEFE: every bit of every byte except the lowest
-
-
-def _is_binary(mask: tf.Tensor) -> tf.Tensor:
-    """All uint8 values are 0 or 1, tested eight bytes at a time (an element-wise uint8 max over a
-    256 px mask costs more than the rest of the record's parsing)."""
-    flat = tf.reshape(mask, [-1])
-    flat = tf.pad(flat, [[0, tf.math.floormod(-tf.size(flat), 8)]])
-    words = tf.bitcast(tf.reshape(flat, [-1, 8]), tf.int64)
-    return tf.reduce_all(tf.equal(tf.bitwise.bitwise_and(words, tf.constant(_HIGH_BITS, tf.int64)), 0))
-
-
-def parse_record(filename: tf.Tensor, serialized: tf.Tensor, image_size: int, encoding: str | None = None) -> dict:
-    """One record -> decoded dict (as ``schema.parse_example``) plus ``file``, after checks that turn
-    corruption into an error naming the file and case id instead of a bare decoder message or a
-    silent skip."""
-    f = tf.io.parse_single_example(serialized, schema.FEATURES)
-    case_id, fmt = f["case_id"], f["image/format"]
-    h, w = f["image/height"], f["image/width"]
-    allowed = [encoding] if encoding else list(schema.ENCODINGS)
-    checks = [
-        (tf.reduce_any(tf.equal(fmt, allowed)), f"image/format is not {' or '.join(allowed)}"),
-        (tf.reduce_any(tf.equal(f["label"], [schema.LABEL_AUTHENTIC, schema.LABEL_FORGED])), "label is not 0/1"),
-        (_bytes_ok(f["image/encoded"], fmt, h * w * 3), "image bytes do not match image/format and size"),
-        (_bytes_ok(f["mask/encoded"], fmt, h * w), "mask bytes do not match image/format and size"),
-    ]
-    if image_size:
-        checks.append((tf.reduce_all(tf.logical_and(tf.stack([h, w]) >= 1, tf.stack([h, w]) <= image_size)),
-                       f"size does not fit the manifest image_size {image_size}x{image_size}"))
-    with tf.control_dependencies([_assert_all(checks, filename, case_id, "format", fmt, "label", f["label"],
-                                              "height", h, "width", w)]):
-        h32, w32 = tf.cast(h, tf.int32), tf.cast(w, tf.int32)
-        image = schema.decode_plane(f["image/encoded"], fmt, h32, w32, 3)
-        mask = schema.decode_plane(f["mask/encoded"], fmt, h32, w32, 1)
-    decoded_checks = [(_is_binary(mask), "mask values are not 0/1")]
-    if encoding != "raw":  # a PNG's own header may disagree with image/height,width
-        decoded_hw = tf.stack([tf.shape(image)[:2], tf.shape(mask)[:2]])
-        decoded_checks.append((tf.reduce_all(tf.equal(decoded_hw, tf.stack([h32, w32]))),
-                               "decoded size differs from image/height,width"))
-    with tf.control_dependencies([_assert_all(decoded_checks, filename, case_id, tf.shape(mask))]):
-        image, mask = tf.identity(image), tf.identity(mask)
-    if image_size:  # padded to S x S (S x S records pass through)
-        image, mask = model_input.pad_to(image, image_size), model_input.pad_to(mask, image_size)
-    out = {k: f[k] for k in ("case_id", "label", "source", "mask/num_instances", "orig/height", "orig/width")}
-    out.update(image=image, mask=mask, size=tf.stack([h32, w32]), file=filename)
-    return out
-
-
-# --- the pipeline -----------------------------------------------------------------------------
 
 def _records(src: Source, training: bool, input_context, seed) -> tf.data.Dataset:
     """(filename, serialized) pairs: files sharded across input workers when there are enough,
@@ -185,7 +60,7 @@ def _records(src: Source, training: bool, input_context, seed) -> tf.data.Datase
 
 def _is_forged(filename, serialized):
     label = tf.io.parse_single_example(serialized, {"label": schema.FEATURES["label"]})["label"]
-    return tf.equal(label, schema.LABEL_FORGED)
+    return tf.equal(label, FORGED)
 
 
 def _balanced(records: tf.data.Dataset, src: Source, fraction: float, epoch_size: int,
@@ -210,6 +85,15 @@ def should_cache(src: Source, n_pipelines: int = 1, limit_bytes: int = CACHE_LIM
         return False
     per_example = src.image_size * src.image_size * 4  # RGB + mask, uint8
     return src.counts.get("total", 0) * per_example / max(1, n_pipelines) <= limit_bytes
+
+
+def padded(example: dict, size: int) -> dict:
+    """Image and mask zero-padded at the bottom and right to ``size`` x ``size`` (0: as stored), so
+    batches have one static shape; ``size`` keeps their valid (height, width)."""
+    if not size:
+        return example
+    return dict(example, image=model_input.pad_to(example["image"], size),
+                mask=model_input.pad_to(example["mask"], size))
 
 
 TRAIN_FIELDS = ("image", "mask", "size", "label")
@@ -263,7 +147,8 @@ def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bo
     n_pipelines = input_context.num_input_pipelines if input_context else 1
 
     records = _records(src, training, input_context, seed)
-    parse = lambda f, r: model_fields(parse_record(f, r, src.image_size, src.encoding), with_ids)  # noqa: E731
+    parse = lambda f, r: model_fields(padded(schema.parse_record(f, r, src.image_size, src.encoding),  # noqa: E731
+                                             src.image_size), with_ids)
     epoch_size = max(1, src.counts["total"] // n_pipelines)
     # Class balancing reads its streams partially (take), which would never complete a cache.
     cache = training and not forged_fraction and (should_cache(src, n_pipelines) if cache is None else cache)

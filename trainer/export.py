@@ -15,6 +15,7 @@ import subprocess
 import keras
 import tensorflow as tf
 
+from preprocessing import fileio, outputs
 from serving.postprocess import PostprocessConfig
 from serving.saved_model import write_metadata
 
@@ -34,7 +35,11 @@ def export_model(model: keras.Model, export_dir: str, image_size: int, metadata:
 
     ``model`` takes uint8 images and returns either the mask probabilities or a
     dict with ``mask`` and optionally ``image`` (the image-level forged score).
+    Everything is written to a temporary folder beside ``export_dir`` and renamed when complete,
+    so a kill never leaves half an export; an existing ``export_dir`` is never replaced.
     """
+    if fileio.exists(export_dir):
+        raise FileExistsError(f"{export_dir} exists; an export is never replaced (use a new model directory)")
     archive = keras.export.ExportArchive()
     archive.track(model)
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
@@ -49,13 +54,15 @@ def export_model(model: keras.Model, export_dir: str, image_size: int, metadata:
         return {"probabilities": tf.cast(out, tf.float32)}
 
     archive.add_endpoint("serving_default", serve, input_signature=[spec])
-    archive.write_out(export_dir, verbose=False)
+    staging = outputs.temp_name(export_dir.rstrip("/"))
+    archive.write_out(staging, verbose=False)
     meta = {
         "image_size": int(image_size),
         "postprocess": PostprocessConfig().to_dict(),
         "git_commit": git_commit(),
         **metadata,
     }
-    write_metadata(export_dir, meta)
+    write_metadata(staging, meta)
+    fileio.rename(staging, export_dir)
     return export_dir
 

@@ -9,11 +9,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-# OpenCV's GaussianBlur(ksize=5, sigma=0) does not use the nominal sigma 1.1:
-# for odd sizes <= 7 it takes a fixed binomial kernel, [1, 4, 6, 4, 1] / 16.
-# We use that kernel so the residual equals the seed's cv2 computation.
-BINOMIAL_5 = (1.0 / 16, 4.0 / 16, 6.0 / 16, 4.0 / 16, 1.0 / 16)
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as cv2.COLOR_RGB2GRAY
+from preprocessing.features import BINOMIAL_5, GRAY_WEIGHTS, RESIDUAL_EPSILON
 
 
 def grey_levels(images) -> tf.Tensor:
@@ -35,7 +31,8 @@ class ScaleRGB(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="copymove")
 class NoiseResidual(keras.layers.Layer):
-    """Grayscale minus its 5x5 Gaussian blur, min-max normalised per image to [0, 1], 3 channels.
+    """Grayscale minus its 5x5 Gaussian blur, min-max normalised per image to [0, 1], 3 channels
+    (``preprocessing.features.noise_residual`` is its numpy twin).
 
     Borders: reflect-101 padding (``tf.pad`` mode REFLECT), which is OpenCV's
     default ``BORDER_REFLECT_101``, so the result matches OpenCV everywhere.
@@ -56,7 +53,7 @@ class NoiseResidual(keras.layers.Layer):
         residual = gray - blurred
         lo = tf.reduce_min(residual, axis=[1, 2, 3], keepdims=True)
         hi = tf.reduce_max(residual, axis=[1, 2, 3], keepdims=True)
-        norm = (residual - lo) / (hi - lo + 1e-7)
+        norm = (residual - lo) / (hi - lo + RESIDUAL_EPSILON)
         return tf.repeat(norm, 3, axis=-1)
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-LOSSES = ("bce_dice", "tversky", "dice", "focal", "bce")
+from trainer.config import LOSSES
+
 EPS = 1e-7
 
 

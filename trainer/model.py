@@ -24,8 +24,6 @@ slows every step (the [h*w, h*w] matrix at stride 4 or 2 instead of 16 or 8).
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -33,44 +31,9 @@ from keras import layers
 
 from preprocessing import model_input
 from trainer.augment import random_flips
+from trainer.config import ARCHS, ModelConfig
+from trainer.distribute import is_multi_worker
 from trainer.layers import MatchField, NoiseResidual, ScaleRGB
-
-ARCHS = ("unet", "seed")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything that decides the network's shape (recorded in the export's metadata)."""
-
-    image_size: int = 256
-    arch: str = "unet"  # "unet" (this project) or "seed" (the notebook's network)
-    width: int = 32  # filters at full resolution; doubled at each level
-    depth: int = 4  # number of 2x downsamplings
-    # Defaults chosen by validation oF1 in benchmarks/quality.py (--contenders seed,default,no_head,
-    # no_corr): self-correlation and image head both on scored best (by ~3 validation images in one
-    # run; see the README's table).
-    self_correlation: bool = True
-    image_head: bool = True
-    top_k: int = 8  # self-correlation: how many best matches per position
-    exclude_radius: int = 1  # self-correlation: ignore matches within this Chebyshev distance
-    # Encoder levels (stride 2**level) whose fused skip features also get a (centred) self-correlation,
-    # fed to the decoder at that scale; levels >= depth do not exist and are skipped.
-    # Memory: (S / 2**level)**4 floats per image.
-    correlation_levels: tuple = ()
-    # MatchField (trainer.layers): displacement-consistent patch matches computed from the image
-    # itself, resized into every skip and the bottleneck. ``match_size``: its working resolution.
-    # On by default: calibrated validation oF1 0.568 vs 0.481 without it (benchmarks/quality.py,
-    # 128 px, 6 CPU minutes each), and the only variant whose test oF1 beat "everything authentic".
-    match_field: bool = True
-    match_size: int = 128
-    # BatchNorm's moving-average momentum. Keras' 0.99 leaves the inference statistics hundreds of
-    # steps behind (moving variance starts at 1, true variances here are ~0.01): after a short run
-    # the model predicts nothing in inference mode although training-mode Dice is high. 0.9 (PyTorch's
-    # default) tracks within tens of steps and costs nothing in long runs (tests/test_model.py).
-    bn_momentum: float = 0.9
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @keras.saving.register_keras_serializable(package="copymove")
@@ -190,14 +153,6 @@ class ForgeryModel(keras.Model):
         if data_batch is not None:
             data_batch = device_batch(data_batch)
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-
-
-def is_multi_worker(strategy) -> bool:
-    """MultiWorkerMirroredStrategy over more than one worker process."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return False
-    spec = strategy.cluster_resolver.cluster_spec().as_dict()
-    return sum(len(spec.get(job, ())) for job in ("chief", "worker")) > 1
 
 
 def select_targets(dataset, output_names):

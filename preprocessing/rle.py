@@ -8,7 +8,7 @@ column-major flattening of the mask (``mask.T.flatten()``). The seed wrote
 from __future__ import annotations
 
 import json
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -74,7 +74,8 @@ def decode_instance(runs: Sequence[int], height: int, width: int) -> np.ndarray:
         if start < 1 or length < 1:
             raise RLEError(f"run {i // 2}: start {start} and length {length} must be >= 1")
         if start < prev_end:
-            raise RLEError(f"run {i // 2}: start {start} overlaps or precedes the previous run (ends at {prev_end - 1})")
+            raise RLEError(f"run {i // 2}: start {start} overlaps or precedes the previous run "
+                           f"(ends at {prev_end - 1})")
         end = start + length
         if end - 1 > size:
             raise RLEError(f"run {i // 2}: [{start}, {end - 1}] is beyond the {height}x{width} image ({size} pixels)")

@@ -8,7 +8,8 @@ a report over thousands of images must not pile up open figures.
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
+from typing import Optional
 
 import cv2
 import matplotlib

@@ -1,0 +1,237 @@
+"""Command-line plumbing shared by every entry point (``python -m preprocessing.main``, ``trainer.main``,
+``serving.score``, ...): flags derived from config dataclasses, the flags several commands share,
+one-line errors and quiet native logs.
+
+Why: a default is written once, in the config dataclass that uses it (``option(...)`` records its
+help text, allowed values and bounds), and ``define_flags`` turns the dataclass into absl flags, so
+a flag can never drift from its config. Flags that several commands share and that belong to no
+config (``--model_dir``, ``--overwrite``, ``--verbose_logs``) are defined here, once.
+
+Nothing here imports TensorFlow: the commands define their flags, parse them, and only then
+import the heavy libraries, after ``quiet_native_logs`` has decided what TensorFlow may print.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any, Optional
+
+from absl import app, flags
+
+from preprocessing.errors import BadInput, UsageError
+
+FLAGS = flags.FLAGS
+
+# Help texts of options that several commands share: written once, so they cannot drift. (Their
+# defaults belong to each command's config: a scoring batch and a training batch differ.)
+HELP = {
+    "seed": "Random seed; the same seed gives the same result.",
+    "batch_size": "Images per batch (in training: the global batch, split across replicas).",
+    "max_pixels": "Refuse images with more pixels than this, from the header alone (decompression bombs).",
+}
+# Options that several commands share with one default and one help text: (default, help).
+SHARED = {
+    "allow_pickle_masks": (False, "Load pickled .npy masks. A pickled file can run code when loaded: trusted "
+                                  "data only."),
+}
+
+
+def option(default: Any, help: str, *, choices: Optional[tuple] = None, lower: Optional[float] = None,
+           upper: Optional[float] = None, item: type = str, flag: bool = True) -> Any:
+    """A dataclass field that also describes its command-line flag (``define_flags``).
+
+    ``choices``: the allowed values (an enum flag); ``lower``/``upper``: inclusive bounds checked
+    when the flag is parsed; ``item``: the element type of a tuple (a comma-separated list flag);
+    ``flag=False``: a config value that is not a flag (set by code).
+    """
+    meta = {"help": help, "choices": choices, "lower": lower, "upper": upper, "item": item, "flag": flag}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("mutable defaults: use a tuple")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def shared_option(name: str) -> Any:
+    """The ``option`` of a shared flag, for a config dataclass field of that name."""
+    default, help_text = SHARED[name]
+    return option(default, help_text)
+
+
+def define_shared(name: str, flag_values=FLAGS) -> None:
+    """Define a shared flag for a command that has no config dataclass holding it."""
+    default, help_text = SHARED[name]
+    flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
+
+
+def _is_config(value) -> bool:
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _flag_fields(cls):
+    """(field, default) of every flag of ``cls``, nested config dataclasses flattened."""
+    for f in dataclasses.fields(cls):
+        if f.default_factory is not dataclasses.MISSING:  # a nested config: its fields are flags too
+            nested = f.default_factory()
+            if _is_config(nested):
+                yield from _flag_fields(type(nested))
+            continue
+        if f.metadata.get("flag", False):
+            yield f, f.default
+
+
+def define_flags(cls, *, skip: tuple = (), required: tuple = (), flag_values=FLAGS) -> None:
+    """Define one absl flag per ``option`` field of the dataclass ``cls`` (and of nested configs)."""
+    for f, default in _flag_fields(cls):
+        if f.name in skip:
+            continue
+        m = f.metadata
+        kwargs = dict(flag_values=flag_values, required=f.name in required)
+        if m["choices"]:
+            flags.DEFINE_enum(f.name, str(default), [str(c) for c in m["choices"]], m["help"], **kwargs)
+        elif isinstance(default, bool):
+            flags.DEFINE_bool(f.name, default, m["help"], **kwargs)
+        elif isinstance(default, int):
+            flags.DEFINE_integer(f.name, default, m["help"], lower_bound=m["lower"], upper_bound=m["upper"], **kwargs)
+        elif isinstance(default, float):
+            flags.DEFINE_float(f.name, default, m["help"], lower_bound=m["lower"], upper_bound=m["upper"], **kwargs)
+        elif isinstance(default, tuple):
+            flags.DEFINE_list(f.name, [str(v) for v in default], m["help"], **kwargs)
+        else:
+            flags.DEFINE_string(f.name, default, m["help"], **kwargs)
+
+
+def _convert(value, field: dataclasses.Field):
+    """A parsed flag value in the type of the field (lists of strings -> tuples of ``item``, enum
+    strings of an integer field -> int)."""
+    default = field.default
+    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, str):
+        return int(value)
+    if isinstance(default, tuple):
+        return tuple(field.metadata["item"](v) for v in value)
+    return value
+
+
+def from_flags(cls, flag_values=FLAGS, **fixed):
+    """An instance of the dataclass ``cls`` from parsed flags; ``fixed`` values win (e.g. paths)."""
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in fixed:
+            kwargs[f.name] = fixed[f.name]
+        elif f.default_factory is not dataclasses.MISSING and _is_config(f.default_factory()):
+            kwargs[f.name] = from_flags(type(f.default_factory()), flag_values)
+        elif f.metadata.get("flag", False) and f.name in flag_values:
+            kwargs[f.name] = _convert(flag_values[f.name].value, f)
+    return cls(**kwargs)
+
+
+def define_override_flags(cls, *, default_from: str, flag_values=FLAGS) -> None:
+    """Flags for the fields of ``cls`` that default to None, i.e. to the value ``default_from`` holds
+    (e.g. an export's metadata.json); the field's bounds still apply to a given value."""
+    for f, default in _flag_fields(cls):
+        m = f.metadata
+        help_text = f"{m['help']} (default: {default_from})"
+        integer = isinstance(default, int) and not isinstance(default, bool)
+        define = flags.DEFINE_integer if integer else flags.DEFINE_float
+        define(f.name, None, help_text, lower_bound=m["lower"], upper_bound=m["upper"], flag_values=flag_values)
+
+
+def overrides_from_flags(cls, flag_values=FLAGS) -> dict:
+    """The ``define_override_flags`` flags that were given: {field: value}."""
+    return {f.name: flag_values[f.name].value for f, _ in _flag_fields(cls)
+            if f.name in flag_values and flag_values[f.name].value is not None}
+
+
+def changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two nested config dicts."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_fields(a, b, f"{prefix}{key}.")
+        elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+            out.append(f"{prefix}{key} ({a!r} -> {b!r})")
+    return out
+
+
+# ----------------------------------------------------------------------------- shared flags
+
+def define_model_dir(help: str = "MODEL_DIR (with export/) or the export directory itself.") -> None:
+    flags.DEFINE_string("model_dir", None, help, required=True)
+
+
+def define_overwrite() -> None:
+    flags.DEFINE_bool("overwrite", False, "Replace this command's own output from an earlier run (only the "
+                      "files it writes; anything else there is left alone). Without it an existing output "
+                      "is refused.")
+
+
+def define_verbose_logs() -> None:
+    flags.DEFINE_bool("verbose_logs", False, "Show TensorFlow's native start-up and runtime log lines and full "
+                      "Python tracebacks (hidden by default: they look like failures to a newcomer).")
+
+
+# ----------------------------------------------------------------------------- running a command
+
+NATIVE_LOG_LEVEL = "3"  # TF_CPP_MIN_LOG_LEVEL: hide the C++ INFO/WARNING/ERROR start-up lines (CUDA stubs, oneDNN)
+
+
+def quiet_native_logs(verbose: bool = False) -> None:
+    """Decide what TensorFlow's C++ side prints, before it is imported. A value the user set wins."""
+    if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", NATIVE_LOG_LEVEL)
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)
+    logging.getLogger().addFilter(_drop_known_noise)
+
+
+# Start-up warnings of libraries that say nothing about the user's run (Beam without its GCP extras).
+KNOWN_NOISE = ("apitools not found, and bigquery client libraries are not available",)
+
+
+def _drop_known_noise(record: logging.LogRecord) -> bool:
+    return not any(text in record.getMessage() for text in KNOWN_NOISE)
+
+
+# What a user can fix: printed as one line naming the flag, the path or the file, exit status 2.
+USER_ERRORS = (UsageError, BadInput, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
+               PermissionError, ValueError)
+
+
+def user_error_line(exc: BaseException) -> str:
+    return f"error: {exc}"
+
+
+def run(main: Callable, flags_parser: Optional[Callable] = None) -> None:
+    """``absl.app.run(main)`` with the shared ``--verbose_logs`` flag and one-line user errors.
+
+    The command's ``main`` must import TensorFlow (directly or through the libraries it calls)
+    only inside itself, so that ``quiet_native_logs`` runs first.
+    """
+    if "verbose_logs" not in FLAGS:
+        define_verbose_logs()
+
+    def wrapped(argv):
+        verbose = FLAGS.verbose_logs
+        quiet_native_logs(verbose)
+        try:
+            return main(argv)
+        except USER_ERRORS as exc:
+            if verbose:
+                traceback.print_exc()
+            sys.stderr.write(user_error_line(exc) + "\n")
+            return 2
+
+    kwargs = {"flags_parser": flags_parser} if flags_parser else {}
+    app.run(wrapped, **kwargs)
+
+
+def command_line(module: str, argv: Optional[list] = None) -> list[str]:
+    """The command as a user would paste it: ``python -m module args...`` (for manifests and logs)."""
+    return ["python", "-m", module] + list(sys.argv[1:] if argv is None else argv)

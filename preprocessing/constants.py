@@ -1,0 +1,12 @@
+"""The data contract's names and values, written once; every stage imports them from here (no
+TensorFlow, no Beam, so the lightest command can use them)."""
+from __future__ import annotations
+
+AUTHENTIC, FORGED = 0, 1  # the integer label stored in records and learnt by the trainer's image head
+LABEL_NAMES = {AUTHENTIC: "authentic", FORGED: "forged"}  # the folder names of the competition layout
+
+SPLITS = ("train", "val")  # the Beam job's record splits
+ENCODINGS = ("png", "raw")  # how image and mask planes are stored in a record (never JPEG: lossy)
+COMPRESSIONS = ("gzip", "none")  # TFRecord file compression
+MANIFEST_FILE = "manifest.json"  # written by preprocessing.main next to the shards
+ERRORS_FILE = "errors.jsonl"  # one line per case the Beam job could not convert

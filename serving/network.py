@@ -1,0 +1,133 @@
+"""The network detector: the exported SavedModel's predictions for image files, streamed.
+
+A tf.data pipeline reads, decodes (``serving.decode``, the conversion of preprocessing.images),
+resizes, batches and prefetches in parallel while the model runs. Every file is accounted for: a
+prediction, or an error record ``{"case_id", "path", "reason"}``.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Optional
+
+import tensorflow as tf
+from tqdm import tqdm
+
+from preprocessing.cases import discover_test_images
+from preprocessing.errors import BadInput
+from preprocessing.images import MAX_PIXELS, read_rgb8
+from serving.decode import check_file, decode_rgb8_tf, resize_to_model
+from serving.postprocess import PostprocessConfig, Prediction
+from serving.saved_model import ExportedModel, load
+from serving.submission import ScoreResult, submission_rows
+
+PRECHECK_THREADS = 8  # header checks are file I/O: threads overlap it, and the OS cache then serves tf.data
+
+
+def _check(item: tuple[str, str], max_pixels: int) -> Optional[dict]:
+    case_id, path = item
+    try:
+        check_file(path, max_pixels)
+    except BadInput as exc:
+        return {"case_id": case_id, "path": path, "reason": exc.reason}
+    return None
+
+
+def precheck(items: Sequence[tuple[str, str]], max_pixels: int = MAX_PIXELS, threads: int = PRECHECK_THREADS,
+             ) -> tuple[list[tuple[str, str]], list[dict]]:
+    """Split (case_id, path) into readable files and error records, before TF sees any bytes.
+
+    Threads: the check is file I/O plus a header parse, and the OS cache then
+    serves the same bytes to tf.data.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(lambda it: _check(it, max_pixels), items))
+    good = [it for it, err in zip(items, results) if err is None]
+    return good, [err for err in results if err is not None]
+
+
+def image_dataset(items: Sequence[tuple[str, str]], image_size: int, batch_size: int) -> tf.data.Dataset:
+    """Batches of (case_ids, uint8 images [B, S, S, 3], original (H, W) [B, 2]).
+
+    A file whose decoding still fails is dropped here (``ignore_errors``) and
+    picked up by ``predict_items``, which compares the case ids that came out.
+    """
+    ids = tf.constant([c for c, _ in items], tf.string)
+    paths = tf.constant([p for _, p in items], tf.string)
+
+    def load_one(case_id, path):
+        image = decode_rgb8_tf(tf.io.read_file(path))
+        return case_id, resize_to_model(image, image_size), tf.shape(image)[:2]
+
+    ds = tf.data.Dataset.from_tensor_slices((ids, paths))
+    ds = ds.map(load_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.ignore_errors()
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _split_output(case_ids, hws, probs, scores) -> Iterator[Prediction]:
+    for k in range(len(case_ids)):
+        cid = case_ids[k].decode() if isinstance(case_ids[k], bytes) else str(case_ids[k])
+        yield Prediction(cid, (int(hws[k][0]), int(hws[k][1])), probs[k],
+                         None if scores is None else float(scores[k]))
+
+
+def iter_predictions(model: ExportedModel, items: Sequence[tuple[str, str]], batch_size: int,
+                     errors: list, progress: bool = True) -> Iterator[Prediction]:
+    """Model outputs for every readable file, streamed; an error record appended to ``errors`` for the rest.
+
+    Streamed so that a large corpus never holds all probability maps at once.
+    Counts add up: predictions yielded + errors appended == ``len(items)``.
+    """
+    good, bad = precheck(items)
+    errors.extend(bad)
+    bar = tqdm(total=len(items), desc="scoring", unit="img", disable=not progress, file=sys.stderr)
+    bar.update(len(bad))
+    seen = set()
+    for ids, images, hws in image_dataset(good, model.image_size, batch_size):
+        probs, scores = model.predict(images)
+        for pred in _split_output(ids.numpy(), hws.numpy(), probs, scores):
+            seen.add(pred.case_id)
+            yield pred
+        bar.update(len(probs))
+    # Files TF could not decode although their header was fine: the reference decoder decides.
+    for case_id, path in good:
+        if case_id in seen:
+            continue
+        try:
+            image = read_rgb8(path)
+        except BadInput as exc:
+            errors.append({"case_id": case_id, "path": path, "reason": exc.reason})
+        else:
+            resized = resize_to_model(tf.constant(image), model.image_size)[None]
+            probs, scores = model.predict(resized)
+            yield from _split_output([case_id], [image.shape[:2]], probs, scores)
+        bar.update(1)
+    bar.close()
+
+
+def predict_items(model: ExportedModel, items: Sequence[tuple[str, str]], batch_size: int,
+                  progress: bool = True) -> tuple[list[Prediction], list[dict]]:
+    """All predictions in a list (calibration re-post-processes them many times), and the errors."""
+    errors: list[dict] = []
+    preds = list(iter_predictions(model, items, batch_size, errors, progress))
+    return preds, errors
+
+
+def score_images(model: ExportedModel, input_dir: str, batch_size: int = 16,
+                 cfg: Optional[PostprocessConfig] = None, progress: bool = True,
+                 items: Optional[Sequence[tuple[str, str]]] = None) -> ScoreResult:
+    """Score every image in ``input_dir`` (or its ``test_images/``), or the given (case_id, path)
+    ``items``; ``cfg`` defaults to metadata.json's post-processing."""
+    errors: list[dict] = []
+    items = discover_test_images(input_dir) if items is None else items
+    stream = iter_predictions(model, items, batch_size, errors, progress)
+    return ScoreResult(submission_rows(stream, errors, cfg or model.postprocess), errors)
+
+
+def score_folder(model_dir: str, input_dir: str, batch_size: int = 16,
+                 cfg: Optional[PostprocessConfig] = None, progress: bool = True) -> ScoreResult:
+    """``score_images`` with the model loaded from ``model_dir``."""
+    return score_images(load(model_dir), input_dir, batch_size, cfg, progress)
