@@ -101,12 +101,21 @@ def photo_crop(rng: np.random.Generator, h: int, w: int, gray: bool) -> tuple[np
     return np.ascontiguousarray(crop), name
 
 
-def _lane_pattern(rng: np.random.Generator, h: int, w: int, ladder: bool) -> np.ndarray:
-    """Band intensity in [0, ~1]: lanes (flat-topped across x) holding Gaussian bands along y."""
-    n_lanes = int(rng.integers(3, 13))
-    margin = w * rng.uniform(0.03, 0.1)
-    pitch = (w - 2 * margin) / n_lanes
-    lane_w = pitch * rng.uniform(0.55, 0.85)
+def _lane_pattern(rng: np.random.Generator, h: int, w: int, ladder: bool,
+                  lanes: Optional[tuple[int, float, float]] = None) -> np.ndarray:
+    """Band intensity in [0, ~1]: lanes (flat-topped across x) holding Gaussian bands along y.
+
+    ``lanes`` = (count, side margin, lane width) in px fixes the lane geometry instead of
+    drawing it, so a figure can align lane labels and lane boxes with the bands.
+    """
+    if lanes is None:
+        n_lanes = int(rng.integers(3, 13))
+        margin = w * rng.uniform(0.03, 0.1)
+        pitch = (w - 2 * margin) / n_lanes
+        lane_w = pitch * rng.uniform(0.55, 0.85)
+    else:
+        n_lanes, margin, lane_w = lanes
+        pitch = (w - 2 * margin) / n_lanes
     ys, xs = np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32)
     shared = rng.uniform(0.08, 0.95, size=int(rng.integers(1, 6))) * h  # positions common to many lanes
     out = np.zeros((h, w), np.float32)
@@ -142,9 +151,10 @@ def _finish(rng: np.random.Generator, img: np.ndarray, noise: float) -> np.ndarr
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def western_blot(rng: np.random.Generator, h: int, w: int, rgb: bool) -> np.ndarray:
-    """Dark bands on a light, slightly uneven membrane."""
-    bands = _lane_pattern(rng, h, w, ladder=False)
+def western_blot(rng: np.random.Generator, h: int, w: int, rgb: bool,
+                 lanes: Optional[tuple[int, float, float]] = None) -> np.ndarray:
+    """Dark bands on a light, slightly uneven membrane (``lanes`` as in ``_lane_pattern``)."""
+    bands = _lane_pattern(rng, h, w, ladder=False, lanes=lanes)
     bg = rng.uniform(185, 245) + _smooth_field(rng, h, w, rng.uniform(2, 12))
     img = bg - np.clip(bands, 0, 1.3) * rng.uniform(110, 200)
     img = _finish(rng, img, rng.uniform(1.0, 5.0))
@@ -154,9 +164,11 @@ def western_blot(rng: np.random.Generator, h: int, w: int, rgb: bool) -> np.ndar
     return img
 
 
-def gel(rng: np.random.Generator, h: int, w: int, rgb: bool) -> np.ndarray:
-    """A DNA gel (bright bands on dark) or, in colour, a Coomassie-stained protein gel (blue bands)."""
-    bands = np.clip(_lane_pattern(rng, h, w, ladder=True), 0, 1.3)
+def gel(rng: np.random.Generator, h: int, w: int, rgb: bool,
+        lanes: Optional[tuple[int, float, float]] = None) -> np.ndarray:
+    """A DNA gel (bright bands on dark) or, in colour, a Coomassie-stained protein gel (blue bands);
+    lane 0 is a size ladder (``lanes`` as in ``_lane_pattern``)."""
+    bands = np.clip(_lane_pattern(rng, h, w, ladder=True, lanes=lanes), 0, 1.3)
     if not rgb:
         bg = rng.uniform(10, 45) + _smooth_field(rng, h, w, rng.uniform(2, 8))
         return _finish(rng, bg + bands * rng.uniform(120, 210), rng.uniform(1.0, 4.0))
@@ -381,27 +393,32 @@ def _draw_transform(rng: np.random.Generator) -> dict:
 
 def draw_copy_move(rng: np.random.Generator, image: np.ndarray, occupied: list, tries: int = 40,
                    min_frac: float = 0.03, max_frac: float = 0.15,
-                   min_std: float = MIN_REGION_STD) -> Optional[CopyMove]:
+                   min_std: float = MIN_REGION_STD, src_area: Optional[tuple] = None,
+                   dst_area: Optional[tuple] = None, transform=_draw_transform) -> Optional[CopyMove]:
     """A random copy-move whose source and copy boxes avoid each other and ``occupied``; None if none fits.
 
-    The region covers ``min_frac``-``max_frac`` of the image so it is big enough to learn,
-    and its source must be textured (copying flat background is not a visible forgery).
+    The source lies in ``src_area`` and the copy in ``dst_area`` (y, x, h, w boxes; default the
+    whole image: a figure passes panel boxes). The region covers ``min_frac``-``max_frac`` of
+    ``src_area`` so it is big enough to learn, and its source must be textured (copying flat
+    background is not a visible forgery). ``transform(rng)`` draws the CopyMove's changes.
     """
     H, W = image.shape[:2]
-    gap = max(1, min(H, W) // 50)
+    sy, sx, sh, sw = src_area or (0, 0, H, W)
+    ty, tx, th_max, tw_max = dst_area or (0, 0, H, W)
+    gap = max(1, min(sh, sw) // 50)
     for _ in range(tries):
         shape = SHAPES[rng.integers(len(SHAPES))]
         fill = {"rectangle": 1.0, "ellipse": np.pi / 4, "polygon": 0.7}[shape]
-        area = rng.uniform(min_frac, max_frac) * H * W / fill
+        area = rng.uniform(min_frac, max_frac) * sh * sw / fill
         aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
-        h = int(np.clip(round(np.sqrt(area * aspect)), 4, H // 2))
-        w = int(np.clip(round(np.sqrt(area / aspect)), 4, W // 2))
-        y, x = int(rng.integers(H - h + 1)), int(rng.integers(W - w + 1))
+        h = int(np.clip(round(np.sqrt(area * aspect)), 4, sh // 2))
+        w = int(np.clip(round(np.sqrt(area / aspect)), 4, sw // 2))
+        y, x = sy + int(rng.integers(sh - h + 1)), sx + int(rng.integers(sw - w + 1))
         src = (y, x, h, w)
         if not _disjoint(src, occupied, gap):
             continue
         vertices = _random_polygon(rng, h, w) if shape == "polygon" else ()
-        op = CopyMove(shape=shape, src_box=src, vertices=vertices, **_draw_transform(rng))
+        op = CopyMove(shape=shape, src_box=src, vertices=vertices, **transform(rng))
         local = region_mask(shape, h, w, vertices)
         if not (local.any(axis=0).all() and local.any(axis=1).all()):
             continue  # the region must span its box (degenerate polygon)
@@ -409,10 +426,10 @@ def draw_copy_move(rng: np.random.Generator, image: np.ndarray, occupied: list, 
             continue
         _, tmask = transform_patch(image[y:y + h, x:x + w], local, op)
         th, tw = tmask.shape
-        if th == 0 or th > H or tw > W:
+        if th == 0 or th > th_max or tw > tw_max:
             continue
         for _ in range(10):
-            dst = (int(rng.integers(H - th + 1)), int(rng.integers(W - tw + 1)), th, tw)
+            dst = (ty + int(rng.integers(th_max - th + 1)), tx + int(rng.integers(tw_max - tw + 1)), th, tw)
             if _disjoint(dst, occupied + [src], gap):
                 return replace(op, dst_box=dst)
     return None
