@@ -1,6 +1,6 @@
 """Synthetic copy-move forgeries in the competition layout: the built-in default dataset.
 
-    python -m preprocessing.synth --output_dir DIR --num_train 200 --num_test 50 --seed 0
+    python -m preprocessing.synth --output_dir DIR --num_train 200 --num_test 50 --seed 0 [--style mixed]
 
 writes
     DIR/train_images/authentic/<case_id>.png   DIR/train_images/forged/<case_id>.png
@@ -8,7 +8,11 @@ writes
     DIR/test_images/<case_id>.png               DIR/test_solution.csv (case_id,annotation,height,width)
     DIR/synth_meta.json                         every case and every copy-move operation
 
-Base images are crops of the scientific photographs scikit-image ships offline
+``--style``: ``photos`` (single images, described next), ``figures`` (compound scientific
+figures with panel letters, scale bars, blots, gels and charts: ``preprocessing.figures``) or
+``mixed`` (the default: each case is a figure or a photo, half and half).
+
+Photos are crops of the scientific photographs scikit-image ships offline
 (micrographs, immunohistochemistry, retina, astronomy) and procedurally drawn
 western blots and gels. A forged image gets 1-3 copy-move operations: a region
 (rectangle, ellipse or polygon) pasted elsewhere in the same image, sometimes
@@ -48,6 +52,8 @@ JPEG_PROB, NOISE_PROB = 0.25, 0.15
 GRAY_16BIT_PROB = 0.1  # of grayscale images, saved as 16-bit PNG (value * 257, exact under to_rgb8)
 MIN_REGION_STD = 10.0  # a source region flatter than this is unlearnable background, so it is re-drawn
 BASE_ATTEMPTS = 5  # base images drawn for a forged case before accepting flat regions
+STYLES = ("mixed", "figures", "photos")
+FIGURE_FRACTION = 0.5  # of ``mixed`` cases drawn as compound figures
 
 
 # ----------------------------------------------------------------------------- base images
@@ -507,6 +513,14 @@ class SynthCase:
     bit16: bool = False
     post: dict = field(default_factory=dict)
     ops: list = field(default_factory=list)
+    figure: Optional[dict] = None  # a compound figure's panels and decorations
+
+    def to_dict(self) -> dict:
+        """As stored in synth_meta.json (photo cases have no ``figure`` key, as before figures)."""
+        d = asdict(self)
+        if d["figure"] is None:
+            del d["figure"]
+        return d
 
 
 def _plan(rng: np.random.Generator, num_train: int, num_test: int) -> list[SynthCase]:
@@ -527,20 +541,47 @@ def _plan(rng: np.random.Generator, num_train: int, num_test: int) -> list[Synth
     return plan
 
 
-def _make_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_size: int):
-    """(images to write as {relative path: array}, mask instances or None) for one planned case."""
+def _photo_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_size: int):
+    """(base, image, instances or None, op dicts) for a single-image case."""
     for attempt in range(BASE_ATTEMPTS):
         base, case.kind = make_base(rng, min_size, max_size)
         if not case.forged:
-            image, instances, ops = base, None, []
-            break
+            return base, base, None, []
         # A base too flat for a textured copy is re-drawn; the last attempt takes any texture.
         image, instances, ops = forge(rng, base, MIN_REGION_STD if attempt < BASE_ATTEMPTS - 1 else 0.0)
         if ops:
-            break
-    if case.forged and not ops:
-        raise RuntimeError(f"case {case.case_id}: no copy-move fits a {base.shape} image")
-    case.ops = [op.to_dict() for op in ops]
+            return base, image, instances, [op.to_dict() for op in ops]
+    raise RuntimeError(f"case {case.case_id}: no copy-move fits a {base.shape} image")
+
+
+def _figure_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_size: int):
+    """(base, image, instances or None, op dicts) for a compound-figure case."""
+    from preprocessing import figures
+
+    for attempt in range(BASE_ATTEMPTS):
+        fig = figures.make_figure(rng, min_size, max_size)
+        case.kind, case.figure = "figure", fig.meta()
+        if not case.forged:
+            return fig.image, fig.image, None, []
+        image, instances, ops = figures.forge(rng, fig, MIN_REGION_STD if attempt < BASE_ATTEMPTS - 1 else 0.0)
+        if ops:
+            return fig.image, image, instances, ops
+    raise RuntimeError(f"case {case.case_id}: no copy-move fits a {fig.image.shape} figure")
+
+
+def figures_fit(max_size: int) -> bool:
+    """Whether pages of at most ``max_size`` px can hold a figure (else ``mixed`` makes photos only)."""
+    from preprocessing.figures_layout import FIGURE_MIN_SIDE
+
+    return max_size >= FIGURE_MIN_SIDE
+
+
+def _make_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_size: int, style: str = "photos"):
+    """(images to write as {relative path: array}, mask instances or None) for one planned case."""
+    if style == "mixed":
+        style = "figures" if rng.random() < FIGURE_FRACTION and figures_fit(max_size) else "photos"
+    draw = _figure_case if style == "figures" else _photo_case
+    base, image, instances, case.ops = draw(case, rng, min_size, max_size)
     case.height, case.width = base.shape[:2]
     case.channels = 1 if base.ndim == 2 else 3
     case.bit16 = base.ndim == 2 and bool(rng.random() < GRAY_16BIT_PROB)
@@ -557,12 +598,21 @@ def _make_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_siz
 
 
 def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size: int = 100,
-             max_size: int = 1500, show_progress: Optional[bool] = None) -> dict:
-    """Write a synthetic dataset in the competition layout; returns a summary (also in synth_meta.json)."""
+             max_size: int = 1500, show_progress: Optional[bool] = None, style: str = "mixed") -> dict:
+    """Write a synthetic dataset in the competition layout; returns a summary (also in synth_meta.json).
+
+    ``style`` is ``photos``, ``figures`` or ``mixed`` (module docstring). Photos have both sides in
+    [min_size, max_size]; a figure page is 400-1500 px wide by default (``figures_layout`` gives
+    the rule for other bounds) and needs max_size >= 128: below that ``mixed`` makes photos only.
+    """
     if num_train < 0 or num_test < 0:
         raise ValueError("num_train and num_test must be >= 0")
     if not 16 <= min_size <= max_size:
         raise ValueError(f"need 16 <= min_size <= max_size, got {min_size}, {max_size}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if style == "figures" and not figures_fit(max_size):
+        raise ValueError(f"style 'figures' needs a larger max_size than {max_size} (pages of at least 128 px)")
     if not available_science_images():
         raise RuntimeError("no scikit-image sample image could be loaded")
     for sub in ("train_images/authentic", "train_images/forged", "train_masks", "test_images"):
@@ -582,7 +632,7 @@ def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size
 
     solution_rows = []
     for case, seq in zip(iterator, case_seqs):
-        files, instances = _make_case(case, np.random.default_rng(seq), min_size, max_size)
+        files, instances = _make_case(case, np.random.default_rng(seq), min_size, max_size, style)
         for rel, img in files.items():
             write_png(os.path.join(output_dir, rel), img, case.bit16)
         if case.split == "train" and case.forged:
@@ -602,6 +652,7 @@ def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size
         "version": VERSION,
         "seed": seed,
         "options": {"num_train": num_train, "num_test": num_test, "min_size": min_size, "max_size": max_size},
+        "style": style,
         "train": {"images": num_train, "forged": sum(c.forged for c in train),
                   "authentic": sum(not c.forged for c in train) + sum(c.paired for c in train),
                   "pairs": sum(c.paired for c in train)},
@@ -609,7 +660,7 @@ def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size
                  "authentic": sum(not c.forged for c in test)},
         "operations": sum(len(c.ops) for c in plan),
         "science_images": list(available_science_images()),
-        "cases": [asdict(c) for c in plan],
+        "cases": [c.to_dict() for c in plan],
     }
     with open(os.path.join(output_dir, META_FILE), "w") as f:
         json.dump(summary, f, indent=1)
@@ -621,7 +672,7 @@ def main(argv):
 
     del argv
     f = flags.FLAGS
-    s = generate(f.output_dir, f.num_train, f.num_test, f.seed, f.min_size, f.max_size)
+    s = generate(f.output_dir, f.num_train, f.num_test, f.seed, f.min_size, f.max_size, style=f.style)
     print(f"wrote {f.output_dir}: train {s['train']}  test {s['test']}  copy-moves {s['operations']}")
 
 
@@ -636,6 +687,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives identical files.")
     flags.DEFINE_integer("min_size", 100, "Smallest image side in pixels.")
     flags.DEFINE_integer("max_size", 1500, "Largest image side in pixels.")
+    flags.DEFINE_enum("style", "mixed", list(STYLES), "photos: single images; figures: compound scientific "
+                      "figures (panels, labels, scale bars, blots, charts); mixed: half of each.")
 
 
 if __name__ == "__main__":
