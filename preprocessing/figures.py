@@ -51,8 +51,9 @@ def _ink_for(page: Page, box: Box) -> tuple:
     return (255, 255, 255) if page.canvas[y:y + h, x:x + w].mean() < DARK else (0, 0, 0)
 
 
-def _scale_bar(page: Page, box: Box, length: int, label: str) -> None:
-    """Bar and label at the panel's bottom right, identical in every micrograph of the figure."""
+def _scale_bar(page: Page, box: Box, length: int, label: str, inks: dict, kind: str) -> None:
+    """Bar and label at the panel's bottom right, identical in every micrograph of the figure: the
+    first panel of each kind picks the colour (``inks``) that the others reuse, as authors do."""
     y, x, h, w = box
     fs = page.font_size
     th, tw = page.text_size(label)
@@ -61,7 +62,7 @@ def _scale_bar(page: Page, box: Box, length: int, label: str) -> None:
     if length > 0.45 * w or tw > 0.6 * w or th + thick + 2 * pad > 0.4 * h:
         return
     bar = (y + h - pad - thick, x + w - pad - max(length, tw) // 2 - length // 2, thick, length)
-    ink = _ink_for(page, (bar[0] - th - 2, bar[1], th + thick + 2, length))
+    ink = inks.setdefault(kind, _ink_for(page, (bar[0] - th - 2, bar[1], th + thick + 2, length)))
     page.fill(bar, ink)
     page.decorations.append(Decoration(bar, "scale_bar", label))
     page.text(label, bar[0] - 2, bar[1] + length / 2, "cb", "scale_label", rgb=ink)
@@ -91,7 +92,7 @@ def _imaging(page: Page, rng: np.random.Generator, slot, content: Box, group: in
     image, source = drawn
     page.place(image, content, slot.kind, group, source=source)
     if fig["bars"] == "all" or slot.col == fig["last_col"].get(slot.row):
-        _scale_bar(page, content, fig["bar_len"], fig["bar_label"])
+        _scale_bar(page, content, fig["bar_len"], fig["bar_label"], fig["inks"], slot.kind)
     name = channel[0] if channel else photos.MERGE if slot.kind == "fluorescence" else fig["headers"].get(slot.col)
     if not name:
         return content
@@ -130,6 +131,7 @@ def _figure_style(rng: np.random.Generator, page: Page, layout) -> dict:
         "lookalike": (str(rng.choice(photos.available(photos.BRIGHTFIELD))),) if lookalike else None,
         "lookalike_slots": [micro[int(k)] for k in pair],
         "used": {},
+        "inks": {},
     }
 
 

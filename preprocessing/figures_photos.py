@@ -18,12 +18,12 @@ from preprocessing.figures_page import Box
 # gravel.png and grass.png each hold a copy-move made by whoever prepared the files. Found by
 # matching 24 px blocks of each image against the whole image (cv2.TM_CCOEFF_NORMED > 0.9 away
 # from the block itself: one dominant offset per pair), then growing the zone where the image and
-# its shifted self differ by under 10 grey levels (15 px box mean). Zones are (y0, x0, y1, x1),
-# source then copy, grown by 8 px: gravel y 0-42, x 352-477 reappears shifted by (273, 35);
-# grass y 0-120, x 296-451 by (162, 3), and y 0-24, x 104-147 by (346, 182).
+# its shifted self differ by under 10 grey levels (15 px box mean). Each entry is the source zone
+# (y0, x0, y1, x1), grown by 8 px, and the shift (dy, dx) to its copy: gravel y 0-42, x 352-477
+# reappears 273 px down, 35 right; grass y 0-120, x 296-451 at (162, 3), y 0-24, x 104-147 at (346, 182).
 DUPLICATED_ZONES = {
-    "gravel": (((0, 344, 50, 485), (265, 380, 323, 512)),),
-    "grass": (((0, 288, 128, 459), (154, 291, 290, 462)), ((0, 96, 32, 155), (338, 278, 379, 336))),
+    "gravel": (((0, 344, 50, 485), (273, 35)),),
+    "grass": (((0, 288, 128, 459), (162, 3)), ((0, 96, 32, 155), (346, 182))),
 }
 # Brightfield-like photographs: stained tissue, phase contrast, fundus, and textures that pass
 # for electron micrographs.
@@ -88,10 +88,9 @@ def available(keys) -> tuple:
 
 def _touches_both(photo: str, windows: list) -> bool:
     """Whether ``windows`` together include both copies of one of the photograph's own duplicates."""
-    for pair in DUPLICATED_ZONES.get(photo, ()):
-        hit = [any(not synth._disjoint(w, [(y0, x0, y1 - y0, x1 - x0)], 0) for w in windows)
-               for y0, x0, y1, x1 in pair]
-        if all(hit):
+    for (y0, x0, y1, x1), (dy, dx) in DUPLICATED_ZONES.get(photo, ()):
+        zones = [(y0, x0, y1 - y0, x1 - x0), (y0 + dy, x0 + dx, y1 - y0, x1 - x0)]
+        if all(any(not synth._disjoint(w, [z], 0) for w in windows) for z in zones):
             return True
     return False
 
