@@ -19,6 +19,7 @@ PROTEINS = ("p-ERK1/2", "ERK1/2", "p-AKT", "AKT", "LC3-I/II", "p62", "Cleaved ca
 LOADING = ("\u03b2-actin", "GAPDH", "\u03b1-tubulin")  # the loading control is the last strip
 KDA = (15, 17, 25, 35, 42, 55, 70, 100, 130)
 BP = (100, 250, 500, 750, 1000, 2000, 5000)
+MAX_LANES = 10  # a blot strip in a figure rarely shows more
 MIN_PITCH = 9  # px per lane: narrower lanes stop looking like lanes
 MIN_STRIP_H = 10
 LANE_GAP = 1  # px kept free on each side of a lane box, so neighbouring lane boxes never touch
@@ -26,9 +27,9 @@ TINTED_BLOT_PROB = 0.15  # most blots are shown in grey; some scans keep a faint
 ROW_PITCH = 1.35  # label row height in font sizes
 
 
-def lane_geometry(rng: np.random.Generator, strip_w: int, max_lanes: int = 10) -> tuple[int, float, float]:
-    """(lanes, side margin, band width) for ``synth._lane_pattern``; lanes >= 3."""
-    n = int(rng.integers(3, max(4, min(max_lanes, strip_w // MIN_PITCH) + 1)))
+def lane_geometry(rng: np.random.Generator, strip_w: int, max_lanes: int) -> tuple[int, float, float]:
+    """(lanes, side margin, band width) for ``synth._lane_pattern``: 3 to ``max_lanes`` lanes."""
+    n = int(rng.integers(3, max(3, min(max_lanes, strip_w // MIN_PITCH)) + 1))
     margin = strip_w * rng.uniform(0.03, 0.08)
     pitch = (strip_w - 2 * margin) / n
     return n, margin, pitch * rng.uniform(0.6, 0.8)
@@ -86,9 +87,10 @@ def compose_blot(page: Page, rng: np.random.Generator, slot: Box, group: int) ->
     gap = max(2, int(fs * rng.uniform(0.3, 0.8)))
     strip_w = w - left - right
     strip_h = int(min((h - top - gap * (n_strips - 1)) / n_strips, strip_w * rng.uniform(0.12, 0.3)))
-    if strip_w < 3 * MIN_PITCH or strip_h < max(MIN_STRIP_H, fs):
+    max_lanes = min(MAX_LANES, strip_w // (_widest(page, ["+", MINUS]) + 3))  # signs must not touch
+    if max_lanes < 3 or strip_h < max(MIN_STRIP_H, fs):
         return False
-    lanes = lane_geometry(rng, strip_w)
+    lanes = lane_geometry(rng, strip_w, max_lanes)
     sx = x + left
     sy = y + top
     centres = lane_centres((sy, sx, strip_h, strip_w), lanes)
@@ -114,9 +116,10 @@ def compose_gel(page: Page, rng: np.random.Generator, slot: Box, group: int) -> 
     top = int((len(names) + 1) * fs * ROW_PITCH) + fs // 3
     gw = w - left - fs
     gh = int(min(h - top, gw * rng.uniform(0.5, 0.9)))
-    if gw < 4 * MIN_PITCH or gh < 3 * fs:
+    max_lanes = min(MAX_LANES + 2, gw // (_widest(page, ["+", MINUS, "M"]) + 3))
+    if max_lanes < 4 or gh < 3 * fs:
         return False
-    lanes = lane_geometry(rng, gw, max_lanes=12)
+    lanes = lane_geometry(rng, gw, max_lanes)
     box = (y + top, x + left, gh, gw)
     rgb = page.rgb and rng.random() < 0.4
     page.place(synth.gel(rng, gh, gw, rgb, lanes=lanes), box, "gel", group, lanes=lane_boxes(box, lanes)[1:])
@@ -125,6 +128,7 @@ def compose_gel(page: Page, rng: np.random.Generator, slot: Box, group: int) -> 
     for i, c in enumerate(centres if numbered else centres[:1]):
         page.text("M" if i == 0 else str(i), y + fs * 0.7, c, "cm", "lane_label")
     _sign_rows(page, rng, centres[1:], y + fs * ROW_PITCH, names, box[1] - fs // 3)
+    sizes = sizes[:max(1, int(gh * 0.8 / (fs * ROW_PITCH)))]  # as many as fit beside the gel
     for k, size in enumerate(sizes):  # spaced like a ladder: tighter towards the small sizes
         yk = box[0] + gh * (0.12 + 0.8 * ((k + 0.5) / len(sizes)) ** 1.3)
         page.text(size, yk, box[1] - fs // 3, "rm", "bp")

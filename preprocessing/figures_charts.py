@@ -8,7 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from preprocessing.figures_page import Box, Decoration, Page, Panel
+from preprocessing import synth
+from preprocessing.figures_page import Box, Decoration, Page, Panel, anchored
 
 GROUPS = ("Ctrl", "Veh", "WT", "KO", "siNC", "siRNA", "Mock", "OE", "Sham", "MI", "Low", "High")
 TIMES = ("0 h", "6 h", "12 h", "24 h", "48 h", "72 h", "D1", "D3", "D7", "D14")
@@ -25,6 +26,7 @@ PALETTES = (  # per figure: greyscale as in many papers, or a colour set
 BLACK = (0, 0, 0)
 MIN_PLOT = 40  # px each way: below this a chart is unreadable
 MAX_ASPECT = 1.6  # width / height of the widest chart
+LEGEND_PITCH = 1.3  # legend row height in font sizes
 
 
 def _nice_ticks(top: float) -> np.ndarray:
@@ -39,7 +41,11 @@ def _fmt(v: float) -> str:
     return f"{v:g}" if abs(v) >= 1 or v == 0 else f"{v:.1f}"
 
 
-def _axes(page: Page, rng: np.random.Generator, slot: Box, ymax: float, with_legend: bool):
+def _legend_height(fs: int, n: int) -> int:
+    return int(n * fs * LEGEND_PITCH) + fs // 2
+
+
+def _axes(page: Page, rng: np.random.Generator, slot: Box, ymax: float, n_series: int):
     """Draw the y axis (label, ticks, tick labels) and x axis line; returns (plot box, y scale) or None."""
     y, x, h, w = slot
     fs = page.font_size
@@ -51,7 +57,7 @@ def _axes(page: Page, rng: np.random.Generator, slot: Box, ymax: float, with_leg
     tick_len = max(2, fs // 3)
     lw = max(1, fs // 10)
     px = x + lab_w + fs // 2 + tick_w + tick_len + 2
-    py = y + fs * (3 if with_legend else 2)
+    py = y + fs + (_legend_height(fs, n_series) if n_series > 1 else fs)  # the legend sits above the plot
     pw, ph = x + w - px - fs // 2, y + h - py - int(fs * 1.6)
     if pw < MIN_PLOT or ph < MIN_PLOT or page.text_size(ylabel)[1] > ph + 2 * fs:
         return None
@@ -77,14 +83,14 @@ def _legend(page: Page, names: list, colours: list, plot: Box) -> None:
     py, px, ph, pw = plot
     sw = fs
     width = sw + fs // 2 + max(page.text_size(n)[1] for n in names) + fs
-    top, left = py - int(fs * 2.6), px + pw - width
-    height = int(len(names) * fs * 1.3) + fs // 2
-    if left < px or height > int(fs * 2.6) + ph // 2:
+    height = _legend_height(fs, len(names))
+    top, left = py - height - fs // 2, px + pw - width
+    if left < px:
         return
     page.fill((top, left, height, width), BLACK)
     page.fill((top + 1, left + 1, height - 2, width - 2), (255, 255, 255))
     for i, (name, colour) in enumerate(zip(names, colours)):
-        cy = top + fs // 4 + int((i + 0.5) * fs * 1.3)
+        cy = top + fs // 4 + int((i + 0.5) * fs * LEGEND_PITCH)
         box = (cy - sw // 3, left + fs // 3, 2 * (sw // 3), sw)
         page.fill(box, BLACK)
         page.fill((box[0] + 1, box[1] + 1, box[2] - 2, box[3] - 2), colour)
@@ -107,7 +113,7 @@ def compose_chart(page: Page, rng: np.random.Generator, slot: Box, group: int, p
     magnitude = 10.0 ** int(rng.integers(0, 3))
     means *= magnitude
     errs = means * rng.uniform(0.05, 0.2, means.shape)
-    drawn = _axes(page, rng, slot, float((means + errs).max()) * 1.15, n_series > 1)
+    drawn = _axes(page, rng, slot, float((means + errs).max()) * 1.15, n_series)
     if drawn is None:
         return False
     (py, px, ph, pw), scale = drawn
@@ -119,6 +125,7 @@ def compose_chart(page: Page, rng: np.random.Generator, slot: Box, group: int, p
     bar_w = max(2, int(slot_w * 0.75 / n_series))
     cap = max(2, bar_w // 4)
     star = str(rng.choice(STARS))
+    every = int(np.ceil(max(page.text_size(c)[1] for c in cats) / (0.9 * slot_w)))  # labels that fit
     tops = []
     for c, cat in enumerate(cats):
         for s in range(n_series):
@@ -131,7 +138,8 @@ def compose_chart(page: Page, rng: np.random.Generator, slot: Box, group: int, p
                 page.fill((vy + lw, cx - bar_w // 2 + lw, max(0, py + ph - vy - lw), bar_w - 2 * lw), colours[s])
             _error_bar(page, cx, vy - ey, vy + (ey if line else 0), cap, lw)
             tops.append((vy - ey, cx, c, s))
-        page.text(cat, py + ph + fs // 3, px + slot_w * (c + 0.5), "ct", "tick_label")
+        if c % every == 0:
+            page.text(cat, py + ph + fs // 3, px + slot_w * (c + 0.5), "ct", "tick_label")
     if line:
         for s in range(n_series):
             pts = [(cx, int(round(py + ph - means[c, s] * scale))) for (_, cx, c, ss) in tops if ss == s]
@@ -144,7 +152,9 @@ def compose_chart(page: Page, rng: np.random.Generator, slot: Box, group: int, p
     treated = [t for t in tops if t[2] > 0 and (not line or t[0] == min(u[0] for u in tops if u[2] == t[2]))]
     for top, cx, _, _ in [treated[i] for i in rng.choice(len(treated), min(len(treated), max(2, len(treated) // 2)),
                                                           replace=False)]:
-        page.text(star, top - 2, cx, "cb", "significance")
+        box = anchored(page.text_size(star), top - 2, cx, "cb") + page.text_size(star)
+        if synth._disjoint(box, [d.box for d in page.decorations], 1):  # neighbours' stars must not touch
+            page.text(star, top - 2, cx, "cb", "significance")
     if n_series > 1:
         _legend(page, [str(n) for n in rng.choice(SERIES, n_series, replace=False)], colours, (py, px, ph, pw))
     page.panels.append(Panel((py, px, ph, pw), "chart", group))
