@@ -46,6 +46,8 @@ SCALE_RANGE = (0.6, 1.7)  # source px per panel px: roughly the photograph's own
 ROOM = 0.6  # a window spans at most 60% of its photograph's side, so another panel can use the rest
 MAX_UPSCALE = 3.0  # a window is never enlarged more than 3x (blur would give it away)
 WINDOW_TRIES = 30
+SHRINK = 0.8  # every 6 failed tries the window shrinks, so a crowded photograph still takes another
+MIN_IMAGED = 0.97  # of a window inside the imaged area: figures crop away a fundus photo's black surround
 MIN_WINDOW_STD = 12.0  # a crop flatter than this is empty background (retina corners, sky)
 
 
@@ -75,6 +77,26 @@ def view(key: str) -> np.ndarray:
     out = np.ascontiguousarray(out, dtype=np.float32)
     out.setflags(write=False)
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def _inside_fraction(photo: str) -> Optional[np.ndarray]:
+    """Integral image of the photograph's imaged area (the fundus disc of ``retina``; None: all of it)."""
+    if photo != "retina":
+        return None
+    img = synth._science_image(photo)
+    disc = cv2.erode((img.max(axis=2) > 20).astype(np.uint8), np.ones((9, 9), np.uint8))
+    return cv2.integral(disc)
+
+
+def _mostly_imaged(photo: str, box: Box) -> bool:
+    """Whether the window lies inside the imaged area (no black surround of a fundus photograph)."""
+    integral = _inside_fraction(photo)
+    if integral is None:
+        return True
+    y, x, h, w = box
+    inside_px = integral[y + h, x + w] - integral[y, x + w] - integral[y + h, x] + integral[y, x]
+    return inside_px >= MIN_IMAGED * h * w
 
 
 def photo_of(key: str) -> str:
@@ -109,7 +131,7 @@ def pick_window(rng: np.random.Generator, key: str, h: int, w: int, used: dict) 
         k = int(rng.integers(4))
         vh, vw = (h, w) if k % 2 == 0 else (w, h)  # the window's size before it is turned
         fit = min(sh / vh, sw / vw) * ROOM  # leave room for other windows of the same photograph
-        scale = min(np.exp(rng.uniform(*np.log(SCALE_RANGE))), fit) * 0.9 ** (attempt // 10)
+        scale = min(np.exp(rng.uniform(*np.log(SCALE_RANGE))), fit) * SHRINK ** (attempt // 6)
         if scale < 1.0 / MAX_UPSCALE:
             return None
         wh, ww = max(8, int(round(vh * scale))), max(8, int(round(vw * scale)))
@@ -118,7 +140,7 @@ def pick_window(rng: np.random.Generator, key: str, h: int, w: int, used: dict) 
         box = (int(rng.integers(sh - wh + 1)), int(rng.integers(sw - ww + 1)), wh, ww)
         if not synth._disjoint(box, taken, 0) or _touches_both(photo, taken + [box]):
             continue
-        if src[box[0]:box[0] + wh, box[1]:box[1] + ww].std() < MIN_WINDOW_STD:
+        if src[box[0]:box[0] + wh, box[1]:box[1] + ww].std() < MIN_WINDOW_STD or not _mostly_imaged(photo, box):
             continue
         return box, k
     return None
