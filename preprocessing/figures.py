@@ -23,10 +23,13 @@ from preprocessing.figures_forgery import forge_figure
 from preprocessing.figures_layout import IMAGING, font_size, plan, width_range
 from preprocessing.figures_page import Box, Decoration, Page
 
+# one label per figure, drawn under every (or the last) micrograph's scale bar
 SCALE_LABELS = ("10 \u00b5m", "20 \u00b5m", "50 \u00b5m", "100 \u00b5m", "200 \u00b5m", "500 nm")
-CONDITIONS = ("Control", "Vehicle", "Sham", "siNC", "siRNA", "Treated", "WT", "KO", "Day 0", "Day 7", "Mock", "Infected")
-LETTERS = "abcdef"
-NUCLEAR = ("DAPI", "Hoechst")
+# column headers over brightfield micrographs
+CONDITIONS = ("Control", "Vehicle", "Sham", "siNC", "siRNA", "Treated", "WT", "KO", "Day 0", "Day 7", "Mock",
+              "Infected")
+LETTERS = "abcdef"  # one per panel (2-6), upper or lower case per figure
+NUCLEAR = ("DAPI", "Hoechst")  # the stains papers show first in a channel row
 LOOKALIKE_PROB = 0.3  # figures with two different crops of one photograph in two micrographs
 RGB_PROB = 0.75  # the rest are greyscale pages
 DARK = 110  # mean grey under a label below which it is drawn in white
@@ -35,6 +38,8 @@ FIGURE_ATTEMPTS = 8  # layouts drawn before giving up (tiny pages may not fit tw
 
 @dataclass
 class Figure:
+    """An authentic figure: its page (uint8, grey or RGB) and what is where on it."""
+
     image: np.ndarray
     panels: list
     decorations: list
@@ -139,7 +144,7 @@ def make_figure(rng: np.random.Generator, min_size: int, max_size: int) -> Figur
     """An authentic figure whose sides lie in the size bounds (see ``figures_layout``)."""
     lo, hi = width_range(min_size, max_size)
     for _ in range(FIGURE_ATTEMPTS):
-        figure = _draw_figure(rng, lo, hi, max(min_size, 1), max_size)
+        figure = _draw_figure(rng, lo, hi, min_size, max_size)
         if figure is not None:
             return figure
     raise RuntimeError(f"no figure with two panels fits pages of {lo}-{hi} px")
@@ -151,7 +156,7 @@ def _draw_figure(rng: np.random.Generator, lo: int, hi: int, min_h: int, max_h: 
     letter = {"upper": bool(rng.random() < 0.7), "bold": bool(rng.random() < 0.85), "paren": bool(rng.random() < 0.1),
               "size": int(round(fs * rng.uniform(1.15, 1.6))), "inside": bool(rng.random() < 0.35)}
     reserve = max(letter["size"], fs) + max(2, fs // 3)
-    layout = plan(rng, width, max(min_h, 1), max_h, fs, reserve)
+    layout = plan(rng, width, min_h, max_h, fs, reserve)
     page = Page.blank(layout.height, width, bool(rng.random() < RGB_PROB), fs)
     fig = _figure_style(rng, page, layout)
     fig["reserve"] = reserve

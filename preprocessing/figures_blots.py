@@ -13,7 +13,8 @@ from preprocessing import synth
 from preprocessing.figures_page import Box, Page
 
 MINUS = "\u2212"  # the typographic minus papers use in "+ −" rows
-TREATMENTS = ("siRNA", "shRNA", "TNF-\u03b1", "LPS", "Dox", "IFN-\u03b3", "MG132", "EGF", "Insulin", "CHX", "H\u2082O\u2082")
+TREATMENTS = ("siRNA", "shRNA", "TNF-\u03b1", "LPS", "Dox", "IFN-\u03b3", "MG132", "EGF", "Insulin", "CHX",
+              "H\u2082O\u2082")
 PROTEINS = ("p-ERK1/2", "ERK1/2", "p-AKT", "AKT", "LC3-I/II", "p62", "Cleaved caspase-3", "PARP", "HIF-1\u03b1",
             "p53", "Bcl-2", "Bax", "Vinculin", "c-Myc", "NF-\u03baB p65")
 LOADING = ("\u03b2-actin", "GAPDH", "\u03b1-tubulin")  # the loading control is the last strip

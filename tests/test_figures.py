@@ -54,6 +54,8 @@ def test_page_size_rule():
     assert figures_layout.width_range(16, 200) == (figures_layout.FIGURE_MIN_SIDE, 200)
     with pytest.raises(ValueError, match="max_size"):
         figures_layout.width_range(16, 100)
+    with pytest.raises(ValueError, match="exceeds"):
+        figures.make_figure(np.random.default_rng(0), 400, 300)
     for sizes in ((100, 1500), (160, 320), (300, 700)):
         lo, hi = figures_layout.width_range(*sizes)
         for fig in _figures(4, seed=sizes[1], sizes=sizes):
