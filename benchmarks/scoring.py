@@ -37,8 +37,8 @@ _WORK = flags.DEFINE_string("work_dir", None, "Where data and model go (a temp d
 
 
 def make_model(export_dir: str, size: int, width: int) -> None:
-    from trainer.export import export_model
     from trainer.config import ModelConfig
+    from trainer.export import export_model
     from trainer.model import build_model
 
     cfg = ModelConfig(image_size=size, width=width, depth=3)
@@ -78,8 +78,8 @@ def seed_loop(export_dir: str, size: int, threshold: float = 0.45, min_area: int
 
 def serving_score(export_dir: str, batch_size: int):
     """serving.score's path: run(items) -> one row per image."""
-    from serving.saved_model import load
     from serving.network import predict_items
+    from serving.saved_model import load
     from serving.submission import submission_rows
 
     model = load(export_dir)
