@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from preprocessing import figures, figures_forgery, figures_layout, figures_photos, synth
+from preprocessing import synth
 from preprocessing.cases import discover_training_cases
-from preprocessing.figures_page import Page, inside, text_alpha
 from preprocessing.images import read_rgb8
+from preprocessing.synth import copymove, figure_forgery, figure_layout, figure_photos, figures
+from preprocessing.synth.figure_page import Page, inside, text_alpha
 
 INSIDE_PANEL = {"scale_bar", "scale_label", "channel", "letter"}  # decorations drawn on micrographs
 SIZES = (160, 320)  # small pages keep these tests fast; the layout rule is the same at 1500 px
@@ -42,22 +43,22 @@ def _figures(n, seed=1, sizes=SIZES):
 
 
 def _disjoint(a, b, gap=0):
-    return synth._disjoint(tuple(a), [tuple(b)], gap)
+    return copymove._disjoint(tuple(a), [tuple(b)], gap)
 
 
 # ----------------------------------------------------------------------------- pages
 
 
 def test_page_size_rule():
-    assert figures_layout.width_range(100, 1500) == (400, 1500)  # the default: real figure widths
-    assert figures_layout.width_range(160, 320) == (160, 320)  # small pages for tests and the CPU demo
-    assert figures_layout.width_range(16, 200) == (figures_layout.FIGURE_MIN_SIDE, 200)
+    assert figure_layout.width_range(100, 1500) == (400, 1500)  # the default: real figure widths
+    assert figure_layout.width_range(160, 320) == (160, 320)  # small pages for tests and the CPU demo
+    assert figure_layout.width_range(16, 200) == (figure_layout.FIGURE_MIN_SIDE, 200)
     with pytest.raises(ValueError, match="max_size"):
-        figures_layout.width_range(16, 100)
+        figure_layout.width_range(16, 100)
     with pytest.raises(ValueError, match="exceeds"):
         figures.make_figure(np.random.default_rng(0), 400, 300)
     for sizes in ((100, 1500), (160, 320), (300, 700)):
-        lo, hi = figures_layout.width_range(*sizes)
+        lo, hi = figure_layout.width_range(*sizes)
         for fig in _figures(4, seed=sizes[1], sizes=sizes):
             h, w = fig.image.shape[:2]
             assert lo <= w <= hi and sizes[0] <= h <= sizes[1]
@@ -120,8 +121,8 @@ def test_authentic_figures_repeat_a_decoration_pixel_identically():
 
 
 def test_duplicated_zones_of_gravel_and_grass_are_real_copies():
-    for name, pairs in figures_photos.DUPLICATED_ZONES.items():
-        img = figures_photos.view(name)
+    for name, pairs in figure_photos.DUPLICATED_ZONES.items():
+        img = figure_photos.view(name)
         for (y0, x0, y1, x1), (dy, dx) in pairs:
             y1, x1 = min(y1, img.shape[0] - dy) - 8, min(x1, img.shape[1] - dx) - 8  # the copy's part in the file
             a, b = img[y0 + 8:y1, x0 + 8:x1], img[y0 + 8 + dy:y1 + dy, x0 + 8 + dx:x1 + dx]
@@ -134,11 +135,11 @@ def test_windows_of_one_photograph_never_overlap_nor_hold_both_copies_of_a_file_
     for photo in ("gravel", "grass", "cell"):
         used = {}
         for _ in range(12):
-            figures_photos.micrograph(rng, "micrograph", 60, 80, used, keys=(photo,))
+            figure_photos.micrograph(rng, "micrograph", 60, 80, used, keys=(photo,))
         windows = used[photo]
         assert len(windows) >= 3
         assert all(_disjoint(a, b) for a, b in itertools.combinations(windows, 2))
-        assert not figures_photos._touches_both(photo, windows)
+        assert not figure_photos._touches_both(photo, windows)
 
 
 def test_some_authentic_figures_show_two_crops_of_one_photograph():
@@ -148,7 +149,7 @@ def test_some_authentic_figures_show_two_crops_of_one_photograph():
         by_photo = {}
         for p in fig.panels:
             if p.source:
-                by_photo.setdefault(figures_photos.photo_of(p.source["photo"]), []).append(p.source["window"])
+                by_photo.setdefault(figure_photos.photo_of(p.source["photo"]), []).append(p.source["window"])
         pairs = [w for w in by_photo.values() if len(w) > 1]
         with_pair += bool(pairs)
         for windows in pairs:
@@ -164,9 +165,9 @@ def test_copies_stay_inside_panels_off_decorations_and_off_their_source():
         assert 1 <= len(ops) <= 2 and len(instances) == 2 * len(ops)
         assert np.stack(instances).sum(axis=0).max() == 1  # no instance overlaps another
         for k, op in enumerate(ops):
-            assert op["kind"] in figures_forgery.OP_KINDS
+            assert op["kind"] in figure_forgery.OP_KINDS
             src, dst = fig.panels[op["src_panel"]], fig.panels[op["dst_panel"]]
-            assert src.kind in figures_forgery.FORGEABLE and src.kind == dst.kind
+            assert src.kind in figure_forgery.FORGEABLE and src.kind == dst.kind
             assert inside(op["src_box"], src.box) and inside(op["dst_box"], dst.box)
             assert _disjoint(op["src_box"], op["dst_box"])
             assert (op["src_panel"] == op["dst_panel"]) == (op["kind"] == "within_panel" or
@@ -220,7 +221,7 @@ def test_copied_pixels_equal_their_source():
 def test_operation_kinds_and_transforms_follow_the_issue():
     ops = [op for *_, rec in _forged_figures(60, seed=7) for op in rec]
     kinds = {op["kind"] for op in ops}
-    assert kinds == set(figures_forgery.OP_KINDS)
+    assert kinds == set(figure_forgery.OP_KINDS)
     plain = np.mean([op["transform"] == "translation" for op in ops])
     assert 0.3 < plain < 0.75
     assert {"flip", "rot90", "rotate", "scale", "brightness"} <= {op["transform"].split("+")[0] for op in ops}

@@ -12,8 +12,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from preprocessing import synth
-from preprocessing.figures_page import Box
+from preprocessing.synth import base, copymove
+from preprocessing.synth.figure_page import Box
 
 # gravel.png and grass.png each hold a copy-move made by whoever prepared the files. Found by
 # matching 24 px blocks of each image against the whole image (cv2.TM_CCOEFF_NORMED > 0.9 away
@@ -55,7 +55,7 @@ MIN_WINDOW_STD = 12.0  # a crop flatter than this is empty background (retina co
 def view(key: str) -> np.ndarray:
     """A read-only float32 image in 0-255: ``name`` (as shipped) or ``name:variant``."""
     name, _, variant = key.partition(":")
-    img = synth._science_image(name)
+    img = base._science_image(name)
     if img is None:
         raise ValueError(f"scikit-image sample {name!r} is not available offline")
     if variant == "":
@@ -84,7 +84,7 @@ def _inside_fraction(photo: str) -> Optional[np.ndarray]:
     """Integral image of the photograph's imaged area (the fundus disc of ``retina``; None: all of it)."""
     if photo != "retina":
         return None
-    img = synth._science_image(photo)
+    img = base._science_image(photo)
     disc = cv2.erode((img.max(axis=2) > 20).astype(np.uint8), np.ones((9, 9), np.uint8))
     return cv2.integral(disc)
 
@@ -105,14 +105,14 @@ def photo_of(key: str) -> str:
 
 def available(keys) -> tuple:
     """The keys whose photograph loads offline."""
-    return tuple(k for k in keys if synth._science_image(photo_of(k)) is not None)
+    return tuple(k for k in keys if base._science_image(photo_of(k)) is not None)
 
 
 def _touches_both(photo: str, windows: list) -> bool:
     """Whether ``windows`` together include both copies of one of the photograph's own duplicates."""
     for (y0, x0, y1, x1), (dy, dx) in DUPLICATED_ZONES.get(photo, ()):
         zones = [(y0, x0, y1 - y0, x1 - x0), (y0 + dy, x0 + dx, y1 - y0, x1 - x0)]
-        if all(any(not synth._disjoint(w, [z], 0) for w in windows) for z in zones):
+        if all(any(not copymove._disjoint(w, [z], 0) for w in windows) for z in zones):
             return True
     return False
 
@@ -138,7 +138,7 @@ def pick_window(rng: np.random.Generator, key: str, h: int, w: int, used: dict) 
         if wh > sh or ww > sw:
             continue
         box = (int(rng.integers(sh - wh + 1)), int(rng.integers(sw - ww + 1)), wh, ww)
-        if not synth._disjoint(box, taken, 0) or _touches_both(photo, taken + [box]):
+        if not copymove._disjoint(box, taken, 0) or _touches_both(photo, taken + [box]):
             continue
         if src[box[0]:box[0] + wh, box[1]:box[1] + ww].std() < MIN_WINDOW_STD or not _mostly_imaged(photo, box):
             continue

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from preprocessing.figures_page import Box
+from preprocessing.synth.figure_page import Box
 
 FIGURE_WIDTH = (400, 1500)  # px: the width of real compound figures
 FIGURE_MIN_SIDE = 128  # px: the smallest page that holds two panels with legible labels

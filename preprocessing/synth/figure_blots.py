@@ -2,15 +2,15 @@
 
 A blot is one to four strips (one protein each) sharing lanes: "+ −" treatment rows above,
 protein names at the right, kDa markers at the left. A gel has a ladder lane ("M"), numbered
-lanes and bp sizes. The strips themselves are ``synth.western_blot`` / ``synth.gel`` drawn
+lanes and bp sizes. The strips themselves are ``base.western_blot`` / ``base.gel`` drawn
 with a fixed lane geometry, so labels and lane boxes line up with the bands.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from preprocessing import synth
-from preprocessing.figures_page import Box, Page
+from preprocessing.synth import base
+from preprocessing.synth.figure_page import Box, Page
 
 MINUS = "\u2212"  # the typographic minus papers use in "+ −" rows
 TREATMENTS = ("siRNA", "shRNA", "TNF-\u03b1", "LPS", "Dox", "IFN-\u03b3", "MG132", "EGF", "Insulin", "CHX",
@@ -29,7 +29,7 @@ ROW_PITCH = 1.35  # label row height in font sizes
 
 
 def lane_geometry(rng: np.random.Generator, strip_w: int, max_lanes: int) -> tuple[int, float, float]:
-    """(lanes, side margin, band width) for ``synth._lane_pattern``: 3 to ``max_lanes`` lanes."""
+    """(lanes, side margin, band width) for ``base._lane_pattern``: 3 to ``max_lanes`` lanes."""
     n = int(rng.integers(3, max(3, min(max_lanes, strip_w // MIN_PITCH)) + 1))
     margin = strip_w * rng.uniform(0.03, 0.08)
     pitch = (strip_w - 2 * margin) / n
@@ -99,7 +99,7 @@ def compose_blot(page: Page, rng: np.random.Generator, slot: Box, group: int) ->
     rgb = page.rgb and rng.random() < TINTED_BLOT_PROB
     for _i, (protein, kda) in enumerate(zip(proteins, kdas)):
         box = (sy, sx, strip_h, strip_w)
-        page.place(synth.western_blot(rng, strip_h, strip_w, rgb, lanes=lanes), box, "blot", group,
+        page.place(base.western_blot(rng, strip_h, strip_w, rgb, lanes=lanes), box, "blot", group,
                    lanes=lane_boxes(box, lanes))
         page.text(protein, sy + strip_h / 2, sx + strip_w + fs // 3, "lm", "protein")
         page.text(kda, sy + strip_h / 2, sx - 2, "rm", "kda")
@@ -123,7 +123,7 @@ def compose_gel(page: Page, rng: np.random.Generator, slot: Box, group: int) -> 
     lanes = lane_geometry(rng, gw, max_lanes)
     box = (y + top, x + left, gh, gw)
     rgb = page.rgb and rng.random() < 0.4
-    page.place(synth.gel(rng, gh, gw, rgb, lanes=lanes), box, "gel", group, lanes=lane_boxes(box, lanes)[1:])
+    page.place(base.gel(rng, gh, gw, rgb, lanes=lanes), box, "gel", group, lanes=lane_boxes(box, lanes)[1:])
     centres = lane_centres(box, lanes)
     numbered = _widest(page, [str(len(centres) - 1)]) < (centres[1] - centres[0]) * 0.8  # else only "M"
     for i, c in enumerate(centres if numbered else centres[:1]):

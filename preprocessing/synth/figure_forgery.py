@@ -2,7 +2,7 @@
 of the same kind, or a blot lane / band group copied onto another lane.
 
 Every source and copy lies inside a panel, clear of every decoration box, and clear of each
-other; each is applied with ``synth.apply_copy_move``, so masks and replay work as for photos.
+other; each is applied with ``copymove.apply_copy_move``, so masks and replay work as for photos.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Optional
 
 import numpy as np
 
-from preprocessing import synth
-from preprocessing.figures_page import Panel
+from preprocessing.synth import base, copymove
+from preprocessing.synth.figure_page import Panel
 
 FORGEABLE = ("micrograph", "fluorescence", "blot", "gel")  # charts are drawn, not photographed
 OP_KINDS = ("within_panel", "cross_panel", "lane")
@@ -57,7 +57,7 @@ def _lane_transform(rng: np.random.Generator) -> dict:
     return {"flip": "h"}
 
 
-def describe(op: synth.CopyMove) -> str:
+def describe(op: copymove.CopyMove) -> str:
     """The transform in one word, as recorded in synth_meta.json (``+feather`` if blended)."""
     name = ("flip" if op.flip else "rot90" if op.rot90 % 4 else "rotate" if op.angle else
             "scale" if op.scale != 1 else "brightness" if op.gain != 1 or op.offset else "translation")
@@ -76,7 +76,7 @@ def _pick(rng: np.random.Generator, items: list):
 
 
 def _lane_op(rng: np.random.Generator, image: np.ndarray, src: Panel, dst: Panel, occupied: list,
-             min_std: float) -> Optional[synth.CopyMove]:
+             min_std: float) -> Optional[copymove.CopyMove]:
     """A lane (or band group) of ``src`` copied onto a different lane of ``dst`` at the same height."""
     a = src.lanes[int(rng.integers(len(src.lanes)))]
     b = dst.lanes[int(rng.integers(len(dst.lanes)))]
@@ -91,9 +91,9 @@ def _lane_op(rng: np.random.Generator, image: np.ndarray, src: Panel, dst: Panel
     dbox = (b[0] + min(top, b[2] - h), b[1] + (b[3] - w) // 2, h, w)
     if image[sbox[0]:sbox[0] + h, sbox[1]:sbox[1] + w].std() < min_std:
         return None
-    if not (synth._disjoint(sbox, occupied, LANE_GAP) and synth._disjoint(dbox, occupied + [sbox], LANE_GAP)):
+    if not (copymove._disjoint(sbox, occupied, LANE_GAP) and copymove._disjoint(dbox, occupied + [sbox], LANE_GAP)):
         return None
-    return synth.CopyMove(shape="rectangle", src_box=sbox, dst_box=dbox, **_lane_transform(rng))
+    return copymove.CopyMove(shape="rectangle", src_box=sbox, dst_box=dbox, **_lane_transform(rng))
 
 
 def _one_op(rng: np.random.Generator, image: np.ndarray, panels: list, occupied: list, min_std: float):
@@ -116,13 +116,13 @@ def _one_op(rng: np.random.Generator, image: np.ndarray, panels: list, occupied:
     if kind == "lane":
         op = _lane_op(rng, image, src, dst, occupied, min_std)
     else:
-        op = synth.draw_copy_move(rng, image, occupied, tries=20, min_frac=REGION_FRAC[0], max_frac=REGION_FRAC[1],
+        op = copymove.draw_copy_move(rng, image, occupied, tries=20, min_frac=REGION_FRAC[0], max_frac=REGION_FRAC[1],
                                   min_std=min_std, src_area=src.box, dst_area=dst.box, transform=draw_transform)
     return None if op is None else (kind, op, panels.index(src), panels.index(dst))
 
 
 def forge_figure(rng: np.random.Generator, image: np.ndarray, panels: list, decorations: list,
-                 min_std: float = synth.MIN_REGION_STD) -> tuple[np.ndarray, list, list]:
+                 min_std: float = base.MIN_REGION_STD) -> tuple[np.ndarray, list, list]:
     """(forged image, instance masks, op records) for one or two operations; no records if none fits."""
     n_ops = int(rng.choice(N_OPS, p=N_OPS_P))
     occupied = [d.box for d in decorations]
@@ -135,7 +135,7 @@ def forge_figure(rng: np.random.Generator, image: np.ndarray, panels: list, deco
         if drawn is None:
             continue
         kind, op, i, j = drawn
-        out, src_inst, dst_inst = synth.apply_copy_move(out, op)
+        out, src_inst, dst_inst = copymove.apply_copy_move(out, op)
         instances += [src_inst, dst_inst]
         occupied += [op.src_box, op.dst_box]
         records.append({**op.to_dict(), "kind": kind, "transform": describe(op), "src_panel": i, "dst_panel": j})

@@ -6,8 +6,8 @@ offline photographs, brightfield or fluorescence-tinted), western blots, agarose
 charts, with the decorations of a paper's figure drawn in DejaVu Sans: panel letters in one
 style, the same scale bar and label in several micrographs, channel names or column headers,
 "+ −" lane rows, kDa / bp markers, protein names, axis text, stars and legends. Those are the
-legitimate repeats a detector must not flag. Copy-moves (``figures_forgery``) stay inside
-panels and off the decorations. See ``figures_layout`` for the page-size rule.
+legitimate repeats a detector must not flag. Copy-moves (``figure_forgery``) stay inside
+panels and off the decorations. See ``figure_layout`` for the page-size rule.
 """
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from typing import Optional
 
 import numpy as np
 
-from preprocessing import figures_photos as photos
-from preprocessing.figures_blots import compose_blot, compose_gel
-from preprocessing.figures_charts import PALETTES, compose_chart
-from preprocessing.figures_forgery import forge_figure
-from preprocessing.figures_layout import IMAGING, font_size, plan, width_range
-from preprocessing.figures_page import Box, Decoration, Page
+from preprocessing.synth import figure_photos as photos
+from preprocessing.synth.figure_blots import compose_blot, compose_gel
+from preprocessing.synth.figure_charts import PALETTES, compose_chart
+from preprocessing.synth.figure_forgery import forge_figure
+from preprocessing.synth.figure_layout import IMAGING, font_size, plan, width_range
+from preprocessing.synth.figure_page import Box, Decoration, Page
 
 # one label per figure, drawn under every (or the last) micrograph's scale bar
 SCALE_LABELS = ("10 \u00b5m", "20 \u00b5m", "50 \u00b5m", "100 \u00b5m", "200 \u00b5m", "500 nm")
@@ -141,7 +141,7 @@ def _figure_style(rng: np.random.Generator, page: Page, layout) -> dict:
 
 
 def make_figure(rng: np.random.Generator, min_size: int, max_size: int) -> Figure:
-    """An authentic figure whose sides lie in the size bounds (see ``figures_layout``)."""
+    """An authentic figure whose sides lie in the size bounds (see ``figure_layout``)."""
     lo, hi = width_range(min_size, max_size)
     for _ in range(FIGURE_ATTEMPTS):
         figure = _draw_figure(rng, lo, hi, min_size, max_size)
@@ -185,7 +185,7 @@ def _draw_figure(rng: np.random.Generator, lo: int, hi: int, min_h: int, max_h: 
 
 
 def forge(rng: np.random.Generator, figure: Figure, min_std: float):
-    """(forged image, instance masks, op records) for ``figure``; see ``figures_forgery``."""
+    """(forged image, instance masks, op records) for ``figure``; see ``figure_forgery``."""
     return forge_figure(rng, figure.image, figure.panels, figure.decorations, min_std)
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from preprocessing import synth
-from preprocessing.figures_page import Box, Decoration, Page, Panel, anchored
+from preprocessing.synth import copymove
+from preprocessing.synth.figure_page import Box, Decoration, Page, Panel, anchored
 
 GROUPS = ("Ctrl", "Veh", "WT", "KO", "siNC", "siRNA", "Mock", "OE", "Sham", "MI", "Low", "High")
 TIMES = ("0 h", "6 h", "12 h", "24 h", "48 h", "72 h", "D1", "D3", "D7", "D14")
@@ -153,7 +153,7 @@ def compose_chart(page: Page, rng: np.random.Generator, slot: Box, group: int, p
     for top, cx, _, _ in [treated[i] for i in rng.choice(len(treated), min(len(treated), max(2, len(treated) // 2)),
                                                           replace=False)]:
         box = anchored(page.text_size(star), top - 2, cx, "cb") + page.text_size(star)
-        if synth._disjoint(box, [d.box for d in page.decorations], 1):  # neighbours' stars must not touch
+        if copymove._disjoint(box, [d.box for d in page.decorations], 1):  # neighbours' stars must not touch
             page.text(star, top - 2, cx, "cb", "significance")
     if n_series > 1:
         _legend(page, [str(n) for n in rng.choice(SERIES, n_series, replace=False)], colours, (py, px, ph, pw))
