@@ -50,50 +50,45 @@ class Problem:
         return asdict(self)
 
 
-def _image_entries(folder: str) -> list[tuple[str, str]]:
-    """(case_id, path) of every entry named like an image that is not a directory, sorted by name.
+def _image_entries(fs, folder: str) -> list[tuple[str, str]]:
+    """(case_id, path) of every file named like an image, sorted by name.
 
     Dangling symbolic links and link loops are kept: reading them fails with a reason
     (``unreadable``) that the consumer records, instead of the case vanishing silently.
     """
-    if not fileio.isdir(folder):
+    if not fs.isdir(folder):
         return []
-    out = []
-    for name in fileio.listdir(folder):
-        path = fileio.join(folder, name)
-        if is_image_file(name) and fileio.isfile(path):
-            out.append((os.path.splitext(name)[0], path))
-    return out
+    return [(os.path.splitext(n)[0], fileio.join(folder, n)) for n in fs.files_in(folder) if is_image_file(n)]
 
 
-def _images_in(folder: str) -> dict[str, str]:
+def _images_in(fs, folder: str) -> dict[str, str]:
     """case_id -> path for image files in a folder (non-image files are ignored)."""
     out: dict[str, str] = {}
-    for cid, path in _image_entries(folder):
+    for cid, path in _image_entries(fs, folder):
         out.setdefault(cid, path)
     return out
 
 
-def _shadowed_images(folder: str, chosen: dict[str, str]) -> list[tuple[str, str]]:
+def _shadowed_images(fs, folder: str, chosen: dict[str, str]) -> list[tuple[str, str]]:
     """(case_id, path) of image files ignored because another file has the same case_id (a.png + a.jpg)."""
-    return [(cid, path) for cid, path in _image_entries(folder) if chosen.get(cid) != path]
+    return [(cid, path) for cid, path in _image_entries(fs, folder) if chosen.get(cid) != path]
 
 
-def _masks_in(folder: str) -> dict[str, str]:
-    if not fileio.isdir(folder):
+def _masks_in(fs, folder: str) -> dict[str, str]:
+    if not fs.isdir(folder):
         return {}
-    return {os.path.splitext(n)[0]: fileio.join(folder, n)
-            for n in fileio.listdir(folder) if n.lower().endswith(".npy")}
+    return {os.path.splitext(n)[0]: fileio.join(folder, n) for n in fs.files_in(folder) if n.lower().endswith(".npy")}
 
 
-def discover_training_cases(root: str) -> tuple[list[Case], list[Problem]]:
+def discover_training_cases(root: str, beam: bool = False) -> tuple[list[Case], list[Problem]]:
     """All labelled cases (train + supplemental), sorted by (source, label, case_id).
 
     Forged images without a mask are returned as cases with ``mask_path=None``
     (the consumer records them as errors) and also listed as problems; masks
     without a forged image are problems only.
     """
-    if not fileio.isdir(root):
+    fs = fileio.filesystem(root, beam)
+    if not fs.isdir(root):
         raise FileNotFoundError(f"input directory not found: {root}")
     cases: list[Case] = []
     problems: list[Problem] = []
@@ -101,17 +96,17 @@ def discover_training_cases(root: str) -> tuple[list[Case], list[Problem]]:
                ("supplemental", "supplemental_images", "supplemental_masks")]
     found_any = False
     for source, img_dir, mask_dir in layouts:
-        img_root, masks = fileio.join(root, img_dir), _masks_in(fileio.join(root, mask_dir))
-        if not fileio.isdir(img_root):
+        img_root, masks = fileio.join(root, img_dir), _masks_in(fs, fileio.join(root, mask_dir))
+        if not fs.isdir(img_root):
             continue
         found_any = True
         folders = {AUTHENTIC: fileio.join(img_root, "authentic"), FORGED: fileio.join(img_root, "forged")}
-        authentic, forged = _images_in(folders[AUTHENTIC]), _images_in(folders[FORGED])
+        authentic, forged = _images_in(fs, folders[AUTHENTIC]), _images_in(fs, folders[FORGED])
         if source == "supplemental" and not authentic and not forged:
             folders[FORGED] = img_root
-            forged = _images_in(img_root)  # flat supplemental folder: all forged
+            forged = _images_in(fs, img_root)  # flat supplemental folder: all forged
         for label, chosen in ((AUTHENTIC, authentic), (FORGED, forged)):
-            for cid, path in _shadowed_images(folders[label], chosen):
+            for cid, path in _shadowed_images(fs, folders[label], chosen):
                 reason = f"duplicate_image: ignored, {os.path.basename(chosen[cid])} has the same case_id"
                 problems.append(Problem(cid, label, path, reason))
         for cid, path in authentic.items():
@@ -130,13 +125,14 @@ def discover_training_cases(root: str) -> tuple[list[Case], list[Problem]]:
     return cases, problems
 
 
-def discover_test_images(root: str) -> list[tuple[str, str]]:
+def discover_test_images(root: str, beam: bool = False) -> list[tuple[str, str]]:
     """(case_id, path) of every image in ``root/test_images`` or, if absent, in ``root`` itself."""
+    fs = fileio.filesystem(root, beam)
     folder = fileio.join(root, "test_images")
-    folder = folder if fileio.isdir(folder) else root
-    if not fileio.isdir(folder):
+    folder = folder if fs.isdir(folder) else root
+    if not fs.isdir(folder):
         raise FileNotFoundError(f"image directory not found: {root}")
-    return sorted(_images_in(folder).items())
+    return sorted(_images_in(fs, folder).items())
 
 
 def split_key(case: Case) -> str:

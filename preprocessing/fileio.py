@@ -1,16 +1,22 @@
-"""One file layer for every path the project reads or writes outside Beam code.
+"""One file layer for every path the project reads or writes: local, or any remote scheme.
 
-Local paths go through ``os`` (fast, no TensorFlow); paths with a scheme (``gs://``, ``s3://``,
-``hdfs://``, ``ram://``) through ``tf.io.gfile``, which reads object stores (S3 through
-tensorflow-io) and has an in-memory ``ram://`` file system for tests. Beam code uses Beam's
-``FileSystems`` instead, which its workers understand.
+Three back ends behind one small interface (``FileSystem``), chosen by the path:
+- local paths: ``os`` (fast, no TensorFlow, symbolic links seen as files so a dangling one is reported);
+- remote paths in Beam code (``beam=True``): Beam's ``FileSystems``, which Beam's workers use too
+  (``gs://`` with apache-beam[gcp], ``s3://`` with [aws], ``hdfs://``, or any registered scheme);
+- other remote paths: ``tf.io.gfile`` (``gs://``, ``s3://`` through tensorflow-io, ``hdfs://``, and an
+  in-memory ``ram://`` file system that the tests use).
+
+Object stores have no real directories and cannot rename a folder in one step: ``rename_dir``
+moves a folder file by file there (``ram://`` even loses a folder's contents when asked to rename
+it), and atomically with ``os.replace`` on a local disk.
 """
 from __future__ import annotations
 
 import glob as _glob
+import io
 import os
 import shutil
-from collections.abc import Iterator
 from typing import IO
 
 
@@ -18,74 +24,234 @@ def is_remote(path: str) -> bool:
     return "://" in str(path)
 
 
-def _gfile():
-    import tensorflow as tf  # only for remote paths: local commands stay free of TensorFlow
+class LocalFS:
+    """The local disk through ``os``."""
 
-    return tf.io.gfile
+    def exists(self, path: str) -> bool:
+        return os.path.lexists(path)
 
+    def isdir(self, path: str) -> bool:
+        return os.path.isdir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(os.listdir(path))
+
+    def files_in(self, folder: str) -> list[str]:
+        """The names of the entries directly in ``folder`` that are not folders (dangling links
+        and link loops included: reading them says what is wrong)."""
+        return [n for n in self.listdir(folder) if not os.path.isdir(os.path.join(folder, n))]
+
+    def files_under(self, top: str) -> list[str]:
+        """Every file below ``top`` (recursively), as paths relative to it."""
+        out = []
+        for d, _, names in os.walk(top):
+            out += [os.path.relpath(os.path.join(d, n), top) for n in names]
+        return sorted(out)
+
+    def glob(self, pattern: str) -> list[str]:
+        return sorted(_glob.glob(pattern))
+
+    def makedirs(self, path: str) -> None:
+        os.makedirs(path, exist_ok=True)
+
+    def remove(self, path: str) -> None:
+        os.remove(path)
+
+    def rmtree(self, path: str) -> None:
+        shutil.rmtree(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        os.replace(src, dst)
+
+    def open(self, path: str, mode: str = "r") -> IO:
+        return open(path, mode)
+
+
+class GFileFS:
+    """Remote paths through ``tf.io.gfile`` (TensorFlow is imported on first use only; tensorflow-io,
+    which registers ``s3://`` with TensorFlow, too)."""
+
+    @property
+    def _g(self):
+        import tensorflow as tf
+        import tensorflow_io  # noqa: F401  (registers s3:// and other schemes with tf.io.gfile)
+
+        return tf.io.gfile
+
+    def exists(self, path: str) -> bool:
+        return self._g.exists(path)
+
+    def isdir(self, path: str) -> bool:
+        return self._g.isdir(path)
+
+    def listdir(self, path: str) -> list[str]:
+        return sorted(n.rstrip("/") for n in self._g.listdir(path))
+
+    def files_in(self, folder: str) -> list[str]:
+        for _, _, names in self._g.walk(folder):  # the first step lists the folder itself
+            return sorted(names)
+        return []
+
+    def files_under(self, top: str) -> list[str]:
+        out = []
+        for d, _, names in self._g.walk(top):
+            out += [os.path.relpath(join(d, n), top) for n in names]
+        return sorted(out)
+
+    def glob(self, pattern: str) -> list[str]:
+        return sorted(self._g.glob(pattern))
+
+    def makedirs(self, path: str) -> None:
+        self._g.makedirs(path)
+
+    def remove(self, path: str) -> None:
+        self._g.remove(path)
+
+    def rmtree(self, path: str) -> None:
+        self._g.rmtree(path)
+
+    def rename(self, src: str, dst: str) -> None:
+        self._g.rename(src, dst, overwrite=True)
+
+    def open(self, path: str, mode: str = "r") -> IO:
+        return self._g.GFile(path, mode)
+
+
+class BeamFS:
+    """Remote paths through Beam's ``FileSystems`` (for the Beam job: its workers read the same way).
+    Object stores have no directories: a "directory" is a prefix that some file has."""
+
+    @property
+    def _fs(self):
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems
+
+    def _matches(self, pattern: str, limit=None) -> list[str]:
+        found = self._fs.match([pattern], limits=None if limit is None else [limit])[0].metadata_list
+        return sorted(m.path for m in found)
+
+    def exists(self, path: str) -> bool:
+        return self._fs.exists(path) or self.isdir(path)
+
+    def isdir(self, path: str) -> bool:
+        """Some file lies below ``path`` (``**`` crosses folders; ``*`` would not)."""
+        return bool(self._matches(path.rstrip("/") + "/**", limit=1))
+
+    def listdir(self, path: str) -> list[str]:
+        """The names directly in ``path``: its files and the first folder of every deeper file."""
+        prefix = path.rstrip("/") + "/"
+        return sorted({m[len(prefix):].split("/", 1)[0] for m in self._matches(prefix + "**")})
+
+    def files_in(self, folder: str) -> list[str]:
+        return [rel for rel in self.files_under(folder) if "/" not in rel]
+
+    def files_under(self, top: str) -> list[str]:
+        prefix = top.rstrip("/") + "/"
+        return sorted(m[len(prefix):] for m in self._matches(prefix + "**"))
+
+    def glob(self, pattern: str) -> list[str]:
+        return self._matches(pattern)
+
+    def makedirs(self, path: str) -> None:
+        if not self._fs.exists(path):
+            self._fs.mkdirs(path)
+
+    def remove(self, path: str) -> None:
+        self._fs.delete([path])
+
+    def rmtree(self, path: str) -> None:
+        files = self.files_under(path)
+        if files:
+            self._fs.delete([join(path, rel) for rel in files])
+        if self._fs.exists(path):
+            self._fs.delete([path])
+
+    def rename(self, src: str, dst: str) -> None:
+        if self._fs.exists(dst):
+            self._fs.delete([dst])
+        self._fs.rename([src], [dst])
+
+    def open(self, path: str, mode: str = "r") -> IO:
+        raw = self._fs.create(path) if "w" in mode else self._fs.open(path)
+        return raw if "b" in mode else io.TextIOWrapper(raw, encoding="utf-8")
+
+
+_LOCAL, _GFILE, _BEAM = LocalFS(), GFileFS(), BeamFS()
+
+
+def filesystem(path: str, beam: bool = False):
+    """The back end for ``path``: local, or remote through Beam (``beam``) or tf.io.gfile."""
+    if not is_remote(path):
+        return _LOCAL
+    return _BEAM if beam else _GFILE
+
+
+# ----------------------------------------------------------------------------- the everyday functions
 
 def join(*parts: str) -> str:
     return os.path.join(*parts)
 
 
 def exists(path: str) -> bool:
-    return _gfile().exists(path) if is_remote(path) else os.path.lexists(path)
+    return filesystem(path).exists(path)
 
 
 def isdir(path: str) -> bool:
-    return _gfile().isdir(path) if is_remote(path) else os.path.isdir(path)
+    return filesystem(path).isdir(path)
 
 
 def isfile(path: str) -> bool:
     """An existing path that is not a directory (a dangling link counts: reading it will say why)."""
-    return exists(path) and not isdir(path)
+    fs = filesystem(path)
+    return fs.exists(path) and not fs.isdir(path)
 
 
 def listdir(path: str) -> list[str]:
-    """Entry names of a directory, sorted (gfile marks sub-directories with a trailing slash: dropped)."""
-    names = _gfile().listdir(path) if is_remote(path) else os.listdir(path)
-    return sorted(n.rstrip("/") for n in names)
+    return filesystem(path).listdir(path)
 
 
-def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
-    yield from (_gfile().walk(top) if is_remote(top) else os.walk(top))
+def files_under(top: str) -> list[str]:
+    return filesystem(top).files_under(top)
 
 
 def glob(pattern: str) -> list[str]:
-    return sorted(_gfile().glob(pattern) if is_remote(pattern) else _glob.glob(pattern))
+    return filesystem(pattern).glob(pattern)
 
 
 def makedirs(path: str) -> None:
-    if is_remote(path):
-        _gfile().makedirs(path)
-    else:
-        os.makedirs(path, exist_ok=True)
+    filesystem(path).makedirs(path)
 
 
 def remove(path: str) -> None:
-    if is_remote(path):
-        _gfile().remove(path)
-    else:
-        os.remove(path)
+    filesystem(path).remove(path)
 
 
 def rmtree(path: str) -> None:
-    if is_remote(path):
-        _gfile().rmtree(path)
-    else:
-        shutil.rmtree(path)
+    filesystem(path).rmtree(path)
 
 
 def rename(src: str, dst: str) -> None:
-    """Move ``src`` to ``dst`` (replacing a file there): atomic on a local file system."""
-    if is_remote(src):
-        _gfile().rename(src, dst, overwrite=True)
-    else:
+    """Move the file ``src`` to ``dst`` (replacing a file there): atomic on a local file system."""
+    filesystem(src).rename(src, dst)
+
+
+def rename_dir(src: str, dst: str, fs=None) -> None:
+    """Move the folder ``src`` to ``dst`` (which must not exist): one atomic rename locally, file by
+    file on object stores."""
+    fs = fs or filesystem(src)
+    if fs is _LOCAL:
         os.replace(src, dst)
+        return
+    for rel in fs.files_under(src):
+        target = join(dst, rel)
+        fs.makedirs(parent(target))
+        fs.rename(join(src, rel), target)
+    fs.rmtree(src)
 
 
 def open_file(path: str, mode: str = "r") -> IO:
-    return _gfile().GFile(path, mode) if is_remote(path) else open(path, mode)
+    return filesystem(path).open(path, mode)
 
 
 def read_bytes(path: str) -> bytes:
@@ -98,9 +264,17 @@ def read_text(path: str) -> str:
         return f.read()
 
 
+def write_text(path: str, text: str) -> None:
+    """Write a whole file (not atomically: ``preprocessing.outputs.write_text`` is the safe one)."""
+    with open_file(path, "w") as f:
+        f.write(text)
+
+
 def absolute(path: str) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 
 
 def parent(path: str) -> str:
     return os.path.dirname(path.rstrip("/")) if is_remote(path) else os.path.dirname(os.path.abspath(path))
+
+

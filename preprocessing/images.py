@@ -85,11 +85,14 @@ def decode_rgb8(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> np.ndar
 
 def read_rgb8(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read and decode an image file to RGB uint8 (see module docstring for the conversion)."""
+    from preprocessing import fileio
+
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = fileio.read_bytes(path)
     except OSError as exc:
-        raise BadInput(path, f"unreadable: {exc.strerror}") from exc
+        raise BadInput(path, f"unreadable: {exc.strerror or exc}") from exc
+    except Exception as exc:  # remote file systems raise their own error types
+        raise BadInput(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
     return decode_rgb8(data, path, max_pixels)
 
 

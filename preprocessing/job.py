@@ -146,14 +146,14 @@ def run_pipeline(input_dir: str, output_dir: str, pipeline_args: list[str] | Non
     _check_crc32c()
     pipeline_args = list(pipeline_args or [])
     output_dir = outputs.check_dir(output_dir, overwrite=overwrite, owned=owned,
-                                   protected={"input directory": input_dir})
-    cases, problems = discover_training_cases(input_dir)
+                                   protected={"input directory": input_dir}, beam=True)
+    cases, problems = discover_training_cases(input_dir, beam=True)
     _LOG.info("discovered %d cases in %s", len(cases), input_dir)
     if not cases:
         raise UsageError(f"--input_dir {input_dir}: no training image found (train_images/authentic, "
                          "train_images/forged or supplemental_images/): nothing to convert")
 
-    with outputs.staged_dir(output_dir, owned) as staging:
+    with outputs.staged_dir(output_dir, owned, beam=True) as staging:
         beam_options = PipelineOptions(pipeline_args)
         p = beam.Pipeline(runner=local_runner(beam_options), options=beam_options)
         pl.build(p, [c.to_dict() for c in cases], staging, cfg, compression=out.compression,

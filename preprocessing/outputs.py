@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Optional
@@ -37,15 +38,15 @@ def _check_protected(path: str, what: str, protected: Optional[dict]) -> None:
                              f"of the {role} can be replaced")
 
 
-def _check_writable(folder: str, what: str, path: str) -> None:
+def _check_writable(folder: str, what: str, path: str, fs) -> None:
     """Create the folder if needed and prove a file can be written there (a real test: permissions,
     read-only mounts and full quotas all show up), before any work starts."""
     try:
-        fileio.makedirs(folder)
+        fs.makedirs(folder)
         probe = fileio.join(folder, f"{TEMP_MARK}probe-{uuid.uuid4().hex}")
-        with fileio.open_file(probe, "w") as f:
+        with fs.open(probe, "w") as f:
             f.write("")
-        fileio.remove(probe)
+        fs.remove(probe)
     except OSError as exc:
         raise UsageError(f"cannot write {what} {path}: {exc.strerror or exc}") from exc
     except Exception as exc:  # remote file systems raise their own error types
@@ -59,12 +60,13 @@ def check_file(path: str, *, overwrite: bool = False, protected: Optional[dict] 
     if not path:
         raise UsageError(f"no {what} path given")
     path = fileio.absolute(path)
-    if fileio.isdir(path):
+    fs = fileio.filesystem(path)
+    if fs.isdir(path):
         raise UsageError(f"{what} {path} is an existing directory; give the path of a file to write")
     _check_protected(path, what, protected)
-    if fileio.exists(path) and not overwrite:
+    if fs.exists(path) and not overwrite:
         raise UsageError(f"{what} {path} exists; pass --overwrite to replace it")
-    _check_writable(fileio.parent(path), what, path)
+    _check_writable(fileio.parent(path), what, path, fs)
     return path
 
 
@@ -75,14 +77,15 @@ def temp_name(path: str) -> str:
 @contextlib.contextmanager
 def atomic_file(path: str, mode: str = "w") -> Iterator:
     """Open a temporary file beside ``path``; on success it replaces ``path`` in one rename."""
+    fs = fileio.filesystem(path)
     tmp = temp_name(path)
     try:
-        with fileio.open_file(tmp, mode) as f:
+        with fs.open(tmp, mode) as f:
             yield f
-        fileio.rename(tmp, path)
+        fs.rename(tmp, path)
     except BaseException:
-        if fileio.exists(tmp):
-            fileio.remove(tmp)
+        if fs.exists(tmp):
+            fs.remove(tmp)
         raise
 
 
@@ -91,39 +94,34 @@ def write_text(path: str, text: str) -> None:
         f.write(text)
 
 
-def _relative_files(folder: str) -> list[str]:
-    out = []
-    for d, _, names in fileio.walk(folder):
-        out += [os.path.relpath(fileio.join(d, n), folder) for n in names]
-    return sorted(out)
-
-
 def check_dir(path: str, *, overwrite: bool = False, owned: Callable[[str], bool] = lambda rel: False,
-              protected: Optional[dict] = None, what: str = "output directory") -> str:
+              protected: Optional[dict] = None, what: str = "output directory", beam: bool = False) -> str:
     """Refuse an output directory that would destroy data; returns it absolute.
 
     An existing non-empty directory needs ``overwrite``; even then only the files for which
-    ``owned(relative path)`` is true are replaced later (``staged_dir``)."""
+    ``owned(relative path)`` is true are replaced later (``staged_dir``). ``beam``: reach remote
+    paths through Beam's file systems (the Beam job's)."""
     if not path:
         raise UsageError(f"no {what} given")
     path = fileio.absolute(path)
-    if fileio.exists(path) and not fileio.isdir(path):
+    fs = fileio.filesystem(path, beam)
+    if fs.exists(path) and not fs.isdir(path):
         raise UsageError(f"{what} {path} is an existing file; give a directory")
     _check_protected(path, what, protected)
     for role, folder in (protected or {}).items():
         if folder and _inside(folder, path):
             raise UsageError(f"{what} {path} contains the {role} {folder}: write it elsewhere")
-    if fileio.isdir(path) and fileio.listdir(path) and not overwrite:
-        mine = [rel for rel in _relative_files(path) if owned(rel)]
+    if fs.isdir(path) and fs.listdir(path) and not overwrite:
+        mine = [rel for rel in fs.files_under(path) if owned(rel)]
         hint = f" (it holds {len(mine)} files of an earlier run)" if mine else ""
         raise UsageError(f"{what} {path} is not empty{hint}; pass --overwrite to replace this command's own "
                          "files there (anything else is left alone), or choose an empty or new directory")
-    _check_writable(fileio.parent(path), what, path)
+    _check_writable(fileio.parent(path), what, path, fs)
     return path
 
 
 @contextlib.contextmanager
-def staged_dir(path: str, owned: Callable[[str], bool]) -> Iterator[str]:
+def staged_dir(path: str, owned: Callable[[str], bool], beam: bool = False) -> Iterator[str]:
     """Build a directory output in a staging folder beside ``path``, then put it in place.
 
     If ``path`` does not exist the staging folder is renamed to it. Otherwise (``check_dir`` let it
@@ -131,21 +129,39 @@ def staged_dir(path: str, owned: Callable[[str], bool]) -> Iterator[str]:
     removed and the new files moved in; other files stay. On failure the staging folder is removed
     and ``path`` is untouched.
     """
+    fs = fileio.filesystem(path, beam)
     staging = temp_name(path.rstrip("/"))
-    fileio.makedirs(staging)
+    fs.makedirs(staging)
     try:
         yield staging
     except BaseException:
-        fileio.rmtree(staging)
+        fs.rmtree(staging)
         raise
-    if not fileio.exists(path):
-        fileio.rename(staging, path)
+    if not fs.exists(path):
+        fileio.rename_dir(staging, path, fs)
         return
-    for rel in _relative_files(path):
+    for rel in fs.files_under(path):
         if owned(rel):
-            fileio.remove(fileio.join(path, rel))
-    for rel in _relative_files(staging):
+            fs.remove(fileio.join(path, rel))
+    for rel in fs.files_under(staging):
         target = fileio.join(path, rel)
-        fileio.makedirs(fileio.parent(target))
-        fileio.rename(fileio.join(staging, rel), target)
-    fileio.rmtree(staging)
+        fs.makedirs(fileio.parent(target))
+        fs.rename(fileio.join(staging, rel), target)
+    fs.rmtree(staging)
+
+
+@contextlib.contextmanager
+def staged_local_dir(path: str, owned: Callable[[str], bool]) -> Iterator[str]:
+    """``staged_dir`` for writers that only write local files (OpenCV, NumPy, matplotlib): the
+    content is built on the local disk and, for a remote ``path``, copied into its staging folder."""
+    if not fileio.is_remote(path):
+        with staged_dir(path, owned) as staging:
+            yield staging
+        return
+    with tempfile.TemporaryDirectory() as local, staged_dir(path, owned) as staging:
+        yield local
+        for rel in fileio.files_under(local):
+            target = fileio.join(staging, rel)
+            fileio.makedirs(fileio.parent(target))
+            with open(os.path.join(local, rel), "rb") as src, fileio.open_file(target, "wb") as dst:
+                dst.write(src.read())

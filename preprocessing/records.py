@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from preprocessing import fileio
 from preprocessing.constants import FORGED, MANIFEST_FILE
 from preprocessing.schema import FEATURES, READABLE_VERSIONS
 
@@ -19,10 +20,9 @@ from preprocessing.schema import FEATURES, READABLE_VERSIONS
 def read_manifest(data_dir: str) -> dict:
     """The Beam job's manifest.json in ``data_dir``, with its schema version checked."""
     path = os.path.join(data_dir, MANIFEST_FILE)
-    if not tf.io.gfile.exists(path):
+    if not fileio.exists(path):
         raise FileNotFoundError(f"{path}: no {MANIFEST_FILE}; run `python -m preprocessing.main` first")
-    with tf.io.gfile.GFile(path) as f:
-        text = f.read()
+    text = fileio.read_text(path)
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -46,7 +46,7 @@ class Source:
 
 
 def _glob(pattern: str) -> tuple[str, ...]:
-    files = tuple(sorted(tf.io.gfile.glob(pattern)))
+    files = tuple(fileio.glob(pattern))  # through fileio: remote schemes registered before TF reads them
     if not files:
         raise FileNotFoundError(f"no TFRecord files match {pattern}")
     return files
@@ -71,7 +71,7 @@ def _scan(files: tuple[str, ...], compression: str) -> tuple[int, str | None, di
 def resolve_source(data_dir: str, split: str) -> Source:
     """A directory with manifest.json (preferred), or a glob of TFRecord files (``split`` ignored;
     gzip inferred from a ``.gz`` suffix; size and counts read from the records)."""
-    if tf.io.gfile.isdir(data_dir):
+    if fileio.isdir(data_dir):
         manifest = read_manifest(data_dir)
         if split not in manifest["files"]:
             raise ValueError(f"split {split!r} not in {data_dir}/{MANIFEST_FILE} (has {sorted(manifest['files'])})")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from preprocessing import fileio
 from preprocessing.errors import BadInput
 from preprocessing.images import MAX_PIXELS, decode_rgb8, image_size, resize_image
 from preprocessing.model_input import upscale_one
@@ -38,10 +39,11 @@ def check_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     happily allocate a decompression bomb.
     """
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = fileio.read_bytes(path)
     except OSError as exc:
-        raise BadInput(path, f"unreadable: {exc.strerror}") from exc
+        raise BadInput(path, f"unreadable: {exc.strerror or exc}") from exc
+    except Exception as exc:  # remote file systems raise their own error types
+        raise BadInput(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
     if len(data) == 0:
         raise BadInput(path, "empty_file: zero bytes")
     height, width = image_size(data, path)

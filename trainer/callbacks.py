@@ -4,13 +4,14 @@ or the learning rate)."""
 from __future__ import annotations
 
 import csv
-import os
+import io
 import sys
 import time
 
 import keras
 import tensorflow as tf
 
+from preprocessing import fileio
 from serving import postprocess
 from trainer import run_state
 from trainer.config import TrainConfig
@@ -99,12 +100,29 @@ class EpochSummary(keras.callbacks.Callback):
               f"{time.monotonic() - self.t0:.1f} s", file=self.stream, flush=True)
 
 
+class CSVLog(keras.callbacks.CSVLogger):
+    """Keras' CSVLogger, also for remote paths: Keras asks its file for ``.closed``, which a GFile
+    (``gs://``, ``ram://``) does not have, and fails at the end of training."""
+
+    def on_train_begin(self, logs=None):
+        self._close()
+        super().on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self._close()
+        self.writer = None
+
+    def _close(self):
+        if self.csv_file is not None:
+            self.csv_file.close()
+            self.csv_file = None
+
+
 def best_logged(csv_path: str, monitor: str, mode: str) -> dict:
     """The best epoch's row of the CSV log by ``monitor`` (all launches of a resumed run), or {}."""
-    if not os.path.exists(csv_path):
+    if not fileio.exists(csv_path):
         return {}
-    with open(csv_path) as f:
-        rows = [r for r in csv.DictReader(f) if r.get(monitor) not in (None, "")]
+    rows = [r for r in csv.DictReader(io.StringIO(fileio.read_text(csv_path))) if r.get(monitor) not in (None, "")]
     if not rows:
         return {}
     pick = max if mode == "max" else min
@@ -122,7 +140,7 @@ def make_callbacks(cfg: TrainConfig, out_dir: str, strategy, val_ids, pp_cfg: po
     BackupAndRestore after everything that changes the weights or the learning rate; ``extra``
     (tests inject theirs here) last."""
     mode = monitor_mode(cfg.monitor)
-    csv_path = os.path.join(out_dir, run_state.CSV_LOG)
+    csv_path = fileio.join(out_dir, run_state.CSV_LOG)
     callbacks = [ValidationOF1(val_ids, pp_cfg)]
     if cfg.max_minutes > 0:
         callbacks.append(TimeBudget(cfg.max_minutes, strategy))
@@ -132,19 +150,19 @@ def make_callbacks(cfg: TrainConfig, out_dir: str, strategy, val_ids, pp_cfg: po
         keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=cfg.lr_patience,
                                           min_lr=1e-6, verbose=0),
         # Before EarlyStopping: on its last epoch it swaps in older weights.
-        keras.callbacks.ModelCheckpoint(os.path.join(out_dir, run_state.BEST_WEIGHTS), monitor=cfg.monitor, mode=mode,
+        keras.callbacks.ModelCheckpoint(fileio.join(out_dir, run_state.BEST_WEIGHTS), monitor=cfg.monitor, mode=mode,
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=best_logged(csv_path, cfg.monitor, mode).get(
                                             cfg.monitor)),
         keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience,
                                       start_from_epoch=cfg.early_stopping_start, restore_best_weights=True,
                                       verbose=1),
-        keras.callbacks.CSVLogger(csv_path, append=True),
-        keras.callbacks.TensorBoard(os.path.join(out_dir, "logs"), profile_batch=0),
+        CSVLog(csv_path, append=True),
+        keras.callbacks.TensorBoard(fileio.join(out_dir, "logs"), profile_batch=0),
         EpochSummary(cfg.epochs, examples_per_epoch),
         # Two states (the previous one survives a kill while the latest is written), kept after fit:
         # the run deletes it only once the export is complete (trainer.run_state).
-        keras.callbacks.BackupAndRestore(os.path.join(out_dir, run_state.BACKUP_DIR), double_checkpoint=True,
+        keras.callbacks.BackupAndRestore(fileio.join(out_dir, run_state.BACKUP_DIR), double_checkpoint=True,
                                          delete_checkpoint=False),
     ]
     return callbacks + list(extra)

@@ -63,6 +63,6 @@ def export_model(model: keras.Model, export_dir: str, image_size: int, metadata:
         **metadata,
     }
     write_metadata(staging, meta)
-    fileio.rename(staging, export_dir)
+    fileio.rename_dir(staging, export_dir)
     return export_dir
 

@@ -10,8 +10,8 @@ configuration: a relaunch with different values is refused, naming the fields th
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -35,31 +35,30 @@ PREVIOUS_SUFFIX = ".bkp"
 
 
 def read_state(model_dir: str) -> str:
-    path = os.path.join(model_dir, STATE_FILE)
-    if not os.path.exists(path):
+    path = fileio.join(model_dir, STATE_FILE)
+    if not fileio.exists(path):
         return ""
     try:
-        with open(path) as f:
-            return json.load(f)["stage"]
+        return json.loads(fileio.read_text(path))["stage"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: damaged run state ({exc}); remove it to resume from the backup") from exc
 
 
 def write_state(model_dir: str, stage: str, **extra) -> None:
-    outputs.write_text(os.path.join(model_dir, STATE_FILE), json.dumps({"stage": stage, **extra}) + "\n")
+    outputs.write_text(fileio.join(model_dir, STATE_FILE), json.dumps({"stage": stage, **extra}) + "\n")
 
 
 def check_model_dir(cfg: config.TrainConfig) -> None:
     """Refuse a model directory that holds something else: another project's files, or a run of a
     different configuration (naming the fields that differ). Called on the chief before training."""
     model_dir = cfg.model_dir
-    saved_path = os.path.join(model_dir, config.CONFIG_FILE)
-    if not os.path.isdir(model_dir):
-        if os.path.exists(model_dir):
+    saved_path = fileio.join(model_dir, config.CONFIG_FILE)
+    if not fileio.isdir(model_dir):
+        if fileio.exists(model_dir):
             raise UsageError(f"--model_dir {model_dir} is a file; give a directory")
         return
-    if not os.path.exists(saved_path):
-        foreign = [n for n in os.listdir(model_dir) if n != WORKERS_DIR]  # other workers may start first
+    if not fileio.exists(saved_path):
+        foreign = [n for n in fileio.listdir(model_dir) if n != WORKERS_DIR]  # other workers may start first
         if foreign:
             raise UsageError(f"--model_dir {model_dir} is not empty ({', '.join(sorted(foreign)[:5])}) and holds no "
                              f"{config.CONFIG_FILE}: it is not a run of this trainer; choose a new or empty directory")
@@ -72,8 +71,8 @@ def check_model_dir(cfg: config.TrainConfig) -> None:
 
 
 def save_config(cfg: config.TrainConfig) -> None:
-    os.makedirs(cfg.model_dir, exist_ok=True)
-    outputs.write_text(os.path.join(cfg.model_dir, config.CONFIG_FILE), config.to_json(cfg))
+    fileio.makedirs(cfg.model_dir)
+    outputs.write_text(fileio.join(cfg.model_dir, config.CONFIG_FILE), config.to_json(cfg))
 
 
 # ----------------------------------------------------------------------------- the resume backup
@@ -83,7 +82,7 @@ def _readable_h5(path: str) -> Optional[str]:
     import h5py
 
     try:
-        with h5py.File(path, "r") as f:
+        with fileio.open_file(path, "rb") as raw, h5py.File(raw, "r") as f:
             list(f.keys())
         return None
     except Exception as exc:  # h5py raises OSError / KeyError / RuntimeError for damaged files
@@ -92,14 +91,13 @@ def _readable_h5(path: str) -> Optional[str]:
 
 def _backup_epoch(weights: str, meta: str) -> tuple[Optional[int], Optional[str]]:
     """(epochs finished, None) for a readable weights + metadata pair, else (None, what is wrong)."""
-    if not os.path.exists(weights):
+    if not fileio.exists(weights):
         return None, f"{weights} is missing"
     problem = _readable_h5(weights)
     if problem:
         return None, f"{weights} is damaged ({problem})"
     try:
-        with open(meta) as f:
-            return int(json.load(f)["epoch"]), None
+        return int(json.loads(fileio.read_text(meta))["epoch"]), None
     except FileNotFoundError:
         return None, f"{meta} is missing"
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
@@ -117,25 +115,25 @@ def prepare_backup(work_dir: str, stream=sys.stdout) -> Resume:
     error naming no file). A damaged latest state falls back to the previous one, as Keras'
     ``double_checkpoint`` does; if neither is readable, the backup is moved aside (named in the
     warning) and training starts over."""
-    folder = os.path.join(work_dir, BACKUP_DIR)
-    if not os.path.isdir(folder):
+    folder = fileio.join(work_dir, BACKUP_DIR)
+    if not fileio.isdir(folder):
         return Resume(0, "")
-    weights, meta = os.path.join(folder, BACKUP_WEIGHTS), os.path.join(folder, BACKUP_META)
+    weights, meta = fileio.join(folder, BACKUP_WEIGHTS), fileio.join(folder, BACKUP_META)
     epoch, latest_problem = _backup_epoch(weights, meta)
     if epoch is not None:
         return Resume(epoch, f"resuming after epoch {epoch} from {folder}")
     prev_epoch, prev_problem = _backup_epoch(weights + PREVIOUS_SUFFIX, meta + PREVIOUS_SUFFIX)
     if prev_epoch is not None:
         for name in (BACKUP_WEIGHTS, BACKUP_META):  # what Keras' fallback would do, done here so it is logged
-            if os.path.exists(os.path.join(folder, name + PREVIOUS_SUFFIX)):
-                fileio.rename(os.path.join(folder, name + PREVIOUS_SUFFIX), os.path.join(folder, name))
+            if fileio.exists(fileio.join(folder, name + PREVIOUS_SUFFIX)):
+                fileio.rename(fileio.join(folder, name + PREVIOUS_SUFFIX), fileio.join(folder, name))
         note = f"warning: {latest_problem}; resuming from the previous state (after epoch {prev_epoch})"
         print(note, file=stream, flush=True)
         return Resume(prev_epoch, note)
     aside = f"{folder}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-    os.rename(folder, aside)
+    fileio.rename_dir(folder, aside)
     note = (f"warning: the resume backup cannot be read: {latest_problem}"
-            + (f"; {prev_problem}" if os.path.exists(weights + PREVIOUS_SUFFIX) else "")
+            + (f"; {prev_problem}" if fileio.exists(fileio.join(aside, BACKUP_WEIGHTS + PREVIOUS_SUFFIX)) else "")
             + f". It was moved to {aside}; training starts over from epoch 1")
     print(note, file=stream, flush=True)
     return Resume(0, note)
@@ -143,28 +141,27 @@ def prepare_backup(work_dir: str, stream=sys.stdout) -> Resume:
 
 def check_best_weights(work_dir: str, stream=sys.stdout) -> None:
     """A best-weights file torn by a kill is moved aside (named), so the run re-earns it."""
-    path = os.path.join(work_dir, BEST_WEIGHTS)
-    if os.path.exists(path):
+    path = fileio.join(work_dir, BEST_WEIGHTS)
+    if fileio.exists(path):
         problem = _readable_h5(path)
         if problem:
             aside = f"{path}.damaged-{time.strftime('%Y%m%d-%H%M%S')}"
-            os.rename(path, aside)
+            fileio.rename(path, aside)
             print(f"warning: {path} is damaged ({problem}); moved to {aside}", file=stream, flush=True)
 
 
 def trim_log(csv_path: str, keep_epochs: int) -> None:
     """Keep only the CSV log rows of the ``keep_epochs`` epochs a resumed run does not repeat (a
     kill after the log line but before the backup would otherwise log an epoch twice)."""
-    if not os.path.exists(csv_path):
+    if not fileio.exists(csv_path):
         return
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows, fields = list(reader), reader.fieldnames
+    reader = csv.DictReader(io.StringIO(fileio.read_text(csv_path)))
+    rows, fields = list(reader), reader.fieldnames
     kept = [r for r in rows if r.get("epoch", "").isdigit() and int(r["epoch"]) < keep_epochs]
     if len(kept) == len(rows):
         return
     if not kept:
-        os.remove(csv_path)
+        fileio.remove(csv_path)
         return
     with outputs.atomic_file(csv_path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
@@ -174,6 +171,6 @@ def trim_log(csv_path: str, keep_epochs: int) -> None:
 
 def remove_backup(work_dir: str) -> None:
     """Delete the resume backup: called once the export and its metadata are complete."""
-    folder = os.path.join(work_dir, BACKUP_DIR)
-    if os.path.isdir(folder):
+    folder = fileio.join(work_dir, BACKUP_DIR)
+    if fileio.isdir(folder):
         fileio.rmtree(folder)

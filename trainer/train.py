@@ -7,14 +7,13 @@ callbacks are ``trainer.callbacks``; what survives a kill is ``trainer.run_state
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field, replace
 from typing import Optional
 
 import keras
 import tensorflow as tf
 
-from preprocessing import records
+from preprocessing import fileio, records
 from preprocessing.errors import UsageError
 from trainer import data, export, losses, run_state
 from trainer.callbacks import best_logged, make_callbacks, monitor_mode
@@ -136,10 +135,10 @@ def _fit(model, cfg: TrainConfig, **kwargs):
 
 
 def _finished(cfg: TrainConfig, model_cfg: ModelConfig, precision: str, replicas: int) -> TrainResult:
-    export_dir = os.path.join(cfg.model_dir, run_state.EXPORT_DIR)
+    export_dir = fileio.join(cfg.model_dir, run_state.EXPORT_DIR)
     print(f"{cfg.model_dir}: this run is finished and exported ({export_dir}); nothing to do. Train again with "
           "a new --model_dir.", flush=True)
-    best = best_logged(os.path.join(cfg.model_dir, run_state.CSV_LOG), cfg.monitor, monitor_mode(cfg.monitor))
+    best = best_logged(fileio.join(cfg.model_dir, run_state.CSV_LOG), cfg.monitor, monitor_mode(cfg.monitor))
     return TrainResult(cfg.model_dir, run_state.EXPORTED, 0, best, precision, replicas, model_cfg.image_size,
                        model_cfg.to_dict(), export_dir, notes=["already finished"])
 
@@ -167,7 +166,7 @@ def run(cfg: TrainConfig, strategy=None, callbacks: tuple = ()) -> TrainResult:
     if stage == run_state.EXPORTED:
         return _finished(cfg, model_cfg, precision, replicas)
     out_dir = work_dir(cfg.model_dir, strategy)
-    os.makedirs(out_dir, exist_ok=True)
+    fileio.makedirs(out_dir)
     if chief:
         run_state.save_config(cfg)
 
@@ -186,7 +185,7 @@ def run(cfg: TrainConfig, strategy=None, callbacks: tuple = ()) -> TrainResult:
         model = build_model(model_cfg)
         compile_model(model, cfg, head)
     notes, epochs_run = [], 0
-    csv_path = os.path.join(out_dir, run_state.CSV_LOG)
+    csv_path = fileio.join(out_dir, run_state.CSV_LOG)
     if stage == run_state.TRAINED:
         notes.append("training had finished in an earlier launch: exporting its best weights")
         print(notes[-1], flush=True)
@@ -208,15 +207,15 @@ def run(cfg: TrainConfig, strategy=None, callbacks: tuple = ()) -> TrainResult:
         if chief:
             run_state.write_state(cfg.model_dir, run_state.TRAINED)
 
-    best_path = os.path.join(out_dir, run_state.BEST_WEIGHTS)
-    if os.path.exists(best_path):
+    best_path = fileio.join(out_dir, run_state.BEST_WEIGHTS)
+    if fileio.exists(best_path):
         model.load_weights(best_path)
     best = best_logged(csv_path, cfg.monitor, monitor_mode(cfg.monitor))
     result = TrainResult(cfg.model_dir, run_state.TRAINED, epochs_run, best, precision, replicas, image_size,
                          model_cfg.to_dict(), notes=notes, model=model)
     if cfg.export and chief:
         clone = float32_copy(model, model_cfg)
-        export_dir = os.path.join(cfg.model_dir, run_state.EXPORT_DIR)
+        export_dir = fileio.join(cfg.model_dir, run_state.EXPORT_DIR)
         export.export_model(clone, export_dir, image_size,
                             export_metadata(cfg, model_cfg, precision, manifest, pp_cfg, best))
         run_state.write_state(cfg.model_dir, run_state.EXPORTED)

@@ -87,7 +87,7 @@ def build_report(input_dir: str, output_dir: str, options: Options = Options(),
                                    protected={"input directory": input_dir})
     cases, found = discover_training_cases(input_dir)
     tests = discover_test_images(input_dir) if fileio.isdir(fileio.join(input_dir, "test_images")) else []
-    with outputs.staged_dir(output_dir, lambda rel: rel in owned) as out_dir:
+    with outputs.staged_local_dir(output_dir, lambda rel: rel in owned) as out_dir:
         return _build(input_dir, out_dir, options, extensions, cases, found, tests)
 
 

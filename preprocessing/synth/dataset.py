@@ -209,7 +209,7 @@ def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size
     if not available_science_images():
         raise RuntimeError("no scikit-image sample image could be loaded")
     output_dir = outputs.check_dir(output_dir, overwrite=overwrite, owned=owned)
-    with outputs.staged_dir(output_dir, owned) as staging:
+    with outputs.staged_local_dir(output_dir, owned) as staging:
         return _write_dataset(staging, num_train, num_test, seed, min_size, max_size, show_progress, style)
 
 
