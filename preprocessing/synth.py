@@ -1,6 +1,6 @@
 """Synthetic copy-move forgeries in the competition layout: the built-in default dataset.
 
-    python -m preprocessing.synth --output_dir DIR --num_train 200 --num_test 50 --seed 0
+    python -m preprocessing.synth --output_dir DIR --num_train 200 --num_test 50 --seed 0 [--style mixed]
 
 writes
     DIR/train_images/authentic/<case_id>.png   DIR/train_images/forged/<case_id>.png
@@ -8,7 +8,11 @@ writes
     DIR/test_images/<case_id>.png               DIR/test_solution.csv (case_id,annotation,height,width)
     DIR/synth_meta.json                         every case and every copy-move operation
 
-Base images are crops of the scientific photographs scikit-image ships offline
+``--style``: ``photos`` (single images, described next), ``figures`` (compound scientific
+figures with panel letters, scale bars, blots, gels and charts: ``preprocessing.figures``) or
+``mixed`` (the default: each case is a figure or a photo, half and half).
+
+Photos are crops of the scientific photographs scikit-image ships offline
 (micrographs, immunohistochemistry, retina, astronomy) and procedurally drawn
 western blots and gels. A forged image gets 1-3 copy-move operations: a region
 (rectangle, ellipse or polygon) pasted elsewhere in the same image, sometimes
@@ -48,6 +52,8 @@ JPEG_PROB, NOISE_PROB = 0.25, 0.15
 GRAY_16BIT_PROB = 0.1  # of grayscale images, saved as 16-bit PNG (value * 257, exact under to_rgb8)
 MIN_REGION_STD = 10.0  # a source region flatter than this is unlearnable background, so it is re-drawn
 BASE_ATTEMPTS = 5  # base images drawn for a forged case before accepting flat regions
+STYLES = ("mixed", "figures", "photos")
+FIGURE_FRACTION = 0.5  # of ``mixed`` cases drawn as compound figures
 
 
 # ----------------------------------------------------------------------------- base images
@@ -101,12 +107,21 @@ def photo_crop(rng: np.random.Generator, h: int, w: int, gray: bool) -> tuple[np
     return np.ascontiguousarray(crop), name
 
 
-def _lane_pattern(rng: np.random.Generator, h: int, w: int, ladder: bool) -> np.ndarray:
-    """Band intensity in [0, ~1]: lanes (flat-topped across x) holding Gaussian bands along y."""
-    n_lanes = int(rng.integers(3, 13))
-    margin = w * rng.uniform(0.03, 0.1)
-    pitch = (w - 2 * margin) / n_lanes
-    lane_w = pitch * rng.uniform(0.55, 0.85)
+def _lane_pattern(rng: np.random.Generator, h: int, w: int, ladder: bool,
+                  lanes: Optional[tuple[int, float, float]] = None) -> np.ndarray:
+    """Band intensity in [0, ~1]: lanes (flat-topped across x) holding Gaussian bands along y.
+
+    ``lanes`` = (count, side margin, lane width) in px fixes the lane geometry instead of
+    drawing it, so a figure can align lane labels and lane boxes with the bands.
+    """
+    if lanes is None:
+        n_lanes = int(rng.integers(3, 13))
+        margin = w * rng.uniform(0.03, 0.1)
+        pitch = (w - 2 * margin) / n_lanes
+        lane_w = pitch * rng.uniform(0.55, 0.85)
+    else:
+        n_lanes, margin, lane_w = lanes
+        pitch = (w - 2 * margin) / n_lanes
     ys, xs = np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32)
     shared = rng.uniform(0.08, 0.95, size=int(rng.integers(1, 6))) * h  # positions common to many lanes
     out = np.zeros((h, w), np.float32)
@@ -142,9 +157,10 @@ def _finish(rng: np.random.Generator, img: np.ndarray, noise: float) -> np.ndarr
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def western_blot(rng: np.random.Generator, h: int, w: int, rgb: bool) -> np.ndarray:
-    """Dark bands on a light, slightly uneven membrane."""
-    bands = _lane_pattern(rng, h, w, ladder=False)
+def western_blot(rng: np.random.Generator, h: int, w: int, rgb: bool,
+                 lanes: Optional[tuple[int, float, float]] = None) -> np.ndarray:
+    """Dark bands on a light, slightly uneven membrane (``lanes`` as in ``_lane_pattern``)."""
+    bands = _lane_pattern(rng, h, w, ladder=False, lanes=lanes)
     bg = rng.uniform(185, 245) + _smooth_field(rng, h, w, rng.uniform(2, 12))
     img = bg - np.clip(bands, 0, 1.3) * rng.uniform(110, 200)
     img = _finish(rng, img, rng.uniform(1.0, 5.0))
@@ -154,9 +170,11 @@ def western_blot(rng: np.random.Generator, h: int, w: int, rgb: bool) -> np.ndar
     return img
 
 
-def gel(rng: np.random.Generator, h: int, w: int, rgb: bool) -> np.ndarray:
-    """A DNA gel (bright bands on dark) or, in colour, a Coomassie-stained protein gel (blue bands)."""
-    bands = np.clip(_lane_pattern(rng, h, w, ladder=True), 0, 1.3)
+def gel(rng: np.random.Generator, h: int, w: int, rgb: bool,
+        lanes: Optional[tuple[int, float, float]] = None) -> np.ndarray:
+    """A DNA gel (bright bands on dark) or, in colour, a Coomassie-stained protein gel (blue bands);
+    lane 0 is a size ladder (``lanes`` as in ``_lane_pattern``)."""
+    bands = np.clip(_lane_pattern(rng, h, w, ladder=True, lanes=lanes), 0, 1.3)
     if not rgb:
         bg = rng.uniform(10, 45) + _smooth_field(rng, h, w, rng.uniform(2, 8))
         return _finish(rng, bg + bands * rng.uniform(120, 210), rng.uniform(1.0, 4.0))
@@ -381,27 +399,32 @@ def _draw_transform(rng: np.random.Generator) -> dict:
 
 def draw_copy_move(rng: np.random.Generator, image: np.ndarray, occupied: list, tries: int = 40,
                    min_frac: float = 0.03, max_frac: float = 0.15,
-                   min_std: float = MIN_REGION_STD) -> Optional[CopyMove]:
+                   min_std: float = MIN_REGION_STD, src_area: Optional[tuple] = None,
+                   dst_area: Optional[tuple] = None, transform=_draw_transform) -> Optional[CopyMove]:
     """A random copy-move whose source and copy boxes avoid each other and ``occupied``; None if none fits.
 
-    The region covers ``min_frac``-``max_frac`` of the image so it is big enough to learn,
-    and its source must be textured (copying flat background is not a visible forgery).
+    The source lies in ``src_area`` and the copy in ``dst_area`` (y, x, h, w boxes; default the
+    whole image: a figure passes panel boxes). The region covers ``min_frac``-``max_frac`` of
+    ``src_area`` so it is big enough to learn, and its source must be textured (copying flat
+    background is not a visible forgery). ``transform(rng)`` draws the CopyMove's changes.
     """
     H, W = image.shape[:2]
-    gap = max(1, min(H, W) // 50)
+    sy, sx, sh, sw = src_area or (0, 0, H, W)
+    ty, tx, th_max, tw_max = dst_area or (0, 0, H, W)
+    gap = max(1, min(sh, sw) // 50)
     for _ in range(tries):
         shape = SHAPES[rng.integers(len(SHAPES))]
         fill = {"rectangle": 1.0, "ellipse": np.pi / 4, "polygon": 0.7}[shape]
-        area = rng.uniform(min_frac, max_frac) * H * W / fill
+        area = rng.uniform(min_frac, max_frac) * sh * sw / fill
         aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
-        h = int(np.clip(round(np.sqrt(area * aspect)), 4, H // 2))
-        w = int(np.clip(round(np.sqrt(area / aspect)), 4, W // 2))
-        y, x = int(rng.integers(H - h + 1)), int(rng.integers(W - w + 1))
+        h = int(np.clip(round(np.sqrt(area * aspect)), 4, sh // 2))
+        w = int(np.clip(round(np.sqrt(area / aspect)), 4, sw // 2))
+        y, x = sy + int(rng.integers(sh - h + 1)), sx + int(rng.integers(sw - w + 1))
         src = (y, x, h, w)
         if not _disjoint(src, occupied, gap):
             continue
         vertices = _random_polygon(rng, h, w) if shape == "polygon" else ()
-        op = CopyMove(shape=shape, src_box=src, vertices=vertices, **_draw_transform(rng))
+        op = CopyMove(shape=shape, src_box=src, vertices=vertices, **transform(rng))
         local = region_mask(shape, h, w, vertices)
         if not (local.any(axis=0).all() and local.any(axis=1).all()):
             continue  # the region must span its box (degenerate polygon)
@@ -409,10 +432,10 @@ def draw_copy_move(rng: np.random.Generator, image: np.ndarray, occupied: list, 
             continue
         _, tmask = transform_patch(image[y:y + h, x:x + w], local, op)
         th, tw = tmask.shape
-        if th == 0 or th > H or tw > W:
+        if th == 0 or th > th_max or tw > tw_max:
             continue
         for _ in range(10):
-            dst = (int(rng.integers(H - th + 1)), int(rng.integers(W - tw + 1)), th, tw)
+            dst = (ty + int(rng.integers(th_max - th + 1)), tx + int(rng.integers(tw_max - tw + 1)), th, tw)
             if _disjoint(dst, occupied + [src], gap):
                 return replace(op, dst_box=dst)
     return None
@@ -490,6 +513,14 @@ class SynthCase:
     bit16: bool = False
     post: dict = field(default_factory=dict)
     ops: list = field(default_factory=list)
+    figure: Optional[dict] = None  # a compound figure's panels and decorations
+
+    def to_dict(self) -> dict:
+        """As stored in synth_meta.json (photo cases have no ``figure`` key, as before figures)."""
+        d = asdict(self)
+        if d["figure"] is None:
+            del d["figure"]
+        return d
 
 
 def _plan(rng: np.random.Generator, num_train: int, num_test: int) -> list[SynthCase]:
@@ -510,20 +541,47 @@ def _plan(rng: np.random.Generator, num_train: int, num_test: int) -> list[Synth
     return plan
 
 
-def _make_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_size: int):
-    """(images to write as {relative path: array}, mask instances or None) for one planned case."""
+def _photo_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_size: int):
+    """(base, image, instances or None, op dicts) for a single-image case."""
     for attempt in range(BASE_ATTEMPTS):
         base, case.kind = make_base(rng, min_size, max_size)
         if not case.forged:
-            image, instances, ops = base, None, []
-            break
+            return base, base, None, []
         # A base too flat for a textured copy is re-drawn; the last attempt takes any texture.
         image, instances, ops = forge(rng, base, MIN_REGION_STD if attempt < BASE_ATTEMPTS - 1 else 0.0)
         if ops:
-            break
-    if case.forged and not ops:
-        raise RuntimeError(f"case {case.case_id}: no copy-move fits a {base.shape} image")
-    case.ops = [op.to_dict() for op in ops]
+            return base, image, instances, [op.to_dict() for op in ops]
+    raise RuntimeError(f"case {case.case_id}: no copy-move fits a {base.shape} image")
+
+
+def _figure_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_size: int):
+    """(base, image, instances or None, op dicts) for a compound-figure case."""
+    from preprocessing import figures
+
+    for attempt in range(BASE_ATTEMPTS):
+        fig = figures.make_figure(rng, min_size, max_size)
+        case.kind, case.figure = "figure", fig.meta()
+        if not case.forged:
+            return fig.image, fig.image, None, []
+        image, instances, ops = figures.forge(rng, fig, MIN_REGION_STD if attempt < BASE_ATTEMPTS - 1 else 0.0)
+        if ops:
+            return fig.image, image, instances, ops
+    raise RuntimeError(f"case {case.case_id}: no copy-move fits a {fig.image.shape} figure")
+
+
+def figures_fit(max_size: int) -> bool:
+    """Whether pages of at most ``max_size`` px can hold a figure (else ``mixed`` makes photos only)."""
+    from preprocessing.figures_layout import FIGURE_MIN_SIDE
+
+    return max_size >= FIGURE_MIN_SIDE
+
+
+def _make_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_size: int, style: str = "photos"):
+    """(images to write as {relative path: array}, mask instances or None) for one planned case."""
+    if style == "mixed":
+        style = "figures" if rng.random() < FIGURE_FRACTION and figures_fit(max_size) else "photos"
+    draw = _figure_case if style == "figures" else _photo_case
+    base, image, instances, case.ops = draw(case, rng, min_size, max_size)
     case.height, case.width = base.shape[:2]
     case.channels = 1 if base.ndim == 2 else 3
     case.bit16 = base.ndim == 2 and bool(rng.random() < GRAY_16BIT_PROB)
@@ -540,12 +598,21 @@ def _make_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_siz
 
 
 def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size: int = 100,
-             max_size: int = 1500, show_progress: Optional[bool] = None) -> dict:
-    """Write a synthetic dataset in the competition layout; returns a summary (also in synth_meta.json)."""
+             max_size: int = 1500, show_progress: Optional[bool] = None, style: str = "mixed") -> dict:
+    """Write a synthetic dataset in the competition layout; returns a summary (also in synth_meta.json).
+
+    ``style`` is ``photos``, ``figures`` or ``mixed`` (module docstring). Photos have both sides in
+    [min_size, max_size]; a figure page is 400-1500 px wide by default (``figures_layout`` gives
+    the rule for other bounds) and needs max_size >= 128: below that ``mixed`` makes photos only.
+    """
     if num_train < 0 or num_test < 0:
         raise ValueError("num_train and num_test must be >= 0")
     if not 16 <= min_size <= max_size:
         raise ValueError(f"need 16 <= min_size <= max_size, got {min_size}, {max_size}")
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    if style == "figures" and not figures_fit(max_size):
+        raise ValueError(f"style 'figures' needs a larger max_size than {max_size} (pages of at least 128 px)")
     if not available_science_images():
         raise RuntimeError("no scikit-image sample image could be loaded")
     for sub in ("train_images/authentic", "train_images/forged", "train_masks", "test_images"):
@@ -565,7 +632,7 @@ def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size
 
     solution_rows = []
     for case, seq in zip(iterator, case_seqs):
-        files, instances = _make_case(case, np.random.default_rng(seq), min_size, max_size)
+        files, instances = _make_case(case, np.random.default_rng(seq), min_size, max_size, style)
         for rel, img in files.items():
             write_png(os.path.join(output_dir, rel), img, case.bit16)
         if case.split == "train" and case.forged:
@@ -585,6 +652,7 @@ def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size
         "version": VERSION,
         "seed": seed,
         "options": {"num_train": num_train, "num_test": num_test, "min_size": min_size, "max_size": max_size},
+        "style": style,
         "train": {"images": num_train, "forged": sum(c.forged for c in train),
                   "authentic": sum(not c.forged for c in train) + sum(c.paired for c in train),
                   "pairs": sum(c.paired for c in train)},
@@ -592,7 +660,7 @@ def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size
                  "authentic": sum(not c.forged for c in test)},
         "operations": sum(len(c.ops) for c in plan),
         "science_images": list(available_science_images()),
-        "cases": [asdict(c) for c in plan],
+        "cases": [c.to_dict() for c in plan],
     }
     with open(os.path.join(output_dir, META_FILE), "w") as f:
         json.dump(summary, f, indent=1)
@@ -604,7 +672,7 @@ def main(argv):
 
     del argv
     f = flags.FLAGS
-    s = generate(f.output_dir, f.num_train, f.num_test, f.seed, f.min_size, f.max_size)
+    s = generate(f.output_dir, f.num_train, f.num_test, f.seed, f.min_size, f.max_size, style=f.style)
     print(f"wrote {f.output_dir}: train {s['train']}  test {s['test']}  copy-moves {s['operations']}")
 
 
@@ -619,6 +687,8 @@ def _define_flags() -> None:
     flags.DEFINE_integer("seed", 0, "Random seed; the same seed gives identical files.")
     flags.DEFINE_integer("min_size", 100, "Smallest image side in pixels.")
     flags.DEFINE_integer("max_size", 1500, "Largest image side in pixels.")
+    flags.DEFINE_enum("style", "mixed", list(STYLES), "photos: single images; figures: compound scientific "
+                      "figures (panels, labels, scale bars, blots, charts); mixed: half of each.")
 
 
 if __name__ == "__main__":

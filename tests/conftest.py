@@ -41,7 +41,15 @@ def _records(input_dir: str, tmp_path_factory, name: str, **kwargs) -> str:
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """A small synthetic dataset in the competition layout (generated once per test session)."""
-    return _synth(tmp_path_factory, "synth", num_train=24, num_test=8, seed=7, min_size=64, max_size=200)
+    return _synth(tmp_path_factory, "synth", num_train=24, num_test=8, seed=7, min_size=64, max_size=200,
+                  style="photos")
+
+
+@pytest.fixture(scope="session")
+def figures_dir(tmp_path_factory):
+    """Compound figures on small pages (160-320 px wide): panels, decorations and copy-moves."""
+    return _synth(tmp_path_factory, "figures", num_train=12, num_test=4, seed=3, min_size=160, max_size=320,
+                  style="figures")
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +62,8 @@ def records_dir(synth_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_synth_dir(tmp_path_factory):
     """Synthetic images of 40-72 px: most fit in 64 x 64, the rest have a side over 64."""
-    return _synth(tmp_path_factory, "small_synth", num_train=20, num_test=4, seed=11, min_size=40, max_size=72)
+    return _synth(tmp_path_factory, "small_synth", num_train=20, num_test=4, seed=11, min_size=40, max_size=72,
+                  style="photos")
 
 
 @pytest.fixture(scope="session")

@@ -324,3 +324,74 @@ def test_cli_writes_a_tiny_dataset(tmp_path):
     assert len(cases) == 3 and problems == []
     assert len(discover_test_images(out)) == 2
     assert _meta(out)["options"] == {"num_train": 3, "num_test": 2, "min_size": 32, "max_size": 48}
+
+
+# ----------------------------------------------------------------------------- styles
+
+ORIGINAL_COMMIT = "6a92ea8"  # the last commit before styles: its generator is today's `photos` style
+
+
+def _original_synth(tmp_path):
+    """The generator as it was before styles existed, loaded from git history (skip without it)."""
+    import importlib.util
+
+    proc = subprocess.run(["git", "-C", REPO, "show", f"{ORIGINAL_COMMIT}:preprocessing/synth.py"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"commit {ORIGINAL_COMMIT} is not in this clone")
+    path = tmp_path / "synth_before_styles.py"
+    path.write_text(proc.stdout)
+    spec = importlib.util.spec_from_file_location("synth_before_styles", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_photos_style_writes_the_same_bytes_as_before_styles(tmp_path):
+    old = _original_synth(tmp_path)
+    kw = dict(num_train=10, num_test=4, seed=5, min_size=60, max_size=300, show_progress=False)
+    a, b = str(tmp_path / "before"), str(tmp_path / "photos")
+    old.generate(a, **kw)
+    synth.generate(b, style="photos", **kw)
+    files = _files(a)
+    assert files == _files(b)
+    _, mismatch, errors = filecmp.cmpfiles(a, b, [f for f in files if f != synth.META_FILE], shallow=False)
+    assert mismatch == [] and errors == []
+    meta = _meta(b)
+    assert meta.pop("style") == "photos"
+    assert meta == _meta(a)  # the metadata too, but for the new "style" key
+
+
+def test_mixed_style_is_the_default_and_mixes_figures_and_photos(tmp_path):
+    out = str(tmp_path / "mixed")
+    meta = synth.generate(out, num_train=10, num_test=4, seed=2, min_size=160, max_size=320)
+    assert meta["style"] == "mixed" and _meta(out)["style"] == "mixed"
+    kinds = [c["kind"] for c in meta["cases"]]
+    assert "figure" in kinds and any(k != "figure" for k in kinds)
+    assert all(("figure" in c) == (c["kind"] == "figure") for c in _meta(out)["cases"])
+    cases, problems = discover_training_cases(out)
+    assert problems == [] and len(cases) == 10
+    small = synth.generate(str(tmp_path / "small"), num_train=6, num_test=0, seed=2, min_size=40, max_size=80)
+    assert all(c["kind"] != "figure" for c in small["cases"])  # pages under 128 px cannot hold a figure
+
+
+def test_bad_styles_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="style"):
+        synth.generate(str(tmp_path), 2, 0, 0, style="poster")
+    with pytest.raises(ValueError, match="max_size"):
+        synth.generate(str(tmp_path), 2, 0, 0, min_size=40, max_size=100, style="figures")
+
+
+def test_cli_style_flag(tmp_path):
+    out = str(tmp_path / "cli_figures")
+    proc = subprocess.run(
+        [sys.executable, "-m", "preprocessing.synth", "--output_dir", out, "--num_train", "2", "--num_test", "1",
+         "--seed", "1", "--min_size", "160", "--max_size", "240", "--style", "figures"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    meta = _meta(out)
+    assert meta["style"] == "figures" and all(c["kind"] == "figure" for c in meta["cases"])
