@@ -22,18 +22,26 @@ from preprocessing.matching import params as P
 DRAWING_KINDS = ("chart", "text")
 
 
-def contrast_map(rgb: np.ndarray) -> np.ndarray:
-    """Per pixel, the largest difference (over channels) from the local median background."""
+def signed_contrast(rgb: np.ndarray) -> np.ndarray:
+    """(h, w, 3) int16: each channel minus its local median background (median over
+    ``DECOR_BG_PX``, taken at half resolution: the background is smooth at that scale)."""
     h, w = rgb.shape[:2]
-    # The background is smooth at this scale: take the median at half resolution (4x cheaper).
     small = cv2.resize(rgb, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA)
     bg = cv2.resize(cv2.medianBlur(small, P.DECOR_BG_PX // 2 | 1), (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.abs(rgb.astype(np.int16) - bg.astype(np.int16)).max(axis=2)
+    return rgb.astype(np.int16) - bg.astype(np.int16)
 
 
-def overlay_marks(rgb: np.ndarray, max_side: float) -> np.ndarray:
-    """uint8 mask of one-colour, thin or bar-shaped, high-contrast components."""
-    cand = (contrast_map(rgb) >= P.DECOR_CONTRAST).astype(np.uint8)
+def pen_colour(rgb: np.ndarray) -> np.ndarray:
+    """Per pixel (..., 3): a colour marks are drawn in (near white, near black, or a vivid hue);
+    stained nuclei, bands and tissue are mid-tone and muted."""
+    hi, lo = rgb.max(axis=-1).astype(np.int16), rgb.min(axis=-1).astype(np.int16)
+    vivid = (hi - lo >= P.DECOR_VIVID_CHROMA) & (hi >= P.DECOR_VIVID_VALUE)
+    return (lo >= P.DECOR_WHITE) | (hi <= P.DECOR_BLACK) | vivid
+
+
+def _marks(rgb: np.ndarray, cand: np.ndarray, max_side: float) -> np.ndarray:
+    """uint8 mask of the candidate components that look drawn: one colour, thin or a bar, small,
+    away from the crop's edge."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
     if n <= 1:
         return np.zeros_like(cand)
@@ -41,11 +49,12 @@ def overlay_marks(rgb: np.ndarray, max_side: float) -> np.ndarray:
     area = stats[1:, cv2.CC_STAT_AREA]
     bw, bh = stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]
     spread = np.zeros(n - 1)
-    mean = np.zeros((n - 1, 3))
     for c in range(3):
         spread = np.maximum(spread, np.asarray(ndimage.standard_deviation(rgb[:, :, c], labels, idx)))
-        mean[:, c] = ndimage.mean(rgb[:, :, c], labels, idx)
-    half_stroke = np.asarray(ndimage.maximum(cv2.distanceTransform(cand, cv2.DIST_L2, 3), labels, idx))
+    half_stroke = np.zeros(n, np.float32)  # per-label maximum without ndimage's sort
+    on = labels > 0
+    np.maximum.at(half_stroke, labels[on], cv2.distanceTransform(cand, cv2.DIST_L2, 3)[on])
+    half_stroke = half_stroke[1:]
     elongation = np.maximum(bw, bh) / np.maximum(1, np.minimum(bw, bh))
     # Thin relative to its own size too: a filled dot (a pit, a nucleus) is not a pen stroke.
     stroke_limit = np.minimum(P.DECOR_MAX_HALF_STROKE, P.DECOR_MAX_STROKE_RATIO * np.maximum(bw, bh))
@@ -54,18 +63,31 @@ def overlay_marks(rgb: np.ndarray, max_side: float) -> np.ndarray:
     x0, y0 = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
     h, w = cand.shape
     inset = (x0 > 0) & (y0 > 0) & (x0 + bw < w) & (y0 + bh < h)
-    keep = ((area >= P.DECOR_MIN_AREA) & (spread <= P.DECOR_MAX_COLOR_STD) & thin & inset & pen_colour(mean)
+    keep = ((area >= P.DECOR_MIN_AREA) & (spread <= P.DECOR_MAX_COLOR_STD) & thin & inset
             & (np.maximum(bw, bh) <= max_side))
     lut = np.concatenate([[0], keep]).astype(np.uint8)
     return lut[labels]
 
 
-def pen_colour(mean: np.ndarray) -> np.ndarray:
-    """Per (n, 3) mean RGB: a colour marks are drawn in (near white, near black, or a vivid
-    hue); stained nuclei, bands and tissue are mid-tone and muted."""
-    hi, lo = mean.max(axis=1), mean.min(axis=1)
-    vivid = (hi - lo >= P.DECOR_VIVID_CHROMA) & (hi >= P.DECOR_VIVID_VALUE)
-    return (lo >= P.DECOR_WHITE) | (hi <= P.DECOR_BLACK) | vivid
+def overlay_marks(rgb: np.ndarray, max_side: float) -> np.ndarray:
+    """uint8 mask of marks drawn over a photograph or blot: pen-coloured pixels that stand out
+    from the local background by ``DECOR_CONTRAST``, brighter and darker ones taken apart (a
+    white label never merges with the dark tissue next to it), grouped into components that
+    look drawn (see ``_marks``)."""
+    signed = signed_contrast(rgb)
+    pen = pen_colour(rgb)
+    out = np.zeros(rgb.shape[:2], np.uint8)
+    strength = np.abs(signed).max(axis=2)
+    for sign in (1, -1):
+        cand = ((sign * signed).max(axis=2) >= P.DECOR_CONTRAST) & pen
+        out |= _marks(rgb, cand.astype(np.uint8), max_side)
+    if out.any():
+        # Hysteresis: near a mark (a bar, the first glyphs of a word), fainter pen strokes are
+        # its label too (small anti-aliased text breaks into fragments too small on their own).
+        k = 2 * P.DECOR_GROUP_PX + 1
+        zone = cv2.dilate(out, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))) > 0
+        out |= (zone & pen & (strength >= P.DECOR_WEAK_CONTRAST)).astype(np.uint8)
+    return out
 
 
 def drawing_ink(gray: np.ndarray) -> np.ndarray:

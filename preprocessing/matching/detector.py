@@ -1,12 +1,16 @@
-"""The matcher's entry points: ``detect`` (expensive), ``decide`` (cheap), ``instances_of``.
+"""The expensive half of the matcher: ``detect`` computes every verified candidate copy pair.
 
-    det = detect(rgb, MatcherConfig())      # panels, decorations, keypoint + dense candidates, verified
-    pairs = decide(det, DecisionParams())   # the candidates that pass the decision parameters
-    masks = instances_of(pairs, det.shape)  # source and copy of every pair, original resolution
+    det = detect(rgb, MatcherConfig())      # panels, decorations, candidates with their evidence
+    pairs = decide(det, DecisionParams())   # (decision.py) the candidates that pass
+    masks = instances_of(pairs, det.shape)  # (decision.py) source and copy masks, original size
 
-``detect`` never raises on a valid image (uint8, (H, W) or (H, W, 3)): blank, flat or tiny
-images give a Detection without candidates. Memory is bounded by the working resolution
-(``WORK_MAX_SIDE``): see benchmarks/matcher_dev.py for the measured peak.
+Three searches propose transforms: keypoints (any similarity, mirrored too), the dense FFT
+search (plain and mirrored shifts, for low-texture images) and exact block hashing (copies
+pasted without resampling, down to a few hundred pixels). Keypoint and dense proposals are
+verified by local correlation (``verify``); exact ones carry their own proof. ``detect`` never
+raises on a valid image (uint8, (H, W) or (H, W, 3)): blank, flat or tiny images give a
+Detection without candidates. Memory is bounded by the working resolution (``WORK_MAX_SIDE``)
+and the exact search's size limit (``EXACT_MAX_PIXELS``).
 """
 from __future__ import annotations
 
@@ -20,13 +24,14 @@ import numpy as np
 from preprocessing.matching import params as P
 from preprocessing.matching.decorations import DRAWING_KINDS
 from preprocessing.matching.dense import dense_hypotheses
+from preprocessing.matching.exact import exact_candidates, exact_region
 from preprocessing.matching.hypotheses import keypoint_hypotheses
 from preprocessing.matching.keypoints import g2nn_matches, sift_features
-from preprocessing.matching.layout import layout, to_original
+from preprocessing.matching.layout import layout, page_pixels, to_original
 from preprocessing.matching.panels import panel_index_map
-from preprocessing.matching.params import DecisionParams, MatcherConfig
+from preprocessing.matching.params import MatcherConfig
 from preprocessing.matching.results import CopyPair, Detection, Panel, Transform, region_from_mask
-from preprocessing.matching.verify import Verified, bandpass, verify
+from preprocessing.matching.verify import bandpass, verify
 from preprocessing.matching.work import WorkImage, as_rgb8, to_work
 
 # Flat images (no detail anywhere) hold no evidence; this grey-level spread means flat.
@@ -41,13 +46,13 @@ def strength(correlation: float, textured: float, area: float) -> float:
     return float(max(0.0, correlation) * textured * (1.0 - np.exp(-area / STRENGTH_AREA)))
 
 
-def _scaled_matrix(m: np.ndarray, work: WorkImage) -> np.ndarray:
-    """A working-pixel map in original pixels (pixel centres: x_work = (x + 0.5) r - 0.5)."""
-    (h, w), (H, W) = work.work_shape, work.shape
-    rx, ry = w / W, h / H
-    to_work_ = np.array([[rx, 0, 0.5 * rx - 0.5], [0, ry, 0.5 * ry - 0.5], [0, 0, 1.0]])
-    from_work = np.linalg.inv(to_work_)
-    return (from_work @ np.vstack([m, [0, 0, 1.0]]) @ to_work_)[:2]
+def scaled_matrix(m: np.ndarray, src_shape: tuple[int, int], dst_shape: tuple[int, int]) -> np.ndarray:
+    """A map in the pixels of an image of ``src_shape`` expressed in the pixels of the same
+    image at ``dst_shape`` (pixel centres: x_dst = (x_src + 0.5) r - 0.5)."""
+    (h0, w0), (h1, w1) = src_shape, dst_shape
+    rx, ry = w1 / w0, h1 / h0
+    to_dst = np.array([[rx, 0, 0.5 * rx - 0.5], [0, ry, 0.5 * ry - 0.5], [0, 0, 1.0]])
+    return (to_dst @ np.vstack([np.asarray(m, np.float64), [0, 0, 1.0]]) @ np.linalg.inv(to_dst))[:2]
 
 
 def _majority_panel(pmap: np.ndarray, mask: np.ndarray) -> int:
@@ -55,15 +60,30 @@ def _majority_panel(pmap: np.ndarray, mask: np.ndarray) -> int:
     return int(np.argmax(np.bincount(labels))) - 1 if len(labels) else -1
 
 
-def _pair(v: Verified, m: np.ndarray, inliers: int, dense: bool, work: WorkImage, pmap: np.ndarray) -> Optional[CopyPair]:
-    src, cpy = region_from_mask(v.source, work.shape), region_from_mask(v.copy, work.shape)
+def touching(source: np.ndarray, copy: np.ndarray) -> bool:
+    """Whether source and copy share a boundary longer than ``MAX_CONTACT`` of their side: one
+    object symmetric in itself (a lane, a band, a round cell: its halves mirror each other) or
+    a texture continuing into itself, not a region pasted elsewhere."""
+    contact = int(np.count_nonzero(cv2.dilate(source, np.ones((3, 3), np.uint8)) & copy))
+    side = np.sqrt(max(1, min(int(source.sum()), int(copy.sum()))))
+    return contact > P.MAX_CONTACT * side
+
+
+def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkImage, pmap: np.ndarray,
+              correlation: float, textured: float, inliers: int = 0, dense: bool = False,
+              exact_blocks: int = 0) -> Optional[CopyPair]:
+    """A CopyPair from working-resolution masks and a working-pixel map (None when source and
+    copy touch, see ``touching``)."""
+    if touching(source, copy):
+        return None
+    src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
     if src is None or cpy is None:
         return None
-    ps, pc = _majority_panel(pmap, v.source), _majority_panel(pmap, v.copy)
+    ps, pc = _majority_panel(pmap, source), _majority_panel(pmap, copy)
     area = min(src.area_fraction, cpy.area_fraction)
-    return CopyPair(source=src, copy=cpy, transform=Transform.from_matrix(_scaled_matrix(m, work)),
-                    inliers=int(inliers), correlation=v.correlation, dense=dense,
-                    within_panel=bool(ps == pc and ps >= 0), strength=strength(v.correlation, v.textured, area))
+    return CopyPair(source=src, copy=cpy, transform=Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape)),
+                    inliers=int(inliers), correlation=float(correlation), dense=dense, exact_blocks=int(exact_blocks),
+                    within_panel=bool(ps == pc and ps >= 0), strength=strength(correlation, textured, area))
 
 
 def _same(a: CopyPair, b: CopyPair) -> bool:
@@ -74,30 +94,58 @@ def _same(a: CopyPair, b: CopyPair) -> bool:
 
 def merge_duplicates(pairs: Sequence[CopyPair]) -> list[CopyPair]:
     """One pair per copy: the strongest, carrying the evidence of every duplicate (the most
-    keypoint inliers any had, and whether the dense search found it)."""
+    keypoint inliers and exact blocks any had, and whether the dense search found it)."""
     kept: list[CopyPair] = []
     for p in sorted(pairs, key=lambda p: -p.strength):
         for k, q in enumerate(kept):
             if _same(p, q):
-                kept[k] = replace(q, inliers=max(p.inliers, q.inliers), dense=p.dense or q.dense)
+                kept[k] = replace(q, inliers=max(p.inliers, q.inliers), dense=p.dense or q.dense,
+                                  exact_blocks=max(p.exact_blocks, q.exact_blocks))
                 break
         else:
             kept.append(p)
     return kept
 
 
-def _excluded(work: WorkImage, panels, deco: np.ndarray, cfg: MatcherConfig) -> np.ndarray:
-    """Pixels that are never evidence: decorations, drawing panels, and the page around the
-    panels with a margin (its step into each panel repeats from panel to panel)."""
+def excluded_mask(work: WorkImage, panels, deco: np.ndarray, page_px: np.ndarray, cfg: MatcherConfig) -> np.ndarray:
+    """Pixels that are never evidence: decorations, drawing panels, and the page (outside the
+    panels and page-coloured pixels inside them) with a margin: the step from page into a panel
+    repeats from panel to panel, and tick marks sit on page."""
     out = deco.copy() if cfg.decorations else np.zeros(work.work_shape, np.uint8)
-    page = np.ones(work.work_shape, np.uint8)
+    page = page_px.copy()
+    outside = np.ones(work.work_shape, np.uint8)
     for (x, y, w, h), kind in panels:
-        page[y:y + h, x:x + w] = 0
+        outside[y:y + h, x:x + w] = 0
         if cfg.skip_charts and kind in DRAWING_KINDS:
             out[y:y + h, x:x + w] = 1
+    page |= outside
     if page.any():
         k = 2 * P.PAGE_MARGIN_PX + 1
         out |= cv2.dilate(page, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return out
+
+
+def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shift: float,
+                 pmap: np.ndarray) -> list[CopyPair]:
+    """Pairs from exact block hashing on the original pixels (small enough images only)."""
+    h, w = rgb.shape[:2]
+    if h * w > P.EXACT_MAX_PIXELS:
+        return []
+    native_excluded = excluded if excluded.shape == (h, w) else cv2.resize(excluded, (w, h), interpolation=cv2.INTER_NEAREST)
+    out = []
+    for cand in exact_candidates(rgb, native_excluded, min_shift / min(1.0, work.scale)):
+        src, cpy = exact_region(rgb, cand)
+        if float((src & cpy).sum()) > P.MAX_SELF_OVERLAP * min(src.sum(), cpy.sum()):
+            continue
+        m = cand.matrix
+        if (h, w) != work.work_shape:
+            size = (work.work_shape[1], work.work_shape[0])
+            src = cv2.resize(src, size, interpolation=cv2.INTER_NEAREST)
+            cpy = cv2.resize(cpy, size, interpolation=cv2.INTER_NEAREST)
+            m = scaled_matrix(m, (h, w), work.work_shape)
+        p = make_pair(src, cpy, m, work, pmap, correlation=1.0, textured=1.0, exact_blocks=cand.support)
+        if p is not None:
+            out.append(p)
     return out
 
 
@@ -111,17 +159,18 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
         return Detection(shape=shape, work_shape=shape, stats={"empty": "too_small"})
     det = Detection(shape=shape, work_shape=work.work_shape)
     stats = det.stats
-    panels, deco = layout(work)
+    panels, deco, page = layout(work)
     det.panels = [Panel(box, kind) for box, kind in to_original(panels, work.work_shape, shape)]
     det.packed_decorations = np.packbits(deco.reshape(-1))
     stats["t_layout"] = time.perf_counter() - t0
     if float(work.gray.std()) <= FLAT_MAX_STD:
         stats["empty"] = "flat"
         return det
-    excluded = _excluded(work, panels, deco, config)
+    excluded = excluded_mask(work, panels, deco, page_pixels(work.rgb, page), config)
     band = bandpass(work.gray)
-
+    pmap = panel_index_map(work.work_shape, panels)
     min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
+
     t1 = time.perf_counter()
     feats = sift_features(work.gray, (1 - excluded) * 255, config.sift_contrast, config.sift_max_features,
                           work.sift_zoom)
@@ -139,17 +188,24 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     stats["t_dense"] = time.perf_counter() - t2
 
     t3 = time.perf_counter()
-    pmap = panel_index_map(work.work_shape, panels)
     pairs = []
     for h in hyps:
         v = verify(band, excluded, h.matrix, h.src, config.agree_zncc, min_shift)
         if v is not None:
             dense = h.method == "dense"
-            p = _pair(v, h.matrix, 0 if dense else h.support, dense, work, pmap)
+            p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured,
+                          inliers=0 if dense else h.support, dense=dense)
             if p is not None:
                 pairs.append(p)
-    det.candidates = merge_duplicates(pairs)
     stats["t_verify"] = time.perf_counter() - t3
+
+    t4 = time.perf_counter()
+    if config.exact:
+        exact = _exact_pairs(rgb, work, excluded, min_shift, pmap)
+        stats["exact_candidates"] = len(exact)
+        pairs += exact
+    stats["t_exact"] = time.perf_counter() - t4
+    det.candidates = merge_duplicates(pairs)
     stats["t_total"] = time.perf_counter() - t0
     return det
 
@@ -162,27 +218,3 @@ def _on_mask(xy: np.ndarray, matches, mask: np.ndarray) -> int:
     px = np.clip(np.round(xy).astype(int), 0, [w - 1, h - 1])
     on = mask[px[:, 1], px[:, 0]] > 0
     return int(np.count_nonzero(on[matches.i] | on[matches.j]))
-
-
-def passes(p: CopyPair, params: DecisionParams) -> bool:
-    """Whether one candidate passes the decision parameters."""
-    if not (p.inliers >= params.min_inliers or (p.dense and params.use_dense)):
-        return False
-    return (p.correlation >= params.min_correlation and p.area >= params.min_area
-            and p.strength >= params.min_strength)
-
-
-def decide(det: Detection, params: DecisionParams = DecisionParams()) -> list[CopyPair]:
-    """The candidates that pass ``params`` (pure and cheap: no image work)."""
-    return [p for p in det.candidates if passes(p, params)]
-
-
-def instances_of(pairs: Sequence[CopyPair], shape: tuple[int, int]) -> list[np.ndarray]:
-    """(H, W) uint8 0/1 masks at the original resolution: each pair's source, then its copy."""
-    out = []
-    for p in pairs:
-        for region in (p.source, p.copy):
-            if tuple(region.shape) != tuple(shape):
-                region = replace(region, shape=tuple(shape))
-            out.append(region.mask())
-    return out

@@ -42,6 +42,30 @@ def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return np.asarray(pts, np.float64) @ m[:, :2].T + m[:, 2]
 
 
+def is_involution(m: np.ndarray, linear_tol: float = 0.05, shift_tol: float = 5.0) -> bool:
+    """Whether the map is its own inverse (a mirror about an axis, a half turn about a point):
+    then every copied point also maps back, and source and copy must be told apart by side."""
+    sq = to3(m) @ to3(m)
+    return bool(np.abs(sq[:2, :2] - np.eye(2)).max() < linear_tol and np.abs(sq[:2, 2]).max() < shift_tol)
+
+
+def side_direction(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """Unit vector v with (T(p) - p) . v > 0 on the source side for an involution T: the main
+    axis of the displacements, which point one way from the source and the other from the copy."""
+    d = apply(m, pts) - pts
+    if len(d) == 0:
+        return np.array([1.0, 0.0])
+    _, _, vt = np.linalg.svd(d, full_matrices=False)
+    v = vt[0]
+    # orient towards the larger group so the better-supported side counts as the source
+    return v if np.sum(d @ v > 0) >= np.sum(d @ v < 0) else -v
+
+
+def source_side(m: np.ndarray, pts: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """bool per point: on the source side of an involution (see ``side_direction``)."""
+    return (apply(m, pts) - pts) @ v > 0
+
+
 def similarity_ok(m: np.ndarray, max_scale: float) -> bool:
     """A non-degenerate similarity (possibly mirrored) within the scale limits."""
     s = float(np.sqrt(abs(np.linalg.det(np.asarray(m)[:, :2]))))

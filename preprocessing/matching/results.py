@@ -131,15 +131,17 @@ class CopyPair:
     inliers: int  # distinct keypoint inliers of the transform (0 when keypoints did not find it)
     correlation: float  # mean local correlation of the region with its transformed partner
     dense: bool  # found by the dense (FFT shift / mirror) search
+    exact_blocks: int  # blocks that recur pixel for pixel (0 unless the copy is exact)
     within_panel: bool  # source and copy lie in the same panel
     strength: float  # image-level evidence in [0, 1): see detector.strength
 
     @property
     def method(self) -> str:
-        """"keypoints", "dense", or "keypoints+dense" when both searches found it."""
-        if self.inliers > 0:
-            return "keypoints+dense" if self.dense else "keypoints"
-        return "dense"
+        """The searches that found it, joined by "+": "keypoints", "dense" (FFT shift / mirror
+        search), "exact" (block hashing)."""
+        found = [name for name, hit in (("keypoints", self.inliers > 0), ("dense", self.dense),
+                                        ("exact", self.exact_blocks > 0)) if hit]
+        return "+".join(found) or "dense"
 
     @property
     def area(self) -> float:
@@ -160,7 +162,8 @@ class CopyPair:
             "transform": {"dx": round(dx, 1), "dy": round(dy, 1), "angle": round(t.angle, 1),
                           "scale": round(t.scale, 3), "flip": t.flip,
                           "matrix": [[round(v, 4) for v in row] for row in t.matrix]},
-            "inliers": int(self.inliers), "correlation": round(float(self.correlation), 3),
+            "inliers": int(self.inliers), "exact_blocks": int(self.exact_blocks),
+            "correlation": round(float(self.correlation), 3),
             "area": round(float(self.area), 5), "method": self.method,
             "within_panel": bool(self.within_panel), "strength": round(float(self.strength), 4),
         }

@@ -18,15 +18,18 @@ import numpy as np
 from scipy import ndimage
 
 from preprocessing.matching import params as P
-from preprocessing.matching.hypotheses import to3
+from preprocessing.matching.hypotheses import is_involution, side_direction, source_side, to3
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
 
 def bandpass(gray: np.ndarray) -> np.ndarray:
-    """Fine detail of the image: itself minus a Gaussian of ``HIGHPASS_SIGMA``."""
+    """Fine detail of the image: a difference of Gaussians (``BAND_SIGMAS``). The small one
+    averages away JPEG ringing and added noise; the large one removes illumination, offsets and
+    the smooth band profiles similar lanes share."""
     g = gray.astype(np.float32)
-    return g - cv2.GaussianBlur(g, (0, 0), P.HIGHPASS_SIGMA)
+    lo, hi = P.BAND_SIGMAS
+    return cv2.GaussianBlur(g, (0, 0), lo) - cv2.GaussianBlur(g, (0, 0), hi)
 
 
 @dataclass(frozen=True)
@@ -173,9 +176,17 @@ def verify(band: np.ndarray, excluded: np.ndarray, m: np.ndarray, seeds: Optiona
         box = (0, 0, shape[1], shape[0])
         ag = agreement(band, excluded, m, box, min_shift)
         region = grow_region(ag, None, agree_zncc, min_pixels)
+    x0, y0, x1, y1 = box
+    if is_involution(m) and region.any():
+        # a mirror or half turn maps the copy back onto the source: keep the source's side
+        ys, xs = np.nonzero(region)
+        pts = np.stack([xs + x0, ys + y0], 1).astype(np.float64)
+        ref = seeds if seeds is not None and len(seeds) else pts
+        keep = source_side(m, pts, side_direction(m, ref))
+        region = np.zeros_like(region)
+        region[ys[keep], xs[keep]] = 1
     if region.sum() < min_pixels:
         return None
-    x0, y0, x1, y1 = box
     source = np.zeros(shape, np.uint8)
     source[y0:y1, x0:x1] = region
     copy = cv2.warpAffine(source, np.asarray(m, np.float64), (shape[1], shape[0]), flags=cv2.INTER_NEAREST,
