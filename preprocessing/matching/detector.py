@@ -1,0 +1,220 @@
+"""The expensive half of the matcher: ``detect`` computes every verified candidate copy pair.
+
+    det = detect(rgb, MatcherConfig())      # panels, decorations, candidates with their evidence
+    pairs = decide(det, DecisionParams())   # (decision.py) the candidates that pass
+    masks = instances_of(pairs, det.shape)  # (decision.py) source and copy masks, original size
+
+Three searches propose transforms: keypoints (any similarity, mirrored too), the dense FFT
+search (plain and mirrored shifts, for low-texture images) and exact block hashing (copies
+pasted without resampling, down to a few hundred pixels). Keypoint and dense proposals are
+verified by local correlation (``verify``); exact ones carry their own proof. ``detect`` never
+raises on a valid image (uint8, (H, W) or (H, W, 3)): blank, flat or tiny images give a
+Detection without candidates. Memory is bounded by the working resolution (``WORK_MAX_SIDE``)
+and the exact search's size limit (``EXACT_MAX_PIXELS``).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+from preprocessing.matching import params as P
+from preprocessing.matching.decorations import DRAWING_KINDS
+from preprocessing.matching.dense import dense_hypotheses
+from preprocessing.matching.exact import exact_candidates, exact_region
+from preprocessing.matching.hypotheses import keypoint_hypotheses
+from preprocessing.matching.keypoints import g2nn_matches, sift_features
+from preprocessing.matching.layout import layout, page_pixels, to_original
+from preprocessing.matching.panels import panel_index_map
+from preprocessing.matching.params import MatcherConfig
+from preprocessing.matching.results import CopyPair, Detection, Panel, Transform, region_from_mask
+from preprocessing.matching.verify import bandpass, verify
+from preprocessing.matching.work import WorkImage, as_rgb8, to_work
+
+# Flat images (no detail anywhere) hold no evidence; this grey-level spread means flat.
+FLAT_MAX_STD = 1.0
+# strength = correlation x textured share x area term: saturates once the region covers
+# STRENGTH_AREA of the image, so a large, perfectly agreeing copy approaches 1.
+STRENGTH_AREA = 0.01
+
+
+def strength(correlation: float, textured: float, area: float) -> float:
+    """Image-level evidence of one pair in [0, 1): how well and how much of it agrees."""
+    return float(max(0.0, correlation) * textured * (1.0 - np.exp(-area / STRENGTH_AREA)))
+
+
+def scaled_matrix(m: np.ndarray, src_shape: tuple[int, int], dst_shape: tuple[int, int]) -> np.ndarray:
+    """A map in the pixels of an image of ``src_shape`` expressed in the pixels of the same
+    image at ``dst_shape`` (pixel centres: x_dst = (x_src + 0.5) r - 0.5)."""
+    (h0, w0), (h1, w1) = src_shape, dst_shape
+    rx, ry = w1 / w0, h1 / h0
+    to_dst = np.array([[rx, 0, 0.5 * rx - 0.5], [0, ry, 0.5 * ry - 0.5], [0, 0, 1.0]])
+    return (to_dst @ np.vstack([np.asarray(m, np.float64), [0, 0, 1.0]]) @ np.linalg.inv(to_dst))[:2]
+
+
+def _majority_panel(pmap: np.ndarray, mask: np.ndarray) -> int:
+    labels = pmap[mask > 0].astype(np.int64) + 1
+    return int(np.argmax(np.bincount(labels))) - 1 if len(labels) else -1
+
+
+def touching(source: np.ndarray, copy: np.ndarray) -> bool:
+    """Whether source and copy share a boundary longer than ``MAX_CONTACT`` of their side: one
+    object symmetric in itself (a lane, a band, a round cell: its halves mirror each other) or
+    a texture continuing into itself, not a region pasted elsewhere."""
+    contact = int(np.count_nonzero(cv2.dilate(source, np.ones((3, 3), np.uint8)) & copy))
+    side = np.sqrt(max(1, min(int(source.sum()), int(copy.sum()))))
+    return contact > P.MAX_CONTACT * side
+
+
+def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkImage, pmap: np.ndarray,
+              correlation: float, textured: float, inliers: int = 0, dense: bool = False,
+              exact_blocks: int = 0) -> Optional[CopyPair]:
+    """A CopyPair from working-resolution masks and a working-pixel map (None when source and
+    copy touch, see ``touching``)."""
+    if touching(source, copy):
+        return None
+    src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
+    if src is None or cpy is None:
+        return None
+    ps, pc = _majority_panel(pmap, source), _majority_panel(pmap, copy)
+    area = min(src.area_fraction, cpy.area_fraction)
+    return CopyPair(source=src, copy=cpy, transform=Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape)),
+                    inliers=int(inliers), correlation=float(correlation), dense=dense, exact_blocks=int(exact_blocks),
+                    within_panel=bool(ps == pc and ps >= 0), strength=strength(correlation, textured, area))
+
+
+def _same(a: CopyPair, b: CopyPair) -> bool:
+    t = P.DUPLICATE_IOU
+    return ((a.source.iou(b.source) >= t and a.copy.iou(b.copy) >= t)
+            or (a.source.iou(b.copy) >= t and a.copy.iou(b.source) >= t))
+
+
+def merge_duplicates(pairs: Sequence[CopyPair]) -> list[CopyPair]:
+    """One pair per copy: the strongest, carrying the evidence of every duplicate (the most
+    keypoint inliers and exact blocks any had, and whether the dense search found it)."""
+    kept: list[CopyPair] = []
+    for p in sorted(pairs, key=lambda p: -p.strength):
+        for k, q in enumerate(kept):
+            if _same(p, q):
+                kept[k] = replace(q, inliers=max(p.inliers, q.inliers), dense=p.dense or q.dense,
+                                  exact_blocks=max(p.exact_blocks, q.exact_blocks))
+                break
+        else:
+            kept.append(p)
+    return kept
+
+
+def excluded_mask(work: WorkImage, panels, deco: np.ndarray, page_px: np.ndarray, cfg: MatcherConfig) -> np.ndarray:
+    """Pixels that are never evidence: decorations, drawing panels, and the page (outside the
+    panels and page-coloured pixels inside them) with a margin: the step from page into a panel
+    repeats from panel to panel, and tick marks sit on page."""
+    out = deco.copy() if cfg.decorations else np.zeros(work.work_shape, np.uint8)
+    page = page_px.copy()
+    outside = np.ones(work.work_shape, np.uint8)
+    for (x, y, w, h), kind in panels:
+        outside[y:y + h, x:x + w] = 0
+        if cfg.skip_charts and kind in DRAWING_KINDS:
+            out[y:y + h, x:x + w] = 1
+    page |= outside
+    if page.any():
+        k = 2 * P.PAGE_MARGIN_PX + 1
+        out |= cv2.dilate(page, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return out
+
+
+def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shift: float,
+                 pmap: np.ndarray) -> list[CopyPair]:
+    """Pairs from exact block hashing on the original pixels (small enough images only)."""
+    h, w = rgb.shape[:2]
+    if h * w > P.EXACT_MAX_PIXELS:
+        return []
+    native_excluded = excluded if excluded.shape == (h, w) else cv2.resize(excluded, (w, h), interpolation=cv2.INTER_NEAREST)
+    out = []
+    for cand in exact_candidates(rgb, native_excluded, min_shift / min(1.0, work.scale)):
+        src, cpy = exact_region(rgb, cand)
+        if float((src & cpy).sum()) > P.MAX_SELF_OVERLAP * min(src.sum(), cpy.sum()):
+            continue
+        m = cand.matrix
+        if (h, w) != work.work_shape:
+            size = (work.work_shape[1], work.work_shape[0])
+            src = cv2.resize(src, size, interpolation=cv2.INTER_NEAREST)
+            cpy = cv2.resize(cpy, size, interpolation=cv2.INTER_NEAREST)
+            m = scaled_matrix(m, (h, w), work.work_shape)
+        p = make_pair(src, cpy, m, work, pmap, correlation=1.0, textured=1.0, exact_blocks=cand.support)
+        if p is not None:
+            out.append(p)
+    return out
+
+
+def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detection:
+    """Verified candidate copy pairs of one RGB uint8 image, with panels and decorations."""
+    rgb = as_rgb8(image)
+    shape = tuple(rgb.shape[:2])
+    t0 = time.perf_counter()
+    work = to_work(rgb, config.work_max_side, config.work_min_side)
+    if work is None:
+        return Detection(shape=shape, work_shape=shape, stats={"empty": "too_small"})
+    det = Detection(shape=shape, work_shape=work.work_shape)
+    stats = det.stats
+    panels, deco, page = layout(work)
+    det.panels = [Panel(box, kind) for box, kind in to_original(panels, work.work_shape, shape)]
+    det.packed_decorations = np.packbits(deco.reshape(-1))
+    stats["t_layout"] = time.perf_counter() - t0
+    if float(work.gray.std()) <= FLAT_MAX_STD:
+        stats["empty"] = "flat"
+        return det
+    excluded = excluded_mask(work, panels, deco, page_pixels(work.rgb, page), config)
+    band = bandpass(work.gray)
+    pmap = panel_index_map(work.work_shape, panels)
+    min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
+
+    t1 = time.perf_counter()
+    feats = sift_features(work.gray, (1 - excluded) * 255, config.sift_contrast, config.sift_max_features,
+                          work.sift_zoom)
+    matches = g2nn_matches(feats, config.g2nn_ratio)
+    hyps = keypoint_hypotheses(feats, matches, config.ransac_px, config.max_scale, limit=config.max_hypotheses)
+    stats.update(keypoints=len(feats), matches=len(matches), kp_hypotheses=len(hyps),
+                 matches_on_decorations=_on_mask(feats.xy, matches, deco))
+    stats["t_keypoints"] = time.perf_counter() - t1
+
+    t2 = time.perf_counter()
+    if config.dense:
+        dense = dense_hypotheses(band, excluded, min_shift)[:config.max_hypotheses]
+        stats["dense_hypotheses"] = len(dense)
+        hyps = hyps + dense
+    stats["t_dense"] = time.perf_counter() - t2
+
+    t3 = time.perf_counter()
+    pairs = []
+    for h in hyps:
+        v = verify(band, excluded, h.matrix, h.src, config.agree_zncc, min_shift)
+        if v is not None:
+            dense = h.method == "dense"
+            p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured,
+                          inliers=0 if dense else h.support, dense=dense)
+            if p is not None:
+                pairs.append(p)
+    stats["t_verify"] = time.perf_counter() - t3
+
+    t4 = time.perf_counter()
+    if config.exact:
+        exact = _exact_pairs(rgb, work, excluded, min_shift, pmap)
+        stats["exact_candidates"] = len(exact)
+        pairs += exact
+    stats["t_exact"] = time.perf_counter() - t4
+    det.candidates = merge_duplicates(pairs)
+    stats["t_total"] = time.perf_counter() - t0
+    return det
+
+
+def _on_mask(xy: np.ndarray, matches, mask: np.ndarray) -> int:
+    """Matches with either keypoint on the mask (for the decoration report)."""
+    if len(matches) == 0:
+        return 0
+    h, w = mask.shape
+    px = np.clip(np.round(xy).astype(int), 0, [w - 1, h - 1])
+    on = mask[px[:, 1], px[:, 0]] > 0
+    return int(np.count_nonzero(on[matches.i] | on[matches.j]))

@@ -1,0 +1,126 @@
+"""Keypoints of one image matched against each other, mirrored copies included.
+
+SIFT (OpenCV, low contrast threshold) with RootSIFT descriptors (Arandjelovic & Zisserman
+2012: L1-normalise, square root; Euclidean distance then compares like the Hellinger kernel).
+Mirrored copies need no second SIFT pass: the descriptor of a keypoint's mirror image is a
+fixed permutation of its own (spatial rows reversed, orientation bins negated in OpenCV's
+layout; checked by tests/test_matching_keypoints.py against SIFT run on the flipped image).
+Every descriptor is compared with all others and their mirrors, and the generalised 2NN test
+(Amerini et al. 2011) keeps each neighbour while its distance is clearly below the next one's.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from preprocessing.matching import params as P
+
+_FLANN_KDTREE = 1
+
+
+def mirror_permutation() -> np.ndarray:
+    """Index array: ``desc[:, perm]`` is the descriptor of the left-right mirrored patch, for
+    OpenCV's 4x4 spatial x 8 orientation layout (index (row * 4 + col) * 8 + bin)."""
+    idx = np.arange(128).reshape(4, 4, 8)
+    return idx[::-1][:, :, (-np.arange(8)) % 8].reshape(-1)
+
+
+_MIRROR = mirror_permutation()
+
+
+@dataclass(frozen=True)
+class Features:
+    """N keypoints at the working resolution."""
+
+    xy: np.ndarray  # (N, 2) float32 x, y
+    angle: np.ndarray  # (N,) float32 degrees (OpenCV convention)
+    size: np.ndarray  # (N,) float32 diameter
+    desc: np.ndarray  # (N, 128) float32 RootSIFT
+    mirror: np.ndarray  # (N, 128) float32 RootSIFT of the mirrored patch
+
+    def __len__(self) -> int:
+        return len(self.xy)
+
+
+def rootsift(desc: np.ndarray) -> np.ndarray:
+    d = desc.astype(np.float32)
+    d /= d.sum(axis=1, keepdims=True) + 1e-7
+    return np.sqrt(d)
+
+
+def sift_features(gray: np.ndarray, mask: Optional[np.ndarray] = None, contrast: float = P.SIFT_CONTRAST,
+                  max_features: int = P.SIFT_MAX_FEATURES, zoom: float = 1.0) -> Features:
+    """SIFT keypoints (where ``mask`` is nonzero) with RootSIFT and mirrored descriptors,
+    detected on the image enlarged ``zoom`` times and reported in ``gray``'s pixels."""
+    if zoom != 1.0:
+        h, w = gray.shape
+        size = (int(round(w * zoom)), int(round(h * zoom)))
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_CUBIC)
+        if mask is not None:
+            mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
+    sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=contrast)
+    kps, desc = sift.detectAndCompute(gray, mask)
+    if desc is None or len(kps) == 0:
+        empty = np.zeros((0, 128), np.float32)
+        return Features(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), empty, empty)
+    xy = (np.array([k.pt for k in kps], np.float32) + 0.5) / zoom - 0.5
+    angle = np.array([k.angle for k in kps], np.float32)
+    size = np.array([k.size for k in kps], np.float32) / zoom
+    return Features(xy, angle, size, rootsift(desc), rootsift(desc[:, _MIRROR]))
+
+
+@dataclass(frozen=True)
+class Matches:
+    """Pairs of keypoint indices (i < j for plain matches); ``flip`` when j's mirror matches i."""
+
+    i: np.ndarray
+    j: np.ndarray
+    flip: np.ndarray  # bool
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+
+def _empty_matches() -> Matches:
+    z = np.zeros(0, np.int64)
+    return Matches(z, z, np.zeros(0, bool))
+
+
+def g2nn_matches(f: Features, ratio: float = P.G2NN_RATIO, neighbours: int = P.G2NN_NEIGHBOURS,
+                 min_dist: float = P.MIN_MATCH_DIST_PX) -> Matches:
+    """Matches of every keypoint among all others and their mirrors (generalised 2NN).
+
+    Neighbours that are the keypoint itself, its own mirror, or closer than ``min_dist`` pixels
+    (overlapping windows of one structure) are skipped before the ratio test."""
+    n = len(f)
+    if n < 2:
+        return _empty_matches()
+    base = np.concatenate([f.desc, f.mirror])
+    k = min(neighbours + 3, 2 * n)
+    index = cv2.flann_Index(base, {"algorithm": _FLANN_KDTREE, "trees": P.FLANN_TREES})
+    idx, dist2 = index.knnSearch(f.desc, k, params={"checks": P.FLANN_CHECKS})
+    idx = idx.astype(np.int64)
+    dist = np.sqrt(np.maximum(dist2, 0)).astype(np.float32)
+    other = idx % n
+    flip = idx >= n
+    query = np.arange(n)[:, None]
+    gap = np.linalg.norm(f.xy[other] - f.xy[query], axis=2)
+    skip = (other == query) | (gap < min_dist) | (idx < 0)
+    # Compact each row: the kept neighbours first, in distance order (FLANN returns sorted rows).
+    order = np.argsort(skip, axis=1, kind="stable")
+    other = np.take_along_axis(other, order, 1)
+    flip = np.take_along_axis(flip, order, 1)
+    dist = np.take_along_axis(dist, order, 1)
+    kept = ~np.take_along_axis(skip, order, 1)
+    # g2NN: accept neighbour m while d_m < ratio * d_(m+1) (and both exist), stop at the first failure.
+    passes = kept[:, :-1] & kept[:, 1:] & (dist[:, :-1] < ratio * np.maximum(dist[:, 1:], 1e-6))
+    accepted = np.cumprod(passes, axis=1).astype(bool)
+    rows, cols = np.nonzero(accepted)
+    i, j, fl = rows, other[rows, cols], flip[rows, cols]
+    # Each match is found from both ends; keep one (i < j) per (pair, flip).
+    lo, hi = np.minimum(i, j), np.maximum(i, j)
+    key = np.unique(np.stack([lo, hi, fl.astype(np.int64)], axis=1), axis=0)
+    return Matches(key[:, 0], key[:, 1], key[:, 2].astype(bool))

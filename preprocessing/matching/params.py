@@ -1,0 +1,268 @@
+"""Every tunable number of the matcher, each with the reason for its value.
+
+Two kinds of parameters:
+- ``MatcherConfig``: how evidence is *computed* (expensive; changing it means re-running
+  ``detect``). Defaults are module constants below.
+- ``DecisionParams``: how computed evidence is *judged* (cheap; ``decide`` applies them to a
+  cached ``Detection``), so calibration can search them over a grid without re-matching.
+
+Pixel sizes below are at the working resolution (see ``WORK_MAX_SIDE``), not the original.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+# ----------------------------------------------------------------------------- working resolution
+
+# Longest side the matcher works at. A 1280 px side keeps a copy of 1% of the image ~110 px
+# across (plenty for SIFT and for dense verification) while SIFT's internal 2x pyramid stays
+# under ~300 MB even on pure texture; a 4000 x 3000 page is matched at 1280 x 960.
+WORK_MAX_SIDE = 1280
+# SIFT sees smaller images enlarged to this longest side (at most ``WORK_MAX_UPSCALE`` times):
+# a 150 px blot has too few scale-space extrema at its own size. Nothing else is enlarged.
+WORK_MIN_SIDE = 640
+WORK_MAX_UPSCALE = 4.0
+# Images whose shorter side is below this (at the original size) carry no matchable copy.
+MIN_IMAGE_SIDE = 16
+
+# ----------------------------------------------------------------------------- panels
+
+# A figure has a page: at least PAGE_MIN_FRAME of its outer frame within PAGE_TOL (per channel)
+# of one colour. Gutters are page-coloured; an image without a page is a single panel.
+PAGE_TOL = 8
+PAGE_MIN_FRAME = 0.6
+# ... and paper is white: every channel of the page colour at least this.
+PAGE_MIN_LEVEL = 235
+# A gutter pixel strays from the page colour by at most PAGE_NOISE_TOL times the page's own noise
+# (robust std of its frame), but at least PAGE_MIN_TOL (a clean page is flat to the grey level,
+# so a near-white blot membrane stays content) and at most PAGE_TOL.
+PAGE_NOISE_TOL = 4.0
+PAGE_MIN_TOL = 3.0
+# A gutter line's standard deviation after a 5 px blur along it stays within the page noise
+# allowance too, between GUTTER_MIN_STD (clean page) and GUTTER_MAX_STD (noise of sigma 4).
+GUTTER_MIN_STD = 0.75
+GUTTER_MAX_STD = 3.0
+# Pixels this close to the page (outside every panel) are not compared: the step from page to
+# panel lines up between any two panels.
+PAGE_MARGIN_PX = 2
+# Narrowest gutter that splits a box (figures use 2 px and up).
+GUTTER_MIN_PX = 2
+# Smallest panel side kept as a panel; thinner slivers are margins or labels.
+PANEL_MIN_PX = 12
+
+# ----------------------------------------------------------------------------- decorations
+
+# An overlay pixel differs from the local background (median over ``DECOR_BG_PX``) by this much:
+# labels, scale bars and arrows are drawn in high contrast to be legible.
+DECOR_CONTRAST = 60
+DECOR_BG_PX = 21
+# Within DECOR_GROUP_PX of a mark, pen-coloured pixels standing out by DECOR_WEAK_CONTRAST belong
+# to it (the rest of a label whose first glyphs or bar were found).
+DECOR_GROUP_PX = 10
+DECOR_WEAK_CONTRAST = 30
+# A decoration's pixels are one colour (text, bars, arrows are drawn with one pen): the spread
+# of its (eroded) colour below this. Natural bright spots vary more inside.
+DECOR_MAX_COLOR_STD = 25.0
+# ... each of its pixels in a pen's colour (anti-aliased edges are covered by the halo): near white (every channel >= DECOR_WHITE), near black (every channel
+# <= DECOR_BLACK) or vivid (channel spread >= DECOR_VIVID_CHROMA at value >= DECOR_VIVID_VALUE).
+DECOR_WHITE = 215
+DECOR_BLACK = 50
+DECOR_VIVID_CHROMA = 120
+DECOR_VIVID_VALUE = 150
+# Decorations are drawn with thin pens: the largest inscribed half-width (distance transform
+# maximum) at most this, unless the component is a bar (elongation >= DECOR_BAR_ELONGATION).
+DECOR_MAX_HALF_STROKE = 4.0
+# ... and at most this share of its longest side (a letter's stroke is a small part of it).
+DECOR_MAX_STROKE_RATIO = 0.25
+DECOR_BAR_ELONGATION = 4.0
+# A decoration is small: its box at most this fraction of the panel's side.
+DECOR_MAX_SIDE_FRACTION = 0.35
+DECOR_MIN_AREA = 4
+# Anti-aliasing and JPEG ringing around strokes: decorations are dilated by this radius.
+DECOR_HALO_PX = 2
+
+# ----------------------------------------------------------------------------- keypoints
+
+# SIFT contrast threshold: far below OpenCV's 0.04 so that blots and smooth micrographs still
+# give keypoints (the 2nd-place Kaggle solution found low thresholds essential).
+SIFT_CONTRAST = 0.01
+# At most this many keypoints (strongest first): bounds matching time on pure texture.
+SIFT_MAX_FEATURES = 6000
+# Generalised 2-nearest-neighbour test: neighbour i is a match while d_i / d_(i+1) < ratio.
+G2NN_RATIO = 0.6
+G2NN_NEIGHBOURS = 8
+# Two keypoints closer than this are the same structure (overlapping SIFT windows), not a copy.
+MIN_MATCH_DIST_PX = 12.0
+FLANN_TREES = 4
+FLANN_CHECKS = 64
+# Matches are grouped by the rotation and scale their keypoints imply before RANSAC, so a
+# small copy's matches are not drowned by outliers from everywhere else.
+ANGLE_BIN_DEG = 30.0
+LOG2_SCALE_BIN = 0.5
+# RANSAC reprojection tolerance: SIFT positions are accurate to ~1 px; 3 px allows scale error.
+RANSAC_PX = 3.0
+RANSAC_ITERS = 2000
+# A transform needs this many distinct inlier positions to be a candidate at all (the decision
+# threshold ``DecisionParams.min_inliers`` is higher; this only bounds the work).
+CANDIDATE_MIN_INLIERS = 4
+# Copies are rescaled by at most this factor either way (real figure manipulations and the
+# synthetic generator stay within 0.75-1.3; beyond 2x it is a different magnification).
+MAX_SCALE = 2.0
+# At most this many transforms are verified per image (strongest support first).
+MAX_HYPOTHESES = 24
+
+# ----------------------------------------------------------------------------- dense matching
+
+# Dense candidates come from the auto-correlation of the whitened image (and its cross-correlation
+# with its mirrors): one FFT finds every plain shift at once. Longest side of that search.
+DENSE_MAX_SIDE = 1024
+# Peaks kept per correlation map (plain, and each of three mirrors).
+DENSE_PEAKS = 8
+# A peak must hold at least this fraction of the whitened image's energy (a copy of 1% of the
+# image holds ~1%; copy-free peaks of a 1 MP image stay near 0.5%).
+DENSE_MIN_PEAK = 0.003
+# Shifts shorter than this (original pixels) are the image's own texture correlation, not a copy.
+MIN_SHIFT_PX = 10.0
+
+# ----------------------------------------------------------------------------- exact copies
+
+# Side of the hashed blocks: 5 x 5 RGB pixels with detail never recur by chance, and a band group
+# of a narrow blot lane (~10 px) still holds dozens of them.
+EXACT_BLOCK = 5
+# Blocks flatter than this (grey-level std) are identical by nature (page, saturated areas).
+EXACT_MIN_STD = 2.0
+# Recurring blocks (probed on a 2 px grid) a transform needs to be a candidate (a 10 x 10 copy
+# shows 9; 12 x 12 shows 16).
+EXACT_MIN_BLOCKS = 6
+# A block seen more than this many times is a pattern (glyphs, rulings), not a copy.
+EXACT_MAX_REPEATS = 4
+# Inside the blocks' hull, a pixel belongs to the copy when every channel equals its partner's
+# within this (0: exact; the copy's flat parts are identical too).
+EXACT_TOL = 0
+# Gaps between recurring blocks closed in the region (JPEG-free copies miss a few blocks).
+EXACT_CLOSE_PX = 5
+# Larger images are not hashed (memory; and a page that large is rarely pasted unresampled).
+EXACT_MAX_PIXELS = 6_000_000
+
+# ----------------------------------------------------------------------------- verification
+
+# Band compared between a region and its transformed partner: a difference of Gaussians of
+# these sigmas. Measured on exact copies in the tuning sets (median local correlation over the
+# true region): high-pass 1.5 gives 1.00 clean / 0.88 after JPEG / 0.21 with added noise;
+# (0.7, 2.0) gives 1.00 / 0.97 / 0.42, while similar blot lanes stay below ~0.85.
+BAND_SIGMAS = (0.7, 2.0)
+# Local normalised cross-correlation window (odd); 9 px is small enough to follow region edges.
+ZNCC_WINDOW = 9
+# Windows flatter than this (std of the high-pass, grey levels) carry no evidence either way;
+# low, because the sensor noise of a blot (std ~1) is often its only detail.
+TEXTURE_MIN_STD = 0.6
+# A pixel agrees when its local correlation with its partner is at least this.
+AGREE_ZNCC = 0.55
+# ... and an agreeing area counts only around a core where the correlation averaged over this
+# wider window reaches CORE_ZNCC: chance agreement of unrelated texture is scattered.
+CORE_WINDOW = 25
+CORE_ZNCC = 0.7
+# Gaps in the agreement map up to this size are closed (flat spots inside a copied region).
+CLOSE_PX = 7
+# A hole in an agreeing region is filled when at most this share of it is textured and disagrees.
+MAX_HOLE_DISAGREEMENT = 0.3
+# Regions are opened with a disc this wide: an edge that lines up with its mirror image (the rim
+# of a round field of view, a lane border) agrees along a strip without a body.
+OPEN_PX = 9
+# Verification looks around the inliers' box expanded by this fraction of its size (and at
+# least ``ROI_MIN_MARGIN_PX``), growing when the region reaches the window's edge.
+ROI_MARGIN = 0.75
+ROI_MIN_MARGIN_PX = 48
+ROI_GROWTH_STEPS = 2
+# Candidate floor (well below any decision default): smaller regions are not kept at all.
+CANDIDATE_MIN_AREA = 0.0005
+# A region that overlaps its own partner by more than this is self-similar texture.
+MAX_SELF_OVERLAP = 0.3
+# Source and copy sharing a boundary longer than this share of their side are one symmetric
+# object (its mirrored halves) or a texture continuing into itself (copies are pasted apart).
+MAX_CONTACT = 0.5
+# Two candidates are one copy when both their regions overlap by this IoU.
+DUPLICATE_IOU = 0.4
+
+
+@dataclass(frozen=True)
+class MatcherConfig:
+    """How evidence is computed (see the module constants for the reason of each default)."""
+
+    work_max_side: int = WORK_MAX_SIDE
+    work_min_side: int = WORK_MIN_SIDE
+    sift_contrast: float = SIFT_CONTRAST
+    sift_max_features: int = SIFT_MAX_FEATURES
+    g2nn_ratio: float = G2NN_RATIO
+    ransac_px: float = RANSAC_PX
+    max_scale: float = MAX_SCALE
+    max_hypotheses: int = MAX_HYPOTHESES
+    agree_zncc: float = AGREE_ZNCC
+    # the FFT search for plain / mirrored shifts: off by default, since on the tuning sets it
+    # added no oF1 over keypoints + exact hashing at 3x the time (benchmarks/matcher_dev.py)
+    dense: bool = False
+    exact: bool = True  # block hashing for copies pasted without resampling
+    decorations: bool = True  # drop keypoints and agreement on labels, scale bars, arrows
+    skip_charts: bool = True  # no matching inside chart / text panels
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "MatcherConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+
+# Decision defaults: the best mean oF1 over the tuning sets (synthetic photos seed 1001 and
+# figures seed 1001, 120 test images each; the report sets use other seeds) in a grid search by
+# benchmarks/matcher_dev.py, where they flag none of the 120 authentic tuning images.
+# 8 inliers: 5-6 let similar texture through on photos; 10+ lose small keypoint copies.
+DEFAULT_MIN_INLIERS = 8
+# Keypoint-verified copies agree at 0.8-1.0; resampled ones (rotation, scale) at 0.7-0.9.
+DEFAULT_MIN_CORRELATION = 0.7
+# 0.2% of the image: the smallest keypoint copies in the tuning sets; below it, repeated
+# symbols and lines that escaped the decoration mask.
+DEFAULT_MIN_AREA = 0.002
+# No image-level bar by default (calibration may set one on ``CopyPair.strength``).
+DEFAULT_MIN_STRENGTH = 0.0
+# 10 recurring 5x5 blocks (probed on a 2 px grid, ~ a 12 x 12 px copy): 6 also flagged three
+# authentic figures (identical tick marks and short rulings inside panels).
+DEFAULT_MIN_EXACT_BLOCKS = 10
+# Pairs found only by the FFT search need near-exact agreement: at 0.9 and below, similar or
+# mirror-symmetric blot lanes flagged authentic images in the tuning sets.
+DEFAULT_MIN_DENSE_CORRELATION = 0.95
+
+
+@dataclass(frozen=True)
+class DecisionParams:
+    """How candidates are judged; ``decide`` applies them to a cached ``Detection``.
+
+    min_inliers: a pair needs this many distinct RANSAC inliers, unless the dense search found
+        it (its support is then the agreeing area itself).
+    min_correlation: mean local correlation between a region and its transformed partner.
+    min_dense_correlation: the same for pairs only the dense search found (no keypoint inliers
+        back them, and similar blot lanes correlate at 0.7-0.85 in fine detail).
+    min_area: smallest region, as a fraction of the image area (both source and copy).
+    min_strength: image-level bar on ``CopyPair.strength``; calibration trades false positives
+        on authentic images against missed copies with it.
+    use_dense: whether being found by the dense search can stand in for keypoint inliers.
+    min_exact_blocks: a pair whose pixels recur exactly over this many hashed blocks passes on
+        that alone, at any size (see ``exact``).
+    """
+
+    min_inliers: int = DEFAULT_MIN_INLIERS
+    min_correlation: float = DEFAULT_MIN_CORRELATION
+    min_dense_correlation: float = DEFAULT_MIN_DENSE_CORRELATION
+    min_area: float = DEFAULT_MIN_AREA
+    min_strength: float = DEFAULT_MIN_STRENGTH
+    use_dense: bool = True
+    min_exact_blocks: int = DEFAULT_MIN_EXACT_BLOCKS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "DecisionParams":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})

@@ -1,0 +1,154 @@
+"""The matcher's parts on real pixels: mirrored descriptors, exact hashing, panels, decorations,
+regions and descriptions."""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from preprocessing import synth
+from preprocessing.matching import describe, detect
+from preprocessing.matching.exact import SYMMETRIES, exact_candidates, linear, symmetry_vectors
+from preprocessing.matching.keypoints import mirror_permutation
+from preprocessing.matching.layout import layout
+from preprocessing.matching.panels import find_page, find_panels
+from preprocessing.matching.results import Region, Transform, region_from_mask
+from preprocessing.matching.work import to_work
+
+
+def photo(h: int, w: int, name: str = "immunohistochemistry", y: int = 0, x: int = 0) -> np.ndarray:
+    img = synth._science_image(name)
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(img[y:y + h, x:x + w])
+
+
+def test_mirror_permutation_matches_sift_on_the_flipped_image():
+    """Descriptors permuted by ``mirror_permutation`` equal SIFT's own on the mirrored image."""
+    gray = cv2.cvtColor(photo(300, 400), cv2.COLOR_RGB2GRAY)
+    sift = cv2.SIFT_create(contrastThreshold=0.01)
+    kps, desc = sift.detectAndCompute(gray, None)
+    w = gray.shape[1]
+    mirrored = [cv2.KeyPoint(w - 1 - k.pt[0], k.pt[1], k.size, (180 - k.angle) % 360, k.response, k.octave)
+                for k in kps]
+    kept, desc_m = sift.compute(np.ascontiguousarray(gray[:, ::-1]), mirrored)
+    assert len(kept) == len(kps)
+    err = np.abs(desc[:, mirror_permutation()] - desc_m).mean()
+    other = np.abs(desc - desc_m).mean()  # the unpermuted descriptors, for scale
+    assert err < 0.2 * other
+
+
+def test_symmetry_weights_hash_the_transformed_block():
+    a = np.array([3, 5, 7, 11, 13])
+    b = np.array([17, 19, 23, 29, 31])
+    block = np.arange(25).reshape(5, 5) + 1
+    for flip, turns in SYMMETRIES:
+        u, v = symmetry_vectors(a, b, flip, turns)
+        g = linear(flip, turns).astype(int)
+        moved = np.zeros_like(block)  # moved[g(o)] = block[o] for centred offsets o
+        for dy in range(-2, 3):
+            for dx in range(-2, 3):
+                gx, gy = g @ (dx, dy)
+                moved[gy + 2, gx + 2] = block[dy + 2, dx + 2]
+        assert u @ block @ v == a @ moved @ b
+
+
+@pytest.mark.parametrize("flip,turns", [(False, 0), (True, 0), (False, 1), (False, 2), (True, 3)])
+def test_exact_hashing_finds_each_symmetry(flip, turns):
+    img = photo(240, 320)
+    patch = img[20:60, 30:70]
+    if flip:
+        patch = patch[:, ::-1]
+    img = img.copy()
+    img[150:190, 220:260] = np.rot90(patch, -turns)  # np.rot90 turns the array counter-clockwise
+    cands = exact_candidates(img, np.zeros(img.shape[:2], np.uint8), min_shift=10)
+    assert cands
+    m = cands[0].matrix
+    centre = np.array([49.5, 39.5])
+    mapped = m[:, :2] @ centre + m[:, 2]
+    inverse = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+    back = inverse[:, :2] @ centre + inverse[:, 2]
+    assert np.allclose(mapped, [239.5, 169.5], atol=1) or np.allclose(back, [239.5, 169.5], atol=1)
+
+
+def test_exact_hashing_ignores_flat_and_natural_images():
+    flat = np.full((200, 300, 3), 200, np.uint8)
+    assert exact_candidates(flat, np.zeros((200, 300), np.uint8), 10) == []
+    assert exact_candidates(photo(300, 400, "retina", 100, 100), np.zeros((300, 400), np.uint8), 10) == []
+
+
+def page_with_panels() -> np.ndarray:
+    page = np.full((400, 600, 3), 255, np.uint8)
+    page[10:190, 10:290] = photo(180, 280)
+    page[10:190, 310:590] = photo(180, 280, "moon", 100, 100)
+    page[210:390, 10:290] = photo(180, 280, "retina", 200, 200)
+    page[210:390, 310:590] = photo(180, 280, "cell", 20, 20)
+    return page
+
+
+def test_panels_split_along_gutters():
+    page = page_with_panels()
+    work = to_work(page)
+    panels = find_panels(work.rgb, work.gray, find_page(work.rgb))
+    boxes = sorted(box for box, kind in panels)
+    assert boxes == [(10, 10, 280, 180), (10, 210, 280, 180), (310, 10, 280, 180), (310, 210, 280, 180)]
+    assert all(kind in ("photo", "blot") for _, kind in panels)
+
+
+def test_a_photo_without_page_is_one_panel():
+    img = photo(300, 400, "moon")
+    work = to_work(img)
+    assert find_page(work.rgb) is None
+    assert [box for box, _ in find_panels(work.rgb, work.gray, None)] == [(0, 0, 400, 300)]
+
+
+def test_decorations_cover_labels_and_scale_bars_but_not_tissue():
+    import matplotlib
+
+    img = photo(300, 400)
+    page = Image.fromarray(img.copy())
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.truetype(os.path.join(matplotlib.get_data_path(), "fonts/ttf/DejaVuSans.ttf"), 18)
+    # black on this light stained tissue, as a figure's author would pick (white would not show)
+    draw.text((300, 250), "50 \u00b5m", font=font, fill=(0, 0, 0))
+    draw.rectangle((300, 275, 370, 280), fill=(0, 0, 0))
+    draw.text((10, 10), "B", font=font, fill=(0, 0, 0))
+    draw.line((150, 120, 190, 150), fill=(255, 255, 0), width=3)  # a yellow arrow shaft
+    marked = np.asarray(page)
+    ink = np.abs(marked.astype(int) - img.astype(int)).max(axis=2) > 60
+    _, deco, _ = layout(to_work(marked))
+    assert deco[ink].mean() > 0.9
+    _, plain, _ = layout(to_work(img))
+    assert plain.mean() < 0.01
+
+
+def test_region_masks_come_back_at_the_original_size():
+    mask = np.zeros((100, 150), np.uint8)
+    mask[20:60, 30:90] = 1
+    region = region_from_mask(mask, (400, 600))
+    assert region.box == (120, 80, 240, 160)
+    big = region.mask()
+    assert big.shape == (400, 600) and abs(int(big.sum()) - 240 * 160) < 0.02 * 240 * 160
+    other = Region((30, 20, 60, 40), np.ones((40, 60), np.uint8), (100, 150), (400, 600))
+    assert region.iou(other) == 1.0
+
+
+def test_transform_decomposition():
+    rot = cv2.getRotationMatrix2D((0, 0), 30, 1.2)  # counter-clockwise on screen
+    t = Transform.from_matrix(rot)
+    assert not t.flip and abs(t.angle - 30) < 1e-6 and abs(t.scale - 1.2) < 1e-6
+    mirror = np.array([[-1.0, 0, 100], [0, 1.0, 5]])
+    t = Transform.from_matrix(mirror)
+    assert t.flip and abs(t.angle) < 1e-6 and np.allclose(t.apply([[10, 10]]), [[90, 15]])
+
+
+def test_describe_reads_like_a_sentence():
+    img = photo(300, 400).copy()
+    img[180:260, 250:350] = img[20:100, 30:130][::-1]  # mirrored top-bottom, pasted unchanged
+    det = detect(img)
+    text = describe(det.candidates[0])
+    assert "is a copy of the region at" in text and "mirrored top-bottom" in text
+    assert "identical blocks" in text
