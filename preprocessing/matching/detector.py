@@ -154,7 +154,7 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     rgb = as_rgb8(image)
     shape = tuple(rgb.shape[:2])
     t0 = time.perf_counter()
-    work = to_work(rgb, config.work_max_side, config.work_min_side)
+    work = to_work(rgb, config.work_max_side, config.work_min_side, config.sift_halve_above)
     if work is None:
         return Detection(shape=shape, work_shape=shape, stats={"empty": "too_small"})
     det = Detection(shape=shape, work_shape=work.work_shape)

@@ -21,6 +21,11 @@ WORK_MAX_SIDE = 1280
 # SIFT sees smaller images enlarged to this longest side (at most ``WORK_MAX_UPSCALE`` times):
 # a 150 px blot has too few scale-space extrema at its own size. Nothing else is enlarged.
 WORK_MIN_SIDE = 640
+# Optionally, SIFT sees images longer than this at half size (0 = never): OpenCV's SIFT doubles
+# its input for the first octave, so a halved image is still analysed near native detail on a
+# quarter of the pixels. Measured (benchmarks/matcher_dev.py, 900): ~1000 px figures 0.77 ->
+# 0.41 s per image, but tuning oF1 -2.4 points (photos and figures), so it is off by default.
+SIFT_HALVE_ABOVE = 0
 WORK_MAX_UPSCALE = 4.0
 # Images whose shorter side is below this (at the original size) carry no matchable copy.
 MIN_IMAGE_SIDE = 16
@@ -191,6 +196,7 @@ class MatcherConfig:
 
     work_max_side: int = WORK_MAX_SIDE
     work_min_side: int = WORK_MIN_SIDE
+    sift_halve_above: int = SIFT_HALVE_ABOVE
     sift_contrast: float = SIFT_CONTRAST
     sift_max_features: int = SIFT_MAX_FEATURES
     g2nn_ratio: float = G2NN_RATIO
