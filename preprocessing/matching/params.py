@@ -142,9 +142,10 @@ EXACT_MIN_BLOCKS = 6
 # A block seen more than this many times is a pattern (glyphs, rulings), not a copy.
 EXACT_MAX_REPEATS = 4
 # A pixel belongs to an exact copy when every channel equals its partner's within this (0: the
-# copy's flat parts are identical too) and it lies within EXACT_GROW_PX of a recurring block.
+# copy's flat parts are identical too) and it lies within EXACT_GROW_PX of the recurring blocks'
+# hull (further out, flat background equal by nature would join).
 EXACT_TOL = 0
-EXACT_GROW_PX = 24
+EXACT_GROW_PX = 8
 # Gaps between recurring blocks closed in the region (JPEG-free copies miss a few blocks).
 EXACT_CLOSE_PX = 5
 # Larger images are not hashed (memory; and a page that large is rarely pasted unresampled).
