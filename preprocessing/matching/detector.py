@@ -34,6 +34,7 @@ from preprocessing.matching.results import CopyPair, Detection, Panel, Transform
 from preprocessing.matching.verify import bandpass, verify
 from preprocessing.matching.work import WorkImage, as_rgb8, to_work
 
+RNG_SEED = 20240601
 # Flat images (no detail anywhere) hold no evidence; this grey-level spread means flat.
 FLAT_MAX_STD = 1.0
 # strength = correlation x textured share x area term: saturates once the region covers
@@ -135,6 +136,8 @@ def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shi
     out = []
     for cand in exact_candidates(rgb, native_excluded, min_shift / min(1.0, work.scale)):
         src, cpy = exact_region(rgb, cand)
+        if touching(src, cpy):  # grown into flat surroundings that meet: keep the blocks alone
+            src, cpy = exact_region(rgb, cand, grow=False)
         if float((src & cpy).sum()) > P.MAX_SELF_OVERLAP * min(src.sum(), cpy.sum()):
             continue
         m = cand.matrix
@@ -154,7 +157,10 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     rgb = as_rgb8(image)
     shape = tuple(rgb.shape[:2])
     t0 = time.perf_counter()
-    work = to_work(rgb, config.work_max_side, config.work_min_side)
+    # FLANN's randomised trees and RANSAC draw from OpenCV's (per-thread) generator: seed it so
+    # the same image always gives the same candidates.
+    cv2.setRNGSeed(RNG_SEED)
+    work = to_work(rgb, config.work_max_side, config.work_min_side, config.sift_halve_above)
     if work is None:
         return Detection(shape=shape, work_shape=shape, stats={"empty": "too_small"})
     det = Detection(shape=shape, work_shape=work.work_shape)

@@ -156,26 +156,33 @@ def _drop_inverses(cands: list[ExactCandidate]) -> list[ExactCandidate]:
     return kept
 
 
-def exact_region(rgb: np.ndarray, cand: ExactCandidate) -> tuple[np.ndarray, np.ndarray]:
+def exact_region(rgb: np.ndarray, cand: ExactCandidate, grow: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """(source, copy) uint8 masks. The recurring blocks mark the copy's detailed parts; its flat
     parts (dark background between cells, membrane between bands) recur too but hash as flat.
-    So the source is every pixel equal to its partner inside the convex hull of the recurring
-    blocks, plus the blocks themselves (gaps closed, holes filled)."""
+    With ``grow``, the source extends from the blocks through pixels equal to their partners
+    (4-connected: pixels equal by chance are too sparse to carry it far) inside the blocks'
+    convex hull widened by ``EXACT_GROW_PX`` (flat surroundings equal by nature stay out)."""
     h, w = rgb.shape[:2]
     k = P.EXACT_BLOCK
     blocks = np.zeros((h, w), np.uint8)
     pts = np.rint(cand.blocks).astype(int)
     blocks[pts[:, 1], pts[:, 0]] = 1
     blocks = cv2.dilate(blocks, np.ones((k, k), np.uint8))
-    hull = np.zeros((h, w), np.uint8)
-    corners = cv2.findNonZero(blocks)
-    cv2.fillConvexPoly(hull, cv2.convexHull(corners), 1)
-    flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-    partner = cv2.warpAffine(rgb, cand.matrix, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    inside = cv2.warpAffine(np.ones((h, w), np.uint8), cand.matrix, (w, h), flags=flags,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    equal = (np.abs(rgb.astype(np.int16) - partner.astype(np.int16)).max(axis=2) <= P.EXACT_TOL) & (inside > 0)
-    src = (hull & equal.astype(np.uint8)) | blocks
+    src = blocks
+    if grow:
+        hull = np.zeros((h, w), np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(cv2.findNonZero(blocks)), 1)
+        near = cv2.dilate(hull, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * P.EXACT_GROW_PX + 1,) * 2))
+        flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        partner = cv2.warpAffine(rgb, cand.matrix, (w, h), flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        inside = cv2.warpAffine(np.ones((h, w), np.uint8), cand.matrix, (w, h), flags=flags,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        equal = (np.abs(rgb.astype(np.int16) - partner.astype(np.int16)).max(axis=2) <= P.EXACT_TOL) & (inside > 0)
+        n, labels = cv2.connectedComponents(((equal & (near > 0)) | (blocks > 0)).astype(np.uint8), connectivity=4)
+        keep = np.zeros(n, bool)
+        keep[np.unique(labels[blocks > 0])] = True
+        keep[0] = False
+        src = keep[labels].astype(np.uint8)
     close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (P.EXACT_CLOSE_PX, P.EXACT_CLOSE_PX))
     src = ndimage.binary_fill_holes(cv2.morphologyEx(src, cv2.MORPH_CLOSE, close)).astype(np.uint8)
     copy = cv2.warpAffine(src, cand.matrix, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,

@@ -54,11 +54,11 @@ def rootsift(desc: np.ndarray) -> np.ndarray:
 def sift_features(gray: np.ndarray, mask: Optional[np.ndarray] = None, contrast: float = P.SIFT_CONTRAST,
                   max_features: int = P.SIFT_MAX_FEATURES, zoom: float = 1.0) -> Features:
     """SIFT keypoints (where ``mask`` is nonzero) with RootSIFT and mirrored descriptors,
-    detected on the image enlarged ``zoom`` times and reported in ``gray``'s pixels."""
+    detected on the image resized ``zoom`` times and reported in ``gray``'s pixels."""
     if zoom != 1.0:
         h, w = gray.shape
         size = (int(round(w * zoom)), int(round(h * zoom)))
-        gray = cv2.resize(gray, size, interpolation=cv2.INTER_CUBIC)
+        gray = cv2.resize(gray, size, interpolation=cv2.INTER_CUBIC if zoom > 1 else cv2.INTER_AREA)
         if mask is not None:
             mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
     sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=contrast)

@@ -21,6 +21,11 @@ WORK_MAX_SIDE = 1280
 # SIFT sees smaller images enlarged to this longest side (at most ``WORK_MAX_UPSCALE`` times):
 # a 150 px blot has too few scale-space extrema at its own size. Nothing else is enlarged.
 WORK_MIN_SIDE = 640
+# Optionally, SIFT sees images longer than this at half size (0 = never): OpenCV's SIFT doubles
+# its input for the first octave, so a halved image is still analysed near native detail on a
+# quarter of the pixels. Measured (benchmarks/matcher_dev.py, 900): ~1000 px figures 0.77 ->
+# 0.41 s per image, but tuning oF1 -2.4 points (photos and figures), so it is off by default.
+SIFT_HALVE_ABOVE = 0
 WORK_MAX_UPSCALE = 4.0
 # Images whose shorter side is below this (at the original size) carry no matchable copy.
 MIN_IMAGE_SIDE = 16
@@ -136,9 +141,11 @@ EXACT_MIN_STD = 2.0
 EXACT_MIN_BLOCKS = 6
 # A block seen more than this many times is a pattern (glyphs, rulings), not a copy.
 EXACT_MAX_REPEATS = 4
-# Inside the blocks' hull, a pixel belongs to the copy when every channel equals its partner's
-# within this (0: exact; the copy's flat parts are identical too).
+# A pixel belongs to an exact copy when every channel equals its partner's within this (0: the
+# copy's flat parts are identical too) and it lies within EXACT_GROW_PX of the recurring blocks'
+# hull (further out, flat background equal by nature would join).
 EXACT_TOL = 0
+EXACT_GROW_PX = 8
 # Gaps between recurring blocks closed in the region (JPEG-free copies miss a few blocks).
 EXACT_CLOSE_PX = 5
 # Larger images are not hashed (memory; and a page that large is rarely pasted unresampled).
@@ -191,6 +198,7 @@ class MatcherConfig:
 
     work_max_side: int = WORK_MAX_SIDE
     work_min_side: int = WORK_MIN_SIDE
+    sift_halve_above: int = SIFT_HALVE_ABOVE
     sift_contrast: float = SIFT_CONTRAST
     sift_max_features: int = SIFT_MAX_FEATURES
     g2nn_ratio: float = G2NN_RATIO

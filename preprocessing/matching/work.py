@@ -22,7 +22,7 @@ class WorkImage:
     rgb: np.ndarray  # (h, w, 3) uint8
     gray: np.ndarray  # (h, w) uint8
     shape: tuple[int, int]  # original (H, W)
-    sift_zoom: float = 1.0  # SIFT runs on the working image enlarged by this factor
+    sift_zoom: float = 1.0  # SIFT runs on the working image resized by this factor (see sift_zoom)
 
     @property
     def work_shape(self) -> tuple[int, int]:
@@ -56,8 +56,8 @@ def work_scale(h: int, w: int, max_side: int, min_side: int) -> float:
     return 1.0
 
 
-def to_work(image: np.ndarray, max_side: int = P.WORK_MAX_SIDE, min_side: int = P.WORK_MIN_SIDE
-            ) -> Optional[WorkImage]:
+def to_work(image: np.ndarray, max_side: int = P.WORK_MAX_SIDE, min_side: int = P.WORK_MIN_SIDE,
+            sift_halve_above: int = P.SIFT_HALVE_ABOVE) -> Optional[WorkImage]:
     """The working image, or None when the image is too small to hold a copy."""
     rgb = as_rgb8(image)
     h, w = rgb.shape[:2]
@@ -68,4 +68,12 @@ def to_work(image: np.ndarray, max_side: int = P.WORK_MAX_SIDE, min_side: int = 
         size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     rgb = np.ascontiguousarray(rgb)
-    return WorkImage(rgb=rgb, gray=cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), shape=(h, w), sift_zoom=max(1.0, s))
+    return WorkImage(rgb=rgb, gray=cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), shape=(h, w), sift_zoom=sift_zoom(s, max(h, w) * min(s, 1.0), sift_halve_above))
+
+
+def sift_zoom(scale: float, long_side: float, halve_above: int) -> float:
+    """How much SIFT resizes the working image: small images up (``WORK_MIN_SIDE``); optionally
+    large ones halved (``SIFT_HALVE_ABOVE``; 0 = never)."""
+    if scale > 1.0:
+        return scale
+    return 0.5 if 0 < halve_above < long_side else 1.0
