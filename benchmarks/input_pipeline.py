@@ -17,10 +17,19 @@ side in one run, batch --batch_size, training augmentation on, images/s:
                        CPU is printed after the table)
   (c) compute_ceiling  the same host augmentation, batching and parallelism over
                        examples already decoded and held in memory
+  (d) tfdata_raw_service  (b) as ``trainer.main --data_service`` runs it, through a
+                       tf.data service dispatcher (in this process) and one worker (a
+                       ``python -m trainer.data_service`` process) on this host: on the
+                       same cores it cannot be faster; it shows what the service costs.
+                       *_snappy: with --data_service_compression
 
 Configurations are measured in interleaved rounds and the median is reported,
-so load from other processes on a shared machine hits them alike. The last
-stdout line is JSON: {"seed_generator", "tfdata_raw", "tfdata_png", "compute_ceiling"}.
+so load from other processes on a shared machine hits them alike. Each row also
+gives the CPU time per delivered image of this process (the trainer's side) and
+of the service worker's process: what a cluster is sized from. The last stdout
+line is JSON of the images/s: {"seed_generator", "tfdata_raw", "tfdata_png",
+"compute_ceiling", "tfdata_raw_uncached", "tfdata_png_uncached", "tfdata_raw_service",
+"tfdata_raw_service_snappy"}.
 """
 from __future__ import annotations
 
@@ -28,6 +37,8 @@ import json
 import os
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -185,6 +196,46 @@ def decoded_examples(records_dir: str) -> dict:
             "file": np.array([records_dir.encode()] * n)}
 
 
+def service_batches(records_dir: str, service_target: str, compress: bool = False) -> Iterator:
+    """make_dataset as trainer.main --data_service runs it: built here, run by the tf.data service's
+    workers without the RAM cache (trainer.service), its batches received from them."""
+    from trainer import data, service
+
+    ds = data.make_dataset(records_dir, "train", FLAGS.batch_size, training=True, cache=False)
+    return iter(service.distribute(ds.repeat(), service_target, compress=compress))
+
+
+def start_service():
+    """A dispatcher in this process and one worker in a child process, so that the CPU time of the two
+    sides is measured apart: (dispatcher, worker process)."""
+    from trainer import service
+
+    dispatcher = service.start_dispatcher()
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    worker = subprocess.Popen([sys.executable, "-m", "trainer.data_service", "--host=localhost",
+                               f"--dispatcher={dispatcher.target}"], cwd=repo, stdout=subprocess.PIPE, text=True)
+    if "worker listening" not in worker.stdout.readline():
+        raise RuntimeError("the tf.data service worker did not start")
+    return dispatcher, worker
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of another process (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wire_bytes_per_image(batch) -> tuple[float, float]:
+    """(bytes, bytes snappy-compressed as the service sends them by default) per image of a batch."""
+    import tensorflow as tf
+    from tensorflow.python.data.experimental.ops import compression_ops  # what distribute(compression="AUTO") runs
+
+    raw = sum(t.numpy().nbytes for t in tf.nest.flatten(batch))
+    compressed = len(tf.io.serialize_tensor(compression_ops.compress(batch)).numpy())
+    return raw / FLAGS.batch_size, compressed / FLAGS.batch_size
+
+
 def ceiling_batches(examples: dict, parallelism: int) -> Iterator:
     """make_dataset's host work minus reading, parsing and decoding: shuffle, JPEG recompression
     with the same parallelism, batching, prefetch."""
@@ -221,17 +272,20 @@ def device_step_rate(records_dir: str, min_seconds: float) -> float:
 
 # --------------------------------------------------------------------------- measuring
 
-def images_per_second(batches: Iterator, min_seconds: float, warmup: int = 2) -> float:
-    """Pull batches for at least ``min_seconds`` after ``warmup`` batches; images delivered per second."""
+def images_per_second(batches: Iterator, min_seconds: float, clocks: dict[str, Callable[[], float]],
+                      warmup: int = 2) -> tuple[float, dict[str, float]]:
+    """Pull batches for at least ``min_seconds`` after ``warmup`` batches: images delivered per second,
+    and the CPU µs per image of every clock (CPU seconds of a process)."""
     for _ in range(warmup):
         next(batches)
     n, start = 0, time.perf_counter()
+    cpu = {name: clock() for name, clock in clocks.items()}
     while True:
         batch = next(batches)
         n += len(batch[1]) if isinstance(batch[1], np.ndarray) else int(batch[1]["mask"].shape[0])
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds and n >= 2 * FLAGS.batch_size:
-            return n / elapsed
+            return n / elapsed, {name: 1e6 * (clock() - cpu[name]) / n for name, clock in clocks.items()}
 
 
 def prepare_data(work_dir: str) -> str:
@@ -276,17 +330,21 @@ def image_sizes(data_dir: str) -> tuple[int, float, int]:
     return min(sides), float(np.mean(sides)), max(sides)
 
 
-def run(configs: dict[str, Callable[[], Iterator]], rounds: int, min_seconds: float) -> dict[str, float]:
+def run(configs: dict[str, Callable[[], Iterator]], rounds: int, min_seconds: float,
+        clocks: dict[str, Callable[[], float]]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Median images/s of every configuration, and its median CPU µs per image by clock."""
     from tqdm import tqdm
 
     iterators = {name: make() for name, make in configs.items()}
-    results: dict[str, list[float]] = {name: [] for name in configs}
+    results: dict[str, list] = {name: [] for name in configs}
     with tqdm(total=rounds * len(configs), desc="measuring", unit="config") as bar:
         for _ in range(rounds):
             for name, it in iterators.items():
-                results[name].append(images_per_second(it, min_seconds))
+                results[name].append(images_per_second(it, min_seconds, clocks))
                 bar.update()
-    return {name: statistics.median(v) for name, v in results.items()}
+    ips = {name: statistics.median(rate for rate, _ in v) for name, v in results.items()}
+    cpu = {name: {c: statistics.median(us[c] for _, us in v) for c in clocks} for name, v in results.items()}
+    return ips, cpu
 
 
 def main(argv):
@@ -301,6 +359,8 @@ def main(argv):
 
     import tensorflow as tf
 
+    dispatcher, worker = start_service()
+    clocks = {"trainer": time.process_time, "worker": lambda: process_cpu_seconds(worker.pid)}
     auto = tf.data.AUTOTUNE
     gen = seed_generator(os.path.join(data_dir, "train_images", "forged"),
                          os.path.join(data_dir, "train_masks"), FLAGS.image_size)
@@ -310,6 +370,8 @@ def main(argv):
         "tfdata_png": lambda: tfdata_batches(png_dir, auto),
         "tfdata_raw_uncached": lambda: tfdata_batches(raw_dir, auto, cache=False),
         "tfdata_png_uncached": lambda: tfdata_batches(png_dir, auto, cache=False),
+        "tfdata_raw_service": lambda: service_batches(raw_dir, dispatcher.target),
+        "tfdata_raw_service_snappy": lambda: service_batches(raw_dir, dispatcher.target, compress=True),
         "compute_ceiling": lambda: ceiling_batches(examples, auto),
     }
     for p in (int(v) for v in FLAGS.parallelism):
@@ -317,7 +379,12 @@ def main(argv):
         configs[f"tfdata_png@{p}"] = lambda p=p: tfdata_batches(png_dir, p)
         configs[f"tfdata_raw_uncached@{p}"] = lambda p=p: tfdata_batches(raw_dir, p, cache=False)
         configs[f"compute_ceiling@{p}"] = lambda p=p: ceiling_batches(examples, p)
-    ips = run(configs, FLAGS.rounds, FLAGS.min_seconds)
+    try:
+        ips, cpu_us = run(configs, FLAGS.rounds, FLAGS.min_seconds, clocks)
+        wire = wire_bytes_per_image(next(service_batches(raw_dir, dispatcher.target)))
+    finally:
+        worker.terminate()
+        worker.wait()
     device_ips = device_step_rate(raw_dir, FLAGS.min_seconds)
     stored = examples["size"]
     native = int(np.sum(np.any(stored != FLAGS.image_size, axis=1)))
@@ -329,20 +396,31 @@ def main(argv):
           f"{int(stored.max(axis=1).max())} px), "
           f"compression {FLAGS.compression}; batch {FLAGS.batch_size}; {os.cpu_count()} CPUs; "
           f"median of {FLAGS.rounds} rounds")
-    print(f"{'configuration':<24}{'parallelism':>12}{'images/s':>12}{'x seed':>10}{'% ceiling':>11}")
+    print(f"{'configuration':<26}{'parallelism':>12}{'images/s':>12}{'x seed':>10}{'% ceiling':>11}"
+          f"{'core-µs/img':>13}{'worker':>8}")
     seed_ips = ips["seed_generator"]
     for name, value in ips.items():
         base, _, par = name.partition("@")
         ceiling = ips.get(f"compute_ceiling@{par}" if par else "compute_ceiling")
         pct = f"{100 * value / ceiling:.0f}%" if base.startswith("tfdata") and ceiling else ""
         label = "1 (Python)" if base == "seed_generator" else (par or "AUTOTUNE")
-        print(f"{base:<24}{label:>12}{value:>12.1f}{value / seed_ips:>10.1f}{pct:>11}")
+        cpu = cpu_us[name]
+        print(f"{base:<26}{label:>12}{value:>12.1f}{value / seed_ips:>10.1f}{pct:>11}{cpu['trainer']:>13.0f}"
+              f"{cpu['worker']:>8.0f}")
     print("tfdata_*: the pipeline as trainer.main runs it (decoded examples cached in RAM after the first "
           "epoch when they fit); *_uncached: records re-read and re-decoded every epoch.")
     print(f"device step (enlarging stored images to {FLAGS.image_size} px, mask cast), which training runs on "
           f"the accelerator, run here on the CPU: {device_ips:.1f} images/s")
+    local, remote, snappy = (cpu_us[k] for k in ("tfdata_raw_uncached", "tfdata_raw_service",
+                                                  "tfdata_raw_service_snappy"))
+    print(f"core-µs/img: CPU time per image of this process (the trainer's host); worker: of the tf.data service "
+          f"worker's process, which only the *_service* rows use. Through the service the pipeline costs the "
+          f"worker {remote['worker']:.0f} core-µs per image ({local['trainer']:.0f} locally, uncached) and the "
+          f"trainer {remote['trainer']:.0f} to receive it, {wire[0] / 1e3:.0f} KB on the network; compressed "
+          f"(_snappy) {snappy['worker']:.0f} and {snappy['trainer']:.0f} core-µs, {wire[1] / 1e3:.0f} KB.")
     print(json.dumps({k: round(ips[k], 1) for k in ("seed_generator", "tfdata_raw", "tfdata_png", "compute_ceiling",
-                                                    "tfdata_raw_uncached", "tfdata_png_uncached")}))
+                                                    "tfdata_raw_uncached", "tfdata_png_uncached",
+                                                    "tfdata_raw_service", "tfdata_raw_service_snappy")}))
 
 
 if __name__ == "__main__":

@@ -69,6 +69,11 @@ class TrainConfig:
     strategy: str = option("auto", "auto: multi_worker if TF_CONFIG is set, mirrored with several devices, else "
                            "one_device.", choices=STRATEGIES)
     cpu_replicas: int = option(0, "Split the CPU into N logical devices (to test the distributed path).", lower=0)
+    data_service: str = option("", "tf.data service dispatcher (grpc://HOST:PORT, from python -m trainer.data_service) "
+                               "whose workers run the training input pipeline; empty: this host runs it.")
+    data_service_compression: bool = option(False, "Snappy-compress the batches the service sends: a third of the "
+                                            "bytes on the network, but ~1.5x the trainer's CPU time to receive "
+                                            "them (benchmarks/input_pipeline.py).")
     max_minutes: float = option(0.0, "Stop cleanly after this many minutes (0: no limit).", lower=0.0)
     seed: int = option(42, HELP["seed"])
     steps_per_epoch: int = option(0, "Steps per epoch (0: one pass over the training split).", lower=0)
@@ -88,9 +93,10 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def reproducible_dict(self) -> dict:
-        """What decides the trained model: everything but where it is written and how it is shown."""
+        """What decides the trained model: everything but where it runs, where it is written and how it is shown."""
         d = self.to_dict()
-        for key in ("model_dir", "verbose", "max_minutes", "cpu_replicas", "strategy"):
+        for key in ("model_dir", "verbose", "max_minutes", "cpu_replicas", "strategy", "data_service",
+                    "data_service_compression"):
             d.pop(key)
         return d
 

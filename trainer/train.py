@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from preprocessing import fileio, records
 from preprocessing.errors import UsageError
-from trainer import data, export, losses, run_state
+from trainer import data, export, losses, run_state, service
 from trainer.callbacks import best_logged, make_callbacks, monitor_mode
 from trainer.config import ModelConfig, TrainConfig
 from trainer.distribute import is_chief, make_strategy, resolve_precision, work_dir
@@ -58,14 +58,23 @@ def compile_model(model, cfg: TrainConfig, image_head: bool) -> None:
 
 def _repeated(strategy, cfg: TrainConfig, split: str, training: bool, output_names):
     """Distributed, repeated dataset: with a fixed number of steps per epoch every worker runs the
-    same number of steps even when their shards differ in size."""
+    same number of steps even when their shards differ in size. With ``cfg.data_service`` the
+    training batches come from the tf.data service (``trainer.service``); validation stays local."""
     kwargs = dict(seed=cfg.seed if training else None)
     if training:
         kwargs.update(forged_fraction=cfg.forged_fraction or None, augment_jpeg=cfg.jpeg_augment)
+    remote = training and bool(cfg.data_service)
+    if remote:
+        service.check_dispatcher(cfg.data_service)  # a clear error now, not a silent retry loop
+        kwargs.update(cache=False)  # a worker's share of the files changes every epoch
+    job = service.job_name(cfg) if remote else None
 
     def dataset_fn(ctx):
+        if remote:
+            ctx = service.whole_dataset(ctx)  # the shared job splits the files across trainers
         ds = data.make_dataset(cfg.data_dir, split, cfg.batch_size, training, input_context=ctx, **kwargs)
-        return select_targets(ds, output_names).repeat()
+        ds = select_targets(ds, output_names).repeat()
+        return service.distribute(ds, cfg.data_service, job, cfg.data_service_compression) if remote else ds
 
     return strategy.distribute_datasets_from_function(dataset_fn)
 
