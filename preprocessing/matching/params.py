@@ -98,6 +98,8 @@ G2NN_RATIO = 0.6
 G2NN_NEIGHBOURS = 8
 # Two keypoints closer than this are the same structure (overlapping SIFT windows), not a copy.
 MIN_MATCH_DIST_PX = 12.0
+# FLANN k-d forest: with 4 trees and 64 leaf checks the g2NN matches equal brute force's (72 of
+# 72 on a 3300-keypoint retina photo; near-duplicates are easy neighbours) at 1/5 of its time.
 FLANN_TREES = 4
 FLANN_CHECKS = 64
 # Matches are grouped by the rotation and scale their keypoints imply before RANSAC, so a
@@ -118,9 +120,8 @@ MAX_HYPOTHESES = 24
 
 # ----------------------------------------------------------------------------- dense matching
 
-# Dense candidates come from the auto-correlation of the whitened image (and its cross-correlation
-# with its mirrors): one FFT finds every plain shift at once. Longest side of that search.
-DENSE_MAX_SIDE = 1024
+# Dense candidates come from the auto-correlation of the whitened working image (and its
+# cross-correlation with its mirrors): one FFT finds every plain shift at once (see dense.py).
 # Peaks kept per correlation map (plain, and each of three mirrors).
 DENSE_PEAKS = 8
 # A peak must hold at least this fraction of the whitened image's energy (a copy of 1% of the
@@ -148,8 +149,11 @@ EXACT_TOL = 0
 EXACT_GROW_PX = 8
 # Gaps between recurring blocks closed in the region (JPEG-free copies miss a few blocks).
 EXACT_CLOSE_PX = 5
-# Larger images are not hashed (memory; and a page that large is rarely pasted unresampled).
-EXACT_MAX_PIXELS = 6_000_000
+# Larger images are not hashed: hashing works on the original pixels (resampling breaks
+# exactness) with int64 arrays. Whole detect on a fully textured page (benchmarks/matcher_dev.py
+# --memory): 2.5 MP 3.3 s / 590 MB peak RSS; at 6 MP it took 6.4 s / 830 MB. Figures up to
+# ~1580 x 1580 px are hashed.
+EXACT_MAX_PIXELS = 2_500_000
 
 # ----------------------------------------------------------------------------- verification
 
