@@ -48,7 +48,10 @@ def transform_words(t: Transform) -> list[str]:
 
 def describe(pair: CopyPair) -> str:
     """E.g. "region at (x=400, y=42, 80x60) is a copy of the region at (x=120, y=40, 80x60),
-    mirrored left-right, shift (+280, +2); found by keypoints (34 inliers), correlation 0.97"."""
+    mirrored left-right, shift (+280, +2), in the same panel; found by keypoints (34 keypoint
+    inliers), correlation 0.97". Boxes are original pixels (x, y, width x height). Which of the
+    two is the original cannot be told from the pixels: the sentence follows the pair's
+    orientation, and the transform words describe how the first region maps onto the second."""
     dx, dy = pair.shift
     words = transform_words(pair.transform) or ["unchanged"]
     evidence = [pair.method.replace("+", " and ")]

@@ -98,6 +98,8 @@ G2NN_RATIO = 0.6
 G2NN_NEIGHBOURS = 8
 # Two keypoints closer than this are the same structure (overlapping SIFT windows), not a copy.
 MIN_MATCH_DIST_PX = 12.0
+# FLANN k-d forest: with 4 trees and 64 leaf checks the g2NN matches equal brute force's (72 of
+# 72 on a 3300-keypoint retina photo; near-duplicates are easy neighbours) at 1/5 of its time.
 FLANN_TREES = 4
 FLANN_CHECKS = 64
 # Matches are grouped by the rotation and scale their keypoints imply before RANSAC, so a
@@ -118,9 +120,8 @@ MAX_HYPOTHESES = 24
 
 # ----------------------------------------------------------------------------- dense matching
 
-# Dense candidates come from the auto-correlation of the whitened image (and its cross-correlation
-# with its mirrors): one FFT finds every plain shift at once. Longest side of that search.
-DENSE_MAX_SIDE = 1024
+# Dense candidates come from the auto-correlation of the whitened working image (and its
+# cross-correlation with its mirrors): one FFT finds every plain shift at once (see dense.py).
 # Peaks kept per correlation map (plain, and each of three mirrors).
 DENSE_PEAKS = 8
 # A peak must hold at least this fraction of the whitened image's energy (a copy of 1% of the
@@ -148,8 +149,11 @@ EXACT_TOL = 0
 EXACT_GROW_PX = 8
 # Gaps between recurring blocks closed in the region (JPEG-free copies miss a few blocks).
 EXACT_CLOSE_PX = 5
-# Larger images are not hashed (memory; and a page that large is rarely pasted unresampled).
-EXACT_MAX_PIXELS = 6_000_000
+# Larger images are not hashed: hashing works on the original pixels (resampling breaks
+# exactness) with int64 arrays. Whole detect on a fully textured page (benchmarks/matcher_dev.py
+# --memory): 2.5 MP 3.3 s / 590 MB peak RSS; at 6 MP it took 6.4 s / 830 MB. Figures up to
+# ~1580 x 1580 px are hashed.
+EXACT_MAX_PIXELS = 2_500_000
 
 # ----------------------------------------------------------------------------- verification
 
@@ -192,8 +196,21 @@ MAX_CONTACT = 0.5
 DUPLICATE_IOU = 0.4
 
 
+class _AsDict:
+    """JSON round trip for parameter sets (metadata files, calibration records); unknown keys
+    are ignored so older records still load."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict | None):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+
 @dataclass(frozen=True)
-class MatcherConfig:
+class MatcherConfig(_AsDict):
     """How evidence is computed (see the module constants for the reason of each default)."""
 
     work_max_side: int = WORK_MAX_SIDE
@@ -213,37 +230,30 @@ class MatcherConfig:
     decorations: bool = True  # drop keypoints and agreement on labels, scale bars, arrows
     skip_charts: bool = True  # no matching inside chart / text panels
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "MatcherConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
-
-
-# Decision defaults: the best mean oF1 over the tuning sets (synthetic photos seed 1001 and
-# figures seed 1001, 120 test images each; the report sets use other seeds) in a grid search by
-# benchmarks/matcher_dev.py, where they flag none of the 120 authentic tuning images.
-# 8 inliers: 5-6 let similar texture through on photos; 10+ lose small keypoint copies.
+# Decision defaults, measured by benchmarks/matcher_dev.py (--grid) on the tuning sets (synthetic
+# photos and figures, seed 1001, 120 test images each; the report sets use seed 2002): mean oF1
+# 0.777 (photos 0.808, figures 0.746), no authentic tuning image flagged. The grid's best mean,
+# 0.781 (5 inliers, 0.4% area), flags two authentic photos; the difference is within noise.
+# 8 inliers: 5-6 flag 2 authentic photos and 1 figure (similar texture); 10+ lose small copies.
 DEFAULT_MIN_INLIERS = 8
-# Keypoint-verified copies agree at 0.8-1.0; resampled ones (rotation, scale) at 0.7-0.9.
+# Keypoint-verified copies agree at 0.8-1.0, resampled ones (rotation, scale) at 0.7-0.9: 0.8
+# costs 0.012 oF1 on photos.
 DEFAULT_MIN_CORRELATION = 0.7
-# 0.2% of the image: the smallest keypoint copies in the tuning sets; below it, repeated
-# symbols and lines that escaped the decoration mask.
+# 0.2% of the image: the smallest keypoint copies in the tuning sets (0.1-0.4% score the same).
 DEFAULT_MIN_AREA = 0.002
 # No image-level bar by default (calibration may set one on ``CopyPair.strength``).
 DEFAULT_MIN_STRENGTH = 0.0
-# 10 recurring 5x5 blocks (probed on a 2 px grid, ~ a 12 x 12 px copy): 6 also flagged three
-# authentic figures (identical tick marks and short rulings inside panels).
-DEFAULT_MIN_EXACT_BLOCKS = 10
+# 16 recurring 5x5 blocks (probed on a 2 px grid, ~ a 14 x 14 px copy): 6 flags 2 authentic
+# photos and 3 figures (identical tick marks, rulings, JPEG-flat blocks), 10 one photo.
+DEFAULT_MIN_EXACT_BLOCKS = 16
 # Pairs found only by the FFT search need near-exact agreement: at 0.9 and below, similar or
 # mirror-symmetric blot lanes flagged authentic images in the tuning sets.
 DEFAULT_MIN_DENSE_CORRELATION = 0.95
 
 
 @dataclass(frozen=True)
-class DecisionParams:
+class DecisionParams(_AsDict):
     """How candidates are judged; ``decide`` applies them to a cached ``Detection``.
 
     min_inliers: a pair needs this many distinct RANSAC inliers, unless the dense search found
@@ -266,11 +276,3 @@ class DecisionParams:
     min_strength: float = DEFAULT_MIN_STRENGTH
     use_dense: bool = True
     min_exact_blocks: int = DEFAULT_MIN_EXACT_BLOCKS
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict | None) -> "DecisionParams":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
