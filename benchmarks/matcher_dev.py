@@ -30,6 +30,7 @@ from scipy.optimize import linear_sum_assignment
 from preprocessing import synth
 from preprocessing.images import read_rgb8
 from preprocessing.matching import DecisionParams, MatcherConfig, decide, detect, passes
+from preprocessing.synth import base as synth_base
 from serving import rle
 from serving.metric import f1_matrix
 
@@ -117,7 +118,8 @@ def score(results: dict, params: DecisionParams) -> dict:
     secs = [r["seconds"] for r in results.values()]
     return {"oF1": np.mean([s for _, s, _ in per]), "oF1_forged": np.mean(forged), "oF1_authentic": np.mean(auth),
             "authentic_flagged": sum(p for f, _, p in per if not f), "authentic": len(auth), "forged": len(forged),
-            "all_authentic_baseline": len(auth) / len(per), "found": {k: f"{a}/{b}" for k, (a, b) in sorted(found.items())},
+            "all_authentic_baseline": len(auth) / len(per),
+            "found": {k: f"{a}/{b}" for k, (a, b) in sorted(found.items())},
             "s_per_image": float(np.mean(secs)), "images_per_s": 1.0 / float(np.mean(secs)),
             "s_max": float(np.max(secs))}
 
@@ -163,7 +165,7 @@ def memory_report(side: tuple[int, int] = (3000, 4000)) -> dict:
     """Peak resident memory (of this process, so run it in a fresh one) and time of one detect
     on a fully textured page of ``side`` (h, w) pixels holding one plain copy."""
     cv2.setNumThreads(1)
-    base = synth._science_image("immunohistochemistry")
+    base = synth_base._science_image("immunohistochemistry")
     page = cv2.resize(base, (side[1], side[0]), interpolation=cv2.INTER_CUBIC)
     h, w = side
     ch, cw = h // 4, w // 4  # one plain copy of a quarter-side block
@@ -196,8 +198,8 @@ def main() -> None:
                       os.path.join(args.work_dir, f"det_{args.run}_{style}.pkl"))
             print(style, json.dumps(score(res, DecisionParams()), indent=1, default=float))
     if args.grid:
-        sets = [run(data_dir(args.work_dir, "tune", s), MatcherConfig(), os.path.join(args.work_dir, f"det_tune_{s}.pkl"))
-                for s in STYLES]
+        sets = [run(data_dir(args.work_dir, "tune", s), MatcherConfig(),
+                    os.path.join(args.work_dir, f"det_tune_{s}.pkl")) for s in STYLES]
         for mean, scores, params in grid(sets)[:10]:
             print(round(mean, 4), [(round(s, 3), f) for s, f in scores], params)
         print("defaults", [(round(s, 3), f) for s, f in (score_quick(r, DecisionParams()) for r in sets)])

@@ -44,7 +44,7 @@ flags.DEFINE_integer("train_batch_size", 16, "Global training batch (the seed's 
 flags.DEFINE_integer("width", 16, "Default model width.")
 flags.DEFINE_integer("depth", 3, "Default model depth.")
 flags.DEFINE_list("contenders", ["seed", "default"],
-                  "Which to train, in order, from: seed, default, shallow_corr, no_head, no_corr, no_field.")
+                  "Which to train, in order, from: seed, default, shallow_corr, no_head, no_corr, no_field, evidence.")
 flags.DEFINE_string("precision", "auto", "Training precision for every contender.")
 flags.DEFINE_integer("seed", 0, "Data and training seed.")
 flags.DEFINE_bool("calibrate", True, "Also score after serving.calibrate tunes post-processing on the val split.")
@@ -69,6 +69,8 @@ def contenders():
         "no_field": ("default without match field", ModelConfig(**unet, match_field=False), loss, monitor),
         "no_corr": ("default without self-corr", ModelConfig(**unet, self_correlation=False, correlation_levels=()),
                     loss, monitor),
+        "evidence": ("default + the matcher's evidence map as a third stream", ModelConfig(**unet, evidence=True),
+                     loss, monitor),
     }
     unknown = set(FLAGS.contenders) - set(known)
     if unknown:
@@ -128,7 +130,8 @@ def slug(model_cfg) -> str:
         return "seed"
     levels = "".join(str(v) for v in model_cfg.correlation_levels) or "none"
     field = f"_field{model_cfg.match_size}" if model_cfg.match_field else ""
-    return f"unet_sc{int(model_cfg.self_correlation)}_levels{levels}_head{int(model_cfg.image_head)}{field}"
+    evidence = "_evidence" if model_cfg.evidence else ""
+    return f"unet_sc{int(model_cfg.self_correlation)}_levels{levels}_head{int(model_cfg.image_head)}{field}{evidence}"
 
 
 def train_contender(model_dir, records, model_cfg, loss, monitor) -> dict:

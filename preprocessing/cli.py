@@ -158,8 +158,9 @@ def changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 # ----------------------------------------------------------------------------- shared flags
 
-def define_model_dir(help: str = "MODEL_DIR (with export/) or the export directory itself.") -> None:
-    flags.DEFINE_string("model_dir", None, help, required=True)
+def define_model_dir(help: str = "MODEL_DIR (with export/) or the export directory itself.",
+                     required: bool = True) -> None:
+    flags.DEFINE_string("model_dir", None, help, required=required)
 
 
 def define_overwrite() -> None:

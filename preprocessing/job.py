@@ -109,6 +109,7 @@ def _manifest(summary: dict, discovered: int, problems, staging: str, options: d
         "schema_version": SCHEMA_VERSION,
         "image_size": options["image_size"],
         "encoding": options["encoding"],
+        "evidence": bool(options.get("evidence")),  # records hold the matcher's evidence map
         "compression": compression,
         "files": files,
         "num_shards": {s: len(_matches(FileSystems.join(staging, files[s]))) for s in SPLITS},

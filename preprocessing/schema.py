@@ -16,10 +16,12 @@ import cv2
 import numpy as np
 import tensorflow as tf
 
-from preprocessing.constants import AUTHENTIC, ENCODINGS, FORGED
+from preprocessing.constants import AUTHENTIC, ENCODINGS, EVIDENCE_CHANNELS, FORGED
 
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)  # 1: every record resized to S x S, which version 2 still allows
+SCHEMA_VERSION = 3
+# 1: every record resized to S x S (version 2 allows that too); 2: no evidence map (read as zeros,
+# whose "present" channel tells the model so).
+READABLE_VERSIONS = (1, 2, 3)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 FEATURES = {
@@ -35,6 +37,8 @@ FEATURES = {
     "mask/num_instances": tf.io.FixedLenFeature([], tf.int64),
     "orig/height": tf.io.FixedLenFeature([], tf.int64),
     "orig/width": tf.io.FixedLenFeature([], tf.int64),
+    # Schema 3: the matcher's evidence map, same size and format as the image (absent before: "").
+    "evidence/encoded": tf.io.FixedLenFeature([], tf.string, default_value=b""),
 }
 
 
@@ -64,12 +68,18 @@ def _int(v: int) -> tf.train.Feature:
 
 
 def make_example(case_id: str, label: int, source: str, image: np.ndarray, mask: np.ndarray,
-                 num_instances: int, orig_hw: tuple[int, int], encoding: str) -> bytes:
-    """Serialized Example for an RGB uint8 image (H, W, 3) and its union mask (H, W) of 0/1."""
+                 num_instances: int, orig_hw: tuple[int, int], encoding: str,
+                 evidence: np.ndarray | None = None) -> bytes:
+    """Serialized Example for an RGB uint8 image (H, W, 3), its union mask (H, W) of 0/1 and,
+    optionally, its evidence map (H, W, len(EVIDENCE_CHANNELS)) uint8."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be (H, W, 3) uint8, got {image.shape} {image.dtype}")
     if mask.shape != image.shape[:2]:
         raise ValueError(f"mask {mask.shape} does not match image {image.shape[:2]}")
+    if evidence is not None and (evidence.shape != image.shape[:2] + (len(EVIDENCE_CHANNELS),)
+                                 or evidence.dtype != np.uint8):
+        raise ValueError(f"evidence must be {image.shape[:2] + (len(EVIDENCE_CHANNELS),)} uint8, got "
+                         f"{evidence.shape} {evidence.dtype}")
     h, w = image.shape[:2]
     feats = {
         "case_id": _bytes(case_id.encode()),
@@ -85,6 +95,8 @@ def make_example(case_id: str, label: int, source: str, image: np.ndarray, mask:
         "orig/height": _int(orig_hw[0]),
         "orig/width": _int(orig_hw[1]),
     }
+    if evidence is not None:
+        feats["evidence/encoded"] = _bytes(_encode_plane(evidence, encoding))
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
 
 
@@ -126,11 +138,14 @@ def _is_binary(mask: tf.Tensor) -> tf.Tensor:
     return tf.reduce_all(tf.equal(tf.bitwise.bitwise_and(words, tf.constant(_HIGH_BITS, tf.int64)), 0))
 
 
-def parse_record(filename: tf.Tensor, serialized: tf.Tensor, max_size: int = 0, encoding: str | None = None) -> dict:
+def parse_record(filename: tf.Tensor, serialized: tf.Tensor, max_size: int = 0, encoding: str | None = None,
+                 evidence: bool = False) -> dict:
     """The one reader of a record: ``image`` (h, w, 3) uint8, ``mask`` (h, w, 1) uint8 0/1, their
-    ``size`` [2], ``file`` and the scalar features. Checks turn corruption into an error naming the
-    check, the file and the case id instead of a bare decoder message or a silent skip; with
-    ``max_size`` (the manifest's image_size S) a record larger than S x S is refused too."""
+    ``size`` [2], ``file`` and the scalar features; with ``evidence``, also ``evidence`` (h, w, E)
+    uint8 (zeros for a record without one: its "present" channel says so). Checks turn corruption
+    into an error naming the check, the file and the case id instead of a bare decoder message or a
+    silent skip; with ``max_size`` (the manifest's image_size S) a record larger than S x S is
+    refused too."""
     f = tf.io.parse_single_example(serialized, FEATURES)
     case_id, fmt = f["case_id"], f["image/format"]
     h, w = f["image/height"], f["image/width"]
@@ -158,4 +173,18 @@ def parse_record(filename: tf.Tensor, serialized: tf.Tensor, max_size: int = 0, 
         image, mask = tf.identity(image), tf.identity(mask)
     out = {k: f[k] for k in ("case_id", "label", "source", "mask/num_instances", "orig/height", "orig/width")}
     out.update(image=image, mask=mask, size=tf.stack([h32, w32]), file=filename)
+    if evidence:
+        out["evidence"] = _evidence(f["evidence/encoded"], fmt, h, w, filename, case_id)
     return out
+
+
+def _evidence(encoded: tf.Tensor, fmt: tf.Tensor, h: tf.Tensor, w: tf.Tensor, filename, case_id) -> tf.Tensor:
+    """The record's evidence map (h, w, E) uint8, zeros when it has none (schema 2)."""
+    channels = len(EVIDENCE_CHANNELS)
+    present = tf.strings.length(encoded) > 0
+    ok = tf.logical_or(tf.logical_not(present), _bytes_ok(encoded, fmt, h * w * channels))
+    check = _assert_all([(ok, "evidence bytes do not match image/format and size")], filename, case_id)
+    h32, w32 = tf.cast(h, tf.int32), tf.cast(w, tf.int32)
+    with tf.control_dependencies([check]):
+        return tf.cond(present, lambda: decode_plane(encoded, fmt, h32, w32, channels),
+                       lambda: tf.zeros(tf.stack([h32, w32, channels]), tf.uint8))

@@ -22,7 +22,7 @@ from preprocessing.beam_runner import local_runner
 from preprocessing.cases import discover_test_images
 from serving.postprocess import PostprocessConfig, Prediction, annotation
 from serving.saved_model import export_dir_of, read_metadata
-from serving.submission import errors_path, errors_text, format_csv
+from serving.submission import errors_path, format_csv, jsonl
 
 COUNTERS = "copymove_scoring"
 ERRORS = "errors"
@@ -112,7 +112,7 @@ def csv_text(rows: list) -> str:
 
 
 def error_lines(errors: list) -> Iterable[str]:
-    return errors_text(errors).splitlines()
+    return jsonl(errors).splitlines()
 
 
 def build(p: beam.Pipeline, items: Sequence[tuple[str, str]], model_dir: str, image_size: int,

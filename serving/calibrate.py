@@ -10,12 +10,15 @@ uses them by default.
 from __future__ import annotations
 
 import json
+import os
 import sys
 
+import numpy as np
 from absl import flags
 
 from preprocessing import cli, fileio, outputs
 from preprocessing.errors import UsageError
+from serving.metric import image_score
 
 FLAGS = flags.FLAGS
 
@@ -35,6 +38,10 @@ def define_flags() -> None:
                        lower_bound=0.0)
     cli.define_shared("allow_pickle_masks")
     flags.DEFINE_bool("dry_run", False, "Print the result without writing metadata.json.")
+    flags.DEFINE_bool("detectors", True, "Also tune the matcher's decision and the fused decision on the same "
+                      "validation images at native resolution, and record the detector that scores best there "
+                      "(serving.score --detector auto uses it).")
+    flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes for the matcher.", lower_bound=1)
 
 
 def grid_from_flags() -> tuple[list[float], list[int]]:
@@ -52,8 +59,11 @@ def grid_from_flags() -> tuple[list[float], list[int]]:
 
 def calibrate(model_dir: str, data_dir: str | None = None, input_dir: str | None = None, split: str = "val",
               batch_size: int = 32, thresholds=None, min_areas=None, write: bool = True, progress: bool = True,
-              margin_se: float | None = None, allow_pickle_masks: bool = False, stream=sys.stdout) -> dict:
-    """Run the search, print the result, and (unless ``write`` is False) store it in metadata.json."""
+              margin_se: float | None = None, allow_pickle_masks: bool = False, stream=sys.stdout,
+              detectors: bool = False, workers: int = 1) -> dict:
+    """Run the network's search, print the result, and (unless ``write`` is False) store it in
+    metadata.json; with ``detectors``, then also the matcher's and the fused decision's
+    (``calibrate_detectors``), recording the detector that scores best on this validation data."""
     from serving import calibration
     from serving.saved_model import METADATA_FILE, load, read_metadata, write_metadata
 
@@ -89,12 +99,82 @@ def calibrate(model_dir: str, data_dir: str | None = None, input_dir: str | None
         "after": best.to_dict(),
     }
     print_report(report, stream)
+    meta = read_metadata(model.export_dir)
+    meta["postprocess"] = best.to_dict()
+    meta["calibration"] = {k: v for k, v in report.items() if k not in ("before", "after", "skipped_cases")}
+    if detectors:
+        report["detectors"] = calibrate_detectors(model, meta, data_dir, input_dir, split, batch_size, progress,
+                                                  margin_se, allow_pickle_masks, workers, stream)
     if write:
-        meta = read_metadata(model.export_dir)
-        meta["postprocess"] = best.to_dict()
-        meta["calibration"] = {k: v for k, v in report.items() if k not in ("before", "after", "skipped_cases")}
         write_metadata(model.export_dir, meta)
         print(f"  written to {meta_path}", file=stream)
+    return report
+
+
+def validation_cases(data_dir: str | None, input_dir: str | None, split: str):
+    """The labelled cases the matcher and the fused decision are tuned on, at native resolution."""
+    from preprocessing.cases import discover_training_cases
+    from serving import calibration
+
+    if data_dir:
+        return calibration.cases_of_split(data_dir, split)
+    return discover_training_cases(input_dir)[0]
+
+
+def calibrate_detectors(model, meta: dict, data_dir, input_dir, split: str, batch_size: int, progress: bool,
+                        margin_se: float, allow_pickle_masks: bool, workers: int, stream=sys.stdout) -> dict:
+    """Tune the matcher's decision parameters, then the fused decision, on the same validation
+    images at native resolution; score the three detectors there with the chosen values and record
+    the best as ``meta["detector"]`` (ties go to the simpler one). Updates ``meta`` in place."""
+    from preprocessing.matching import DecisionParams, decide, instances_of
+    from serving import calibration, postprocess
+    from serving.detectors import DETECTORS
+    from serving.fused import FusedParams
+    from serving.network import predict_items
+
+    cases = validation_cases(data_dir, input_dir, split)
+    samples, errors = calibration.matcher_samples(cases, workers=workers, progress=progress,
+                                                  allow_pickle_masks=allow_pickle_masks)
+    if not samples:
+        raise UsageError(f"no usable validation image for the matcher ({len(errors)} skipped)")
+    base = DecisionParams.from_dict(meta.get("matcher"))
+    matcher_params, m_before, m_after = calibration.search_matcher(samples, base, progress, margin_se)
+    by_id = {s.case_id: s for s in samples}
+    detections = {s.case_id: s.detection for s in samples}
+    items = [(c.key, c.image_path) for c in cases if c.key in by_id]
+    preds, pred_errors = predict_items(model, items, batch_size, progress, detections, workers)
+    net_cfg = postprocess.PostprocessConfig.from_dict(meta.get("postprocess"))
+    fused_samples = []
+    for pred in preds:
+        s = by_id[pred.case_id]
+        pairs = decide(s.detection, matcher_params)
+        fused_samples.append(calibration.FusedSample(pred.case_id, pred, pairs,
+                                                     instances_of(pairs, s.detection.shape), s.gt))
+    fused_base = FusedParams.from_dict(meta.get("fused"))
+    fused_params, f_before, f_after = calibration.search_fused(fused_samples, net_cfg, fused_base, progress,
+                                                               margin_se)
+    scores = {
+        "network": float(np.mean([image_score(postprocess.instances(f.pred.prob, f.pred.orig_hw, net_cfg,
+                                                                    f.pred.image_score), f.gt)
+                                  for f in fused_samples])),
+        "matcher": float(np.mean([image_score(f.matcher_instances, f.gt) if f.pairs else float(not f.gt)
+                                  for f in fused_samples])),
+        "fused": f_after,
+    }
+    chosen = max(DETECTORS, key=lambda d: (round(scores[d], 12), -DETECTORS.index(d)))
+    report = {"images": len(fused_samples), "skipped": len(errors) + len(pred_errors),
+              "skipped_cases": sorted(errors + pred_errors, key=lambda e: e["case_id"]),
+              "matcher": {"oF1_before": m_before, "oF1_after": m_after, "after": matcher_params.to_dict()},
+              "fused": {"oF1_before": f_before, "oF1_after": f_after, "after": fused_params.to_dict()},
+              "validation_oF1": scores, "detector": chosen}
+    print(f"detectors on {report['images']} validation images at native resolution "
+          f"({report['skipped']} skipped):", file=stream)
+    print(f"  matcher decision: oF1 {m_before:.4f} -> {m_after:.4f}  {matcher_params.to_dict()}", file=stream)
+    print(f"  fused decision:   oF1 {f_before:.4f} -> {f_after:.4f}  {fused_params.to_dict()}", file=stream)
+    print("  validation oF1: " + ", ".join(f"{d} {scores[d]:.4f}" for d in DETECTORS)
+          + f"; default detector: {chosen}", file=stream, flush=True)
+    meta.update(matcher=matcher_params.to_dict(), fused=fused_params.to_dict(), detector=chosen)
+    meta["calibration"]["detectors"] = {k: v for k, v in report.items() if k != "skipped_cases"}
     return report
 
 
@@ -112,7 +192,8 @@ def main(argv):
     thresholds, min_areas = grid_from_flags()
     report = calibrate(FLAGS.model_dir, FLAGS.data_dir, FLAGS.input_dir, FLAGS.split, FLAGS.batch_size,
                        thresholds, min_areas, write=not FLAGS.dry_run, margin_se=FLAGS.margin_se,
-                       allow_pickle_masks=FLAGS.allow_pickle_masks)
+                       allow_pickle_masks=FLAGS.allow_pickle_masks, detectors=FLAGS.detectors,
+                       workers=FLAGS.workers)
     sys.stdout.write(json.dumps(report) + "\n")
 
 

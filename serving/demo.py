@@ -1,17 +1,16 @@
 """The end-to-end demo on built-in data (what ``make demo`` runs).
 
-    python -m serving.demo --output_dir demo_out
+    python -m serving.demo --output_dir demo_out [--overwrite]
 
-synthetic dataset -> Beam job -> trainer.main (a few CPU minutes) -> export ->
-calibrate -> serving.score on the synthetic test images -> serving.evaluate.
-Each step is its own ``python -m`` process, exactly the commands a user would
-type (printed as they run). Ends with the model's oF1 next to the "everything
-authentic" baseline, and writes ``predictions.html`` (image, true instances,
-predicted instances) for a sample of test images.
+synthetic figures and photos -> Beam job (with the matcher's evidence) -> trainer.main (a few CPU
+minutes) -> export -> calibrate (network, matcher, fused) -> serving.score with each detector ->
+serving.evaluate. Each step is its own ``python -m`` process, printed as a command a user can
+paste. Ends with the fused detector, the matcher and the network next to the "everything
+authentic" baseline, and writes ``predictions.html``: for a sample of test images (flagged
+authentic ones first), the predicted pairs drawn from source to copy with the transform in words.
 """
 from __future__ import annotations
 
-import base64
 import csv
 import html
 import json
@@ -22,13 +21,13 @@ import subprocess
 import sys
 import time
 
-import cv2
 import numpy as np
 import pandas as pd
 from absl import flags
 
 from preprocessing import cli, outputs, rle
 from preprocessing.images import read_rgb8
+from serving import pictures
 from serving.metric import image_score
 
 _OUT = flags.DEFINE_string("output_dir", "demo_out", "Where everything goes (a new or empty folder, or an earlier "
@@ -36,6 +35,7 @@ _OUT = flags.DEFINE_string("output_dir", "demo_out", "Where everything goes (a n
 _NUM_TRAIN = flags.DEFINE_integer("num_train", 320, "Synthetic training images.")
 _NUM_TEST = flags.DEFINE_integer("num_test", 80, "Synthetic test images.")
 _SIZE = flags.DEFINE_integer("image_size", 96, "Model input size (records are stored for this size).")
+_MAX_SIZE = flags.DEFINE_integer("max_size", 256, "Largest image side (figure pages are at least 128 px).")
 _MINUTES = flags.DEFINE_float("train_minutes", 6.0, "Training time budget in minutes.")
 _EPOCHS = flags.DEFINE_integer("epochs", 40, "Maximum epochs (the time budget usually ends training first).")
 _WIDTH = flags.DEFINE_integer("width", 16, "U-Net filters at full resolution.")
@@ -45,10 +45,9 @@ _SAMPLES = flags.DEFINE_integer("html_samples", 16, "Test images shown in predic
 
 cli.define_overwrite()
 
-INSTANCE_COLOURS = ((255, 64, 64), (64, 200, 255), (255, 210, 0), (140, 255, 90), (220, 90, 255))
 # What the demo writes in its output folder (the only entries --overwrite removes).
 OWNED = ("data", "records", "model", "predictions.html")
-OWNED_SUFFIXES = (".csv", ".errors.jsonl")
+OWNED_SUFFIXES = (".csv", ".errors.jsonl", ".evidence.jsonl")
 
 
 def owned(rel: str) -> bool:
@@ -96,68 +95,69 @@ def write_authentic_baseline(solution_csv: str, path: str) -> str:
 
 # ----------------------------------------------------------------------------- predictions.html
 
-def overlay(image: np.ndarray, masks: list[np.ndarray]) -> np.ndarray:
-    """The image with each instance tinted in its own colour and outlined."""
-    out = image.astype(np.float32)
-    for k, m in enumerate(masks):
-        colour = np.array(INSTANCE_COLOURS[k % len(INSTANCE_COLOURS)], np.float32)
-        sel = m.astype(bool)
-        out[sel] = 0.5 * out[sel] + 0.5 * colour
-        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-        cv2.drawContours(out, contours, -1, colour.tolist(), 1)
-    return np.clip(out, 0, 255).astype(np.uint8)
+def read_evidence(path: str) -> dict:
+    """case_id -> evidence record (``<stem>.evidence.jsonl``), or {} when the detector wrote none."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return {r["case_id"]: r for r in map(json.loads, f) if r}
 
 
-def png_data_uri(rgb: np.ndarray, max_side: int = 256) -> str:
-    h, w = rgb.shape[:2]
-    scale = max_side / max(h, w)
-    if scale < 1:
-        rgb = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
-    elif scale > 1:
-        rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_NEAREST)
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
-
-
-def sample_cases(solution: pd.DataFrame, n: int, seed: int) -> list[str]:
-    """Half forged, half authentic (as available), reproducibly."""
+def pick_cases(solution: pd.DataFrame, sub: pd.Series, n: int, seed: int) -> list[str]:
+    """What a reviewer looks at first: authentic images that were flagged, then forged ones (found or
+    missed), then a few correct authentic ones, reproducibly."""
     rng = np.random.default_rng(seed)
-    forged = solution[solution.annotation != rle.AUTHENTIC].case_id.tolist()
-    authentic = solution[solution.annotation == rle.AUTHENTIC].case_id.tolist()
-    k = min(len(forged), n - min(len(authentic), n // 2))
-    pick = list(rng.permutation(forged)[:k]) + list(rng.permutation(authentic)[: n - k])
-    return sorted(pick)
+    flagged = lambda cid: sub.get(cid, rle.AUTHENTIC) != rle.AUTHENTIC  # noqa: E731
+    truth = dict(zip(solution.case_id, solution.annotation))
+    false_pos = [c for c in truth if truth[c] == rle.AUTHENTIC and flagged(c)]
+    forged = [c for c in truth if truth[c] != rle.AUTHENTIC]
+    quiet = [c for c in truth if truth[c] == rle.AUTHENTIC and not flagged(c)]
+    picked = sorted(false_pos)[:n]
+    picked += list(rng.permutation(forged)[:max(0, n - len(picked) - n // 4)])
+    picked += list(rng.permutation(quiet)[:max(0, n - len(picked))])
+    return picked
 
 
 def write_predictions_html(path: str, image_dir: str, solution_csv: str, submission_csv: str,
-                           n: int, seed: int) -> str:
+                           n: int, seed: int, title: str = "Test predictions") -> str:
+    """Each picked image with its predicted pairs (arrow from source to copy, transform in words),
+    predictions coloured by whether they match the truth, and missed truth outlined."""
     solution = pd.read_csv(solution_csv, dtype={"case_id": str, "annotation": str}, keep_default_na=False)
     sub = pd.read_csv(submission_csv, dtype=str, keep_default_na=False).set_index("case_id")["annotation"]
+    evidence = read_evidence(os.path.splitext(submission_csv)[0] + ".evidence.jsonl")
     files = {os.path.splitext(f)[0]: os.path.join(image_dir, f) for f in os.listdir(image_dir)}
-    rows = []
-    for cid in sample_cases(solution, n, seed):
-        sol = solution.set_index("case_id").loc[cid]
+    by_id = solution.set_index("case_id")
+    cards = []
+    for cid in pick_cases(solution, sub, n, seed):
+        sol = by_id.loc[cid]
         h, w = int(sol.height), int(sol.width)
-        image = read_rgb8(files[cid])
         truth = rle.decode(sol.annotation, h, w)
         pred = rle.decode(sub.get(cid, rle.AUTHENTIC), h, w)
-        score = image_score(pred, truth)
-        cells = "".join(f'<td><img src="{png_data_uri(img)}"></td>'
-                        for img in (image, overlay(image, truth), overlay(image, pred)))
-        rows.append(f"<tr><th>{html.escape(cid)}<br>{w}x{h}<br>true: {len(truth) or 'authentic'}"
-                    f"<br>pred: {len(pred) or 'authentic'}<br>score {score:.2f}</th>{cells}</tr>")
-    page = ("<!doctype html><meta charset=utf-8><title>copy-move predictions</title>"
-            "<style>body{font-family:sans-serif}td,th{padding:4px;vertical-align:top;text-align:left}"
-            "img{image-rendering:pixelated}</style>"
-            "<h1>Test predictions</h1><p>Each instance has its own colour. Score: the image's oF1 "
-            "(1 for a correct 'authentic').</p><table><tr><th>case</th><th>image</th>"
-            "<th>true instances</th><th>predicted instances</th></tr>" + "".join(rows) + "</table>")
-    with open(path, "w") as f:
-        f.write(page)
+        pairs = evidence.get(cid, {}).get("pairs", [])
+        cards.append(pictures.card(cid, read_rgb8(files[cid]), pred, truth, pairs, image_score(pred, truth)))
+    page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(title)}</title><style>{pictures.CSS}</style>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(os.path.basename(submission_csv))}: authentic images that "
+            "were flagged first, then forged images, then authentic images left alone. oF1 of each image: 1 for a "
+            f"correct 'authentic'.</p>{pictures.LEGEND}" + "".join(cards))
+    outputs.write_text(path, page)
     return path
 
 
 # ----------------------------------------------------------------------------- main
+
+DETECTOR_ROWS = (("fused (matcher confirmed by the network)", "fused"), ("matcher", "matcher"),
+                 ("network (calibrated)", "network"))
+
+
+def print_table(evals: dict) -> None:
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    print(f"\n| {'submission':<42} | {'test oF1':>8} | {'oF1 forged':>10} | {'oF1 authentic':>13} | "
+          f"{'false pos.':>10} |")
+    print(f"|{'-' * 44}|{'-' * 9}:|{'-' * 11}:|{'-' * 14}:|{'-' * 11}:|")
+    for name, s in evals.items():
+        print(f"| {name:<42} | {s['oF1']:>8.4f} | {fmt(s['oF1_forged']):>10} | {fmt(s['oF1_authentic']):>13} | "
+              f"{s['authentic_false_positive']:>10} |")
+
 
 def main(argv):
     del argv
@@ -170,17 +170,19 @@ def main(argv):
     os.makedirs(out, exist_ok=True)
     data, records, model = (os.path.join(out, d) for d in ("data", "records", "model"))
     solution = os.path.join(data, "test_solution.csv")
-    submission = os.path.join(out, "submission.csv")
-    seed_sub = os.path.join(out, "submission_seed_postprocess.csv")
     baseline = os.path.join(out, "baseline_authentic.csv")
-    total = 8
+    workers = str(os.cpu_count() or 1)
+    total = 7
     try:
-        run_step(1, total, "synthetic dataset", "preprocessing.synth",
+        run_step(1, total, "synthetic dataset: compound figures and photos", "preprocessing.synth",
                  ["--output_dir", data, "--num_train", str(_NUM_TRAIN.value), "--num_test", str(_NUM_TEST.value),
-                  "--seed", str(_SEED.value), "--min_size", "64", "--max_size", "256"])
-        run_step(2, total, "Beam preprocessing job -> TFRecords", "preprocessing.main",
+                  "--seed", str(_SEED.value), "--min_size", "64", "--max_size", str(_MAX_SIZE.value),
+                  "--style", "mixed"])
+        run_step(2, total, "Beam preprocessing job -> TFRecords (with the matcher's evidence maps)",
+                 "preprocessing.main",
                  ["--input_dir", data, "--output_dir", records, "--image_size", str(_SIZE.value),
-                  "--encoding", "raw", "--num_shards", "2"])
+                  "--encoding", "raw", "--num_shards", "2", "--direct_running_mode=multi_processing",
+                  f"--direct_num_workers={workers}"])
         run_step(3, total, f"training for at most {_MINUTES.value:g} minutes on the CPU, then export",
                  "trainer.main",
                  ["--data_dir", records, "--model_dir", model, "--epochs", str(_EPOCHS.value),
@@ -189,40 +191,36 @@ def main(argv):
                   # Checkpoint on segmentation quality: oF1 under the seed's fixed post-processing
                   # rewards the all-authentic model early on; calibration sets the image bar later.
                   "--monitor", "val_mask_dice"])
-        run_step(4, total, "score the test images with the seed's post-processing (for comparison)",
-                 "serving.score", ["--model_dir", model, "--input_dir", data, "--output", seed_sub,
-                                   "--threshold", "0.45", "--min_area", "32", "--image_threshold", "0"])
-        calib = last_json(run_step(5, total, "calibrate post-processing on the validation split", "serving.calibrate",
-                                   ["--model_dir", model, "--data_dir", records]))
-        run_step(6, total, "score the test images (calibrated defaults)", "serving.score",
-                 ["--model_dir", model, "--input_dir", data, "--output", submission])
+        calib = last_json(run_step(4, total, "calibrate the network, the matcher and the fused decision on the "
+                                   "validation split", "serving.calibrate",
+                                   ["--model_dir", model, "--data_dir", records, "--workers", workers]))
+        subs = {}
+        for name, detector in DETECTOR_ROWS:
+            subs[name] = os.path.join(out, f"submission_{detector}.csv")
+            run_step(5, total, f"score the test images: {name}", "serving.score",
+                     ["--model_dir", model, "--input_dir", data, "--output", subs[name], "--detector", detector,
+                      "--workers", workers])
         write_authentic_baseline(solution, baseline)
-        evals = {}
-        for name, csv_path in (("model (calibrated)", submission), ("model (seed post-processing)", seed_sub),
-                               ("everything authentic", baseline)):
-            evals[name] = last_json(run_step(7, total, f"evaluate: {name}", "serving.evaluate",
-                                             ["--solution", solution, "--submission", csv_path]))
-        print(f"\n[8/{total}] predictions.html", flush=True)
+        subs["everything authentic"] = baseline
+        evals = {name: last_json(run_step(6, total, f"evaluate: {name}", "serving.evaluate",
+                                          ["--solution", solution, "--submission", path]))
+                 for name, path in subs.items()}
+        print(f"\n[7/{total}] predictions.html", flush=True)
+        chosen = calib.get("detectors", {}).get("detector", "network")
         page = write_predictions_html(os.path.join(out, "predictions.html"), os.path.join(data, "test_images"),
-                                      solution, submission, _SAMPLES.value, _SEED.value)
+                                      solution, os.path.join(out, f"submission_{chosen}.csv"), _SAMPLES.value,
+                                      _SEED.value, title=f"Test predictions of the {chosen} detector")
     except StepFailed as exc:
         raise SystemExit(f"demo failed: {exc}") from None
 
-    print(f"\nDemo finished in {(time.time() - start) / 60:.1f} min. Test set: "
-          f"{evals['everything authentic']['images']} images "
-          f"({evals['everything authentic']['true_forged']} forged).")
-    print(f"Calibration on val: oF1 {calib['oF1_before']:.4f} -> {calib['oF1_after']:.4f}, "
-          f"chosen {calib['after']}")
-    print(f"\n| {'submission':<30} | {'test oF1':>8} | {'oF1 forged':>10} | {'oF1 authentic':>13} | "
-          f"{'false pos.':>10} |")
-    print(f"|{'-' * 32}|{'-' * 9}:|{'-' * 11}:|{'-' * 14}:|{'-' * 11}:|")
-    for name, s in evals.items():
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-        print(f"| {name:<30} | {s['oF1']:>8.4f} | {fmt(s['oF1_forged']):>10} | {fmt(s['oF1_authentic']):>13} | "
-              f"{s['authentic_false_positive']:>10} |")
+    base = evals["everything authentic"]
+    print(f"\nDemo finished in {(time.time() - start) / 60:.1f} min. Test set: {base['images']} images "
+          f"({base['true_forged']} forged). Calibrated on the validation split; the detector that scored best "
+          f"there (serving.score --detector auto): {chosen}.")
+    print_table(evals)
     print("\nWrote:")
     for label, path in (("dataset", data), ("TFRecords + manifest", records), ("model + export", model),
-                        ("submission", submission), ("seed-postprocess submission", seed_sub),
+                        *((f"submission ({d})", os.path.join(out, f"submission_{d}.csv")) for _, d in DETECTOR_ROWS),
                         ("baseline", baseline), ("predictions", page)):
         rel = os.path.relpath(path)
         print(f"  {label:<28} {path if rel.startswith('..') else rel}")

@@ -7,13 +7,15 @@ prediction, or an error record ``{"case_id", "path", "reason"}``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Optional
 
+import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
 from preprocessing.cases import discover_test_images
+from preprocessing.constants import EVIDENCE_CHANNELS
 from preprocessing.errors import BadInput
 from preprocessing.images import MAX_PIXELS, read_rgb8
 from serving.decode import check_file, decode_rgb8_tf, resize_to_model
@@ -48,8 +50,21 @@ def precheck(items: Sequence[tuple[str, str]], max_pixels: int = MAX_PIXELS, thr
     return good, [err for err in results if err is not None]
 
 
-def image_dataset(items: Sequence[tuple[str, str]], image_size: int, batch_size: int) -> tf.data.Dataset:
-    """Batches of (case_ids, uint8 images [B, S, S, 3], original (H, W) [B, 2]).
+EvidenceFn = Callable[[str], np.ndarray]  # case_id -> the matcher's evidence map at the image's own size
+
+
+def _evidence_tensor(case_id: tf.Tensor, evidence_for: EvidenceFn) -> tf.Tensor:
+    def lookup(cid):
+        return np.ascontiguousarray(evidence_for(cid.decode() if isinstance(cid, bytes) else str(cid)))
+
+    out = tf.numpy_function(lookup, [case_id], tf.uint8, stateful=False)
+    return tf.ensure_shape(out, [None, None, len(EVIDENCE_CHANNELS)])
+
+
+def image_dataset(items: Sequence[tuple[str, str]], image_size: int, batch_size: int,
+                  evidence_for: Optional[EvidenceFn] = None) -> tf.data.Dataset:
+    """Batches of (case_ids, uint8 images [B, S, S, 3], original (H, W) [B, 2]) and, with
+    ``evidence_for``, uint8 evidence maps [B, S, S, E] resized exactly as their images.
 
     A file whose decoding still fails is dropped here (``ignore_errors``) and
     picked up by ``predict_items``, which compares the case ids that came out.
@@ -59,12 +74,30 @@ def image_dataset(items: Sequence[tuple[str, str]], image_size: int, batch_size:
 
     def load_one(case_id, path):
         image = decode_rgb8_tf(tf.io.read_file(path))
-        return case_id, resize_to_model(image, image_size), tf.shape(image)[:2]
+        out = (case_id, resize_to_model(image, image_size), tf.shape(image)[:2])
+        if evidence_for is None:
+            return out
+        return out + (resize_to_model(_evidence_tensor(case_id, evidence_for), image_size),)
 
     ds = tf.data.Dataset.from_tensor_slices((ids, paths))
     ds = ds.map(load_one, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def evidence_function(model: ExportedModel, items: Sequence[tuple[str, str]], detections: Optional[dict],
+                      workers: int, progress: bool) -> Optional[EvidenceFn]:
+    """For a model that takes the matcher's evidence: the map of each item from its Detection
+    (``detections`` given, or computed here by the matcher's process pool); else None."""
+    if not model.uses_evidence:
+        return None
+    from preprocessing.matching.evidence import evidence_map
+
+    if detections is None:
+        from serving.matcher import detections_of
+
+        detections = detections_of(items, workers=workers, progress=progress)
+    return lambda case_id: evidence_map(detections[case_id])
 
 
 def _split_output(case_ids, hws, probs, scores) -> Iterator[Prediction]:
@@ -75,19 +108,23 @@ def _split_output(case_ids, hws, probs, scores) -> Iterator[Prediction]:
 
 
 def iter_predictions(model: ExportedModel, items: Sequence[tuple[str, str]], batch_size: int,
-                     errors: list, progress: bool = True) -> Iterator[Prediction]:
+                     errors: list, progress: bool = True, detections: Optional[dict] = None,
+                     workers: int = 1) -> Iterator[Prediction]:
     """Model outputs for every readable file, streamed; an error record appended to ``errors`` for the rest.
 
-    Streamed so that a large corpus never holds all probability maps at once.
-    Counts add up: predictions yielded + errors appended == ``len(items)``.
+    Streamed so that a large corpus never holds all probability maps at once. A model that takes
+    the matcher's evidence gets it from ``detections`` (case_id -> Detection) or from the matcher
+    run here in ``workers`` processes. Counts add up: predictions yielded + errors appended ==
+    ``len(items)``.
     """
     good, bad = precheck(items)
     errors.extend(bad)
+    evidence_for = evidence_function(model, good, detections, workers, progress)
     bar = tqdm(total=len(items), desc="scoring", unit="img", disable=not progress, file=sys.stderr)
     bar.update(len(bad))
     seen = set()
-    for ids, images, hws in image_dataset(good, model.image_size, batch_size):
-        probs, scores = model.predict(images)
+    for ids, images, hws, *evidence in image_dataset(good, model.image_size, batch_size, evidence_for):
+        probs, scores = model.predict(images, *evidence)
         for pred in _split_output(ids.numpy(), hws.numpy(), probs, scores):
             seen.add(pred.case_id)
             yield pred
@@ -102,28 +139,32 @@ def iter_predictions(model: ExportedModel, items: Sequence[tuple[str, str]], bat
             errors.append({"case_id": case_id, "path": path, "reason": exc.reason})
         else:
             resized = resize_to_model(tf.constant(image), model.image_size)[None]
-            probs, scores = model.predict(resized)
+            evidence = None if evidence_for is None else resize_to_model(
+                tf.constant(evidence_for(case_id)), model.image_size)[None]
+            probs, scores = model.predict(resized, evidence)
             yield from _split_output([case_id], [image.shape[:2]], probs, scores)
         bar.update(1)
     bar.close()
 
 
 def predict_items(model: ExportedModel, items: Sequence[tuple[str, str]], batch_size: int,
-                  progress: bool = True) -> tuple[list[Prediction], list[dict]]:
+                  progress: bool = True, detections: Optional[dict] = None,
+                  workers: int = 1) -> tuple[list[Prediction], list[dict]]:
     """All predictions in a list (calibration re-post-processes them many times), and the errors."""
     errors: list[dict] = []
-    preds = list(iter_predictions(model, items, batch_size, errors, progress))
+    preds = list(iter_predictions(model, items, batch_size, errors, progress, detections, workers))
     return preds, errors
 
 
 def score_images(model: ExportedModel, input_dir: str, batch_size: int = 16,
                  cfg: Optional[PostprocessConfig] = None, progress: bool = True,
-                 items: Optional[Sequence[tuple[str, str]]] = None) -> ScoreResult:
+                 items: Optional[Sequence[tuple[str, str]]] = None, workers: int = 1) -> ScoreResult:
     """Score every image in ``input_dir`` (or its ``test_images/``), or the given (case_id, path)
-    ``items``; ``cfg`` defaults to metadata.json's post-processing."""
+    ``items``; ``cfg`` defaults to metadata.json's post-processing. ``workers``: processes for the
+    matcher when the model takes its evidence."""
     errors: list[dict] = []
     items = discover_test_images(input_dir) if items is None else items
-    stream = iter_predictions(model, items, batch_size, errors, progress)
+    stream = iter_predictions(model, items, batch_size, errors, progress, workers=workers)
     return ScoreResult(submission_rows(stream, errors, cfg or model.postprocess), errors)
 
 

@@ -60,11 +60,22 @@ class ExportedModel:
     def postprocess(self) -> PostprocessConfig:
         return PostprocessConfig.from_dict(self.metadata.get("postprocess"))
 
-    def predict(self, images) -> tuple[np.ndarray, np.ndarray | None]:
-        """uint8 [B, S, S, 3] -> (probabilities [B, S, S], image scores [B] or None)."""
+    @property
+    def uses_evidence(self) -> bool:
+        """Whether the signature also takes the matcher's ``evidence`` map (the model's third stream)."""
+        return "evidence" in self.signature.structured_input_signature[1]
+
+    def predict(self, images, evidence=None) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 images [B, S, S, 3] (and evidence [B, S, S, E] for a model that takes it) ->
+        (probabilities [B, S, S], image scores [B] or None)."""
         import tensorflow as tf
 
-        out = self.signature(images=tf.convert_to_tensor(images, tf.uint8))
+        inputs = {"images": tf.convert_to_tensor(images, tf.uint8)}
+        if self.uses_evidence:
+            if evidence is None:
+                raise ValueError(f"{self.export_dir}: this model takes the matcher's evidence map as input")
+            inputs["evidence"] = tf.convert_to_tensor(evidence, tf.uint8)
+        out = self.signature(**inputs)
         probs = out["probabilities"].numpy()[..., 0]
         score = out["image_score"].numpy() if "image_score" in out else None
         return probs, score

@@ -1,16 +1,21 @@
 """Batch scoring: a folder of images -> the competition submission.csv.
 
-    python -m serving.score --model_dir MODEL_DIR --input_dir IMAGES --output submission.csv \
-        [--batch_size 16] [--threshold T] [--min_area A] [--image_threshold B] [--strict] [--overwrite]
+    python -m serving.score [--model_dir MODEL_DIR] --input_dir IMAGES --output submission.csv \
+        [--detector auto|network|matcher|fused] [--workers N] [--batch_size 16] \
+        [--threshold T] [--min_area A] [--image_threshold B] [--strict] [--allow_empty] [--overwrite]
 
-Loads MODEL_DIR/export with ``tf.saved_model.load`` (no trainer code) and takes its post-processing
-from metadata.json (written by training, tuned by serving.calibrate); a flag overrides one value.
-Every image gets a row: a file that cannot be read is scored ``authentic`` and listed with its
-reason in ``<output stem>.errors.jsonl``. The output paths are checked before any work
-(``preprocessing.outputs``).
+The detectors are ``serving.detectors``'s: the network (MODEL_DIR/export, loaded with
+``tf.saved_model.load``, no trainer code), the native-resolution matcher (no model needed), or the
+two fused. Their settings come from metadata.json (written by training, tuned by serving.calibrate,
+which also records the detector that scored best on validation data: ``auto``); a post-processing
+flag overrides one of the network's values. Every image gets a row: a file that cannot be read is
+scored ``authentic`` and listed with its reason in ``<output stem>.errors.jsonl``; the matcher and
+the fused detector also write ``<output stem>.evidence.jsonl`` (which region copies which, and how).
+The output paths are checked before any work (``preprocessing.outputs``).
 """
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 from absl import flags
@@ -24,8 +29,15 @@ FLAGS = flags.FLAGS
 
 def define_flags() -> None:
     """The flags serving.score and serving.beam_score share."""
-    cli.define_model_dir()
+    from serving.detectors import AUTO, DETECTORS
+
+    cli.define_model_dir("MODEL_DIR (with export/) or the export directory itself; not needed by --detector "
+                         "matcher.", required=False)
     flags.DEFINE_string("input_dir", None, "Folder of images (or a dataset root with test_images/).", required=True)
+    flags.DEFINE_enum("detector", AUTO, [AUTO, *DETECTORS], "auto: the detector the export was calibrated for "
+                      "(the matcher without a model); network, matcher (native-resolution matching) or fused.")
+    flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes for the matcher (one image at a time each).",
+                         lower_bound=1)
     flags.DEFINE_string("output", "submission.csv", "Submission CSV to write (errors go to <stem>.errors.jsonl).")
     flags.DEFINE_integer("batch_size", 16, cli.HELP["batch_size"], lower_bound=1)
     cli.define_override_flags(PostprocessConfig, default_from="the export's metadata.json")
@@ -41,9 +53,11 @@ def check_paths() -> tuple[str, list[tuple[str, str]]]:
 
     protected = {"input directory": FLAGS.input_dir, "model directory": FLAGS.model_dir}
     output = outputs.check_file(FLAGS.output, overwrite=FLAGS.overwrite, protected=protected)
+    from serving.matcher import evidence_path
     from serving.submission import errors_path
 
     outputs.check_file(errors_path(output), overwrite=FLAGS.overwrite, protected=protected, what="error list")
+    outputs.check_file(evidence_path(output), overwrite=FLAGS.overwrite, protected=protected, what="evidence file")
     items = discover_test_images(FLAGS.input_dir)
     if not items and not FLAGS.allow_empty:
         raise UsageError(f"--input_dir {FLAGS.input_dir} holds no image (.png, .jpg, .jpeg, .tif, .tiff); "
@@ -75,16 +89,32 @@ def flag_postprocess(metadata: dict) -> tuple[PostprocessConfig, Optional[str]]:
 def main(argv):
     del argv
     output, items = check_paths()
-    from serving import network, submission  # TensorFlow: only now, after the log level is set
-    from serving.saved_model import load
+    from dataclasses import replace
 
-    model = load(FLAGS.model_dir)
-    cfg, note = flag_postprocess(model.metadata)
-    print(f"model {model.export_dir} (input {model.image_size} px), post-processing {cfg.to_dict()}")
-    if note:
-        print(note)
-    result = network.score_images(model, FLAGS.input_dir, FLAGS.batch_size, cfg, items=items)
+    from serving import detectors, submission
+    from serving.matcher import evidence_path
+    from serving.saved_model import export_dir_of, read_metadata
+
+    meta = read_metadata(export_dir_of(FLAGS.model_dir)) if FLAGS.model_dir else None
+    settings = detectors.Settings.from_metadata(meta)
+    detector = detectors.resolve(FLAGS.detector, settings, has_model=meta is not None)
+    model = None
+    if detector != "matcher":
+        from serving.saved_model import load  # TensorFlow: only now, after the log level is set
+
+        model = load(FLAGS.model_dir)
+        cfg, note = flag_postprocess(model.metadata)
+        settings = replace(settings, postprocess=cfg)
+        print(f"model {model.export_dir} (input {model.image_size} px), post-processing {cfg.to_dict()}")
+        if note:
+            print(note)
+    print(f"detector {detector}" + (f", decision {settings.matcher.to_dict()}" if detector != "network" else "")
+          + (f", fused {settings.fused.to_dict()}" if detector == "fused" else ""))
+    result, evidence = detectors.score_items(detector, items, model, settings, FLAGS.workers, FLAGS.batch_size)
     submission.write_outputs(output, result.rows, result.errors)
+    if detector != "network":
+        outputs.write_text(evidence_path(output), submission.jsonl(evidence))
+        print(f"evidence (which region copies which): {evidence_path(output)}")
     return submission.report(output, result, FLAGS.strict)
 
 

@@ -52,13 +52,15 @@ def errors_path(output: str) -> str:
     return os.path.splitext(output)[0] + ".errors.jsonl"
 
 
-def errors_text(errors: Sequence[dict]) -> str:
-    return "".join(json.dumps(e) + "\n" for e in sorted(errors, key=lambda e: e["case_id"]))
+def jsonl(records: Sequence[dict]) -> str:
+    """One JSON object per line, sorted by case_id (error lists, evidence files)."""
+    return "".join(json.dumps(r) + "\n" for r in sorted(records, key=lambda r: r["case_id"]))
+
 
 
 def write_outputs(output: str, rows: Sequence[tuple[str, str]], errors: Sequence[dict]) -> None:
     outputs.write_text(output, format_csv(rows))
-    outputs.write_text(errors_path(output), errors_text(errors))
+    outputs.write_text(errors_path(output), jsonl(errors))
 
 
 def report(output: str, result: ScoreResult, strict: bool) -> int:

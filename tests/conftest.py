@@ -22,6 +22,13 @@ tf.config.set_logical_device_configuration(
     _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
 
 
+@pytest.fixture(scope="session")
+def two_cpus():
+    """One MirroredStrategy over the two logical CPUs for the whole session: two such objects in one
+    process reuse collective keys, and a second one's all-reduce then fails (shape mismatch)."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
 def _synth(tmp_path_factory, name: str, **kwargs) -> str:
     from preprocessing import synth
 
@@ -54,8 +61,8 @@ def figures_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def records_dir(synth_dir, tmp_path_factory):
-    """The Beam job's output (DirectRunner) for ``synth_dir`` at 64 px, PNG-encoded, gzip: every
-    image has a side over 64, so all are resized to 64 x 64."""
+    """The Beam job's output (DirectRunner) for ``synth_dir`` at 64 px, PNG-encoded, gzip, with the
+    matcher's evidence maps: every image has a side over 64, so all are resized to 64 x 64."""
     return _records(synth_dir, tmp_path_factory, "records", encoding="png", compression="gzip", val_fraction=0.25)
 
 
@@ -69,6 +76,7 @@ def small_synth_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def small_records_dir(small_synth_dir, tmp_path_factory):
     """The Beam job's output for ``small_synth_dir`` at 64 px (raw, uncompressed): images that fit
-    are stored at their own size and enlarged on the device; the others are resized to 64 x 64."""
+    are stored at their own size and enlarged on the device; the others are resized to 64 x 64.
+    Without evidence maps: they read as zeros, as records of schema version 2 do."""
     return _records(small_synth_dir, tmp_path_factory, "small_records", encoding="raw", compression="none",
-                    val_fraction=0.5)
+                    val_fraction=0.5, evidence=False)

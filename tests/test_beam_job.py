@@ -43,7 +43,7 @@ BAD = {
     "authentic/bad_dangling": "unreadable",  # a symbolic link to nothing: once skipped silently
     "authentic/bad_loop": "unreadable",  # a symbolic link to itself
 }
-MANIFEST_KEYS = {"schema_version", "image_size", "encoding", "compression", "files", "num_shards", "counts",
+MANIFEST_KEYS = {"schema_version", "image_size", "encoding", "evidence", "compression", "files", "num_shards", "counts",
                  "discovered", "written", "errors", "errors_by_reason", "stats", "options"}
 
 
@@ -91,7 +91,7 @@ def corpus(synth_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def raw_run(corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("beam_raw"))
-    manifest = run_pipeline(corpus, out, image_size=0, encoding="raw", compression="none", num_shards=0,
+    manifest = run_pipeline(corpus, out, image_size=0, encoding="raw", compression="none", num_shards=0, evidence=False,
                             val_fraction=VAL_FRACTION, max_pixels=SMALL_LIMIT)
     return out, manifest
 
@@ -99,7 +99,7 @@ def raw_run(corpus, tmp_path_factory):
 @pytest.fixture(scope="module")
 def png_run(corpus, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("beam_png"))
-    manifest = run_pipeline(corpus, out, image_size=0, encoding="png", compression="gzip", num_shards=3,
+    manifest = run_pipeline(corpus, out, image_size=0, encoding="png", compression="gzip", num_shards=3, evidence=False,
                             val_fraction=VAL_FRACTION, max_pixels=SMALL_LIMIT, allow_pickle_masks=True)
     return out, manifest
 
@@ -108,7 +108,7 @@ def png_run(corpus, tmp_path_factory):
 def cli_multiprocess_run(corpus, tmp_path_factory):
     """The command line in a fresh process (another hash seed), 2 multi-processing DirectRunner workers."""
     out = str(tmp_path_factory.mktemp("beam_cli"))
-    cmd = [sys.executable, "-m", "preprocessing.main", "--input_dir", corpus, "--output_dir", out,
+    cmd = [sys.executable, "-m", "preprocessing.main", "--input_dir", corpus, "--output_dir", out, "--noevidence",
            "--image_size", "32", "--encoding", "raw", "--compression", "none",
            "--val_fraction", str(VAL_FRACTION), "--max_pixels", str(SMALL_LIMIT),
            "--direct_running_mode=multi_processing", "--direct_num_workers=2"]
@@ -296,7 +296,7 @@ def test_images_that_fit_are_stored_at_their_own_size(small_records_dir, small_s
     the host); one with a side over image_size is resized to image_size x image_size."""
     with open(os.path.join(small_records_dir, "manifest.json")) as f:
         manifest = json.load(f)
-    assert manifest["schema_version"] == 2 and manifest["image_size"] == 64
+    assert manifest["schema_version"] == 3 and manifest["image_size"] == 64 and manifest["evidence"] is False
     records, sources = read_records(small_records_dir, manifest), source_of(small_synth_dir)
     check_counts(manifest, records, read_errors(small_records_dir), len(sources))
     kept = 0

@@ -58,12 +58,6 @@ def cluster(stopping):
     stopping[-1].start()
 
 
-@pytest.fixture(scope="module")
-def two_cpus():
-    """One strategy for the module: two MirroredStrategy objects in one process reuse collective keys."""
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-
 class WorkerTasks(keras.callbacks.Callback):
     """Each service worker's number of tasks (jobs it is producing data for), after every epoch."""
 

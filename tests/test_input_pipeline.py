@@ -329,8 +329,8 @@ def test_class_balance_oversamples_forged(records):
 # --- distribution ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("training", [True, False])
-def test_mirrored_strategy_gets_per_replica_batches(records, training):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_mirrored_strategy_gets_per_replica_batches(records, training, two_cpus):
+    strategy = two_cpus
     assert strategy.num_replicas_in_sync == 2
     dist = data.distributed_dataset(strategy, records, "val" if not training else "train", 4, training,
                                     with_ids=True, seed=1)
@@ -347,8 +347,8 @@ def test_mirrored_strategy_gets_per_replica_batches(records, training):
     assert total == (n // 4 * 4 if training else n)
 
 
-def test_flips_run_per_replica_under_the_strategy(cases_64):
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+def test_flips_run_per_replica_under_the_strategy(cases_64, two_cpus):
+    strategy = two_cpus
     images = np.stack([c[1] for c in cases_64[:4]])
     masks = (images[..., :1] > 128).astype(np.float32)  # a mask drawn from the images' own pixels
 

@@ -1,13 +1,14 @@
 """The matcher end to end, on real images: copies it must find, figures it must leave alone.
 
 Images are crops of the scikit-image photographs the synthetic generator uses, forged with the
-generator's own copy-move code (``preprocessing.synth``), figures from ``preprocessing.figures``,
+generator's own copy-move code (``preprocessing.synth``), figures from ``preprocessing.synth.figures``,
 and a figure drawn here with Pillow and a real font (repeated letters, scale bars, legends,
 similar lanes). Copies that are re-saved through JPEG cannot be found by exact hashing, so they
 exercise keypoints and dense verification.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -16,15 +17,17 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from preprocessing import figures, synth
+from preprocessing import synth
 from preprocessing.matching import DecisionParams, MatcherConfig, decide, describe, detect, instances_of
+from preprocessing.synth import base as synth_base
+from preprocessing.synth import figures
 from serving.metric import f1_matrix, instance_of1
 
 JPEG = {"jpeg_quality": 90}
 
 
 def photo(h: int, w: int, name: str = "immunohistochemistry", y: int = 0, x: int = 0) -> np.ndarray:
-    img = synth._science_image(name)
+    img = synth_base._science_image(name)
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     return np.ascontiguousarray(img[y:y + h, x:x + w])
@@ -34,7 +37,7 @@ def forge(image: np.ndarray, op: synth.CopyMove, post: dict) -> tuple[np.ndarray
     """(forged image, [source, copy] truth masks) with ``op.dst_box`` sized to the transformed region."""
     y, x, h, w = op.src_box
     _, mask = synth.transform_patch(image[y:y + h, x:x + w], synth.region_mask(op.shape, h, w, op.vertices), op)
-    op = synth.replace(op, dst_box=op.dst_box[:2] + mask.shape)
+    op = dataclasses.replace(op, dst_box=op.dst_box[:2] + mask.shape)
     out, src, dst = synth.apply_copy_move(image, op)
     return synth.post_process(out, post), [src, dst]
 

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from preprocessing import synth
 from preprocessing.matching import describe, detect
 from preprocessing.matching.exact import SYMMETRIES, exact_candidates, linear, symmetry_vectors
 from preprocessing.matching.keypoints import mirror_permutation
@@ -17,10 +16,11 @@ from preprocessing.matching.layout import layout
 from preprocessing.matching.panels import find_page, find_panels
 from preprocessing.matching.results import Region, Transform, region_from_mask
 from preprocessing.matching.work import to_work
+from preprocessing.synth import base as synth_base
 
 
 def photo(h: int, w: int, name: str = "immunohistochemistry", y: int = 0, x: int = 0) -> np.ndarray:
-    img = synth._science_image(name)
+    img = synth_base._science_image(name)
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     return np.ascontiguousarray(img[y:y + h, x:x + w])

@@ -176,9 +176,9 @@ def test_beam_job_with_overwrite_replaces_its_own_shards_only(small_synth_dir, t
     from preprocessing.job import run_pipeline
 
     out = str(tmp_path / "records")
-    first = run_pipeline(small_synth_dir, out, image_size=64, num_shards=3)
+    first = run_pipeline(small_synth_dir, out, image_size=64, num_shards=3, evidence=False)
     open(os.path.join(out, "notes.txt"), "w").write("mine")
-    second = run_pipeline(small_synth_dir, out, image_size=64, num_shards=1, overwrite=True)
+    second = run_pipeline(small_synth_dir, out, image_size=64, num_shards=1, overwrite=True, evidence=False)
     names = sorted(os.listdir(out))
     assert first["num_shards"] == {"train": 3, "val": 3} and second["num_shards"] == {"train": 1, "val": 1}
     assert [n for n in names if n.endswith(".tfrecord.gz")] == ["train-00000-of-00001.tfrecord.gz",

@@ -28,7 +28,7 @@ def beam_run(small_synth_dir, small_records_dir):
     """The Beam job with its input and output under beamtest://."""
     shutil.copytree(small_synth_dir, beam_test_fs.local("beamtest://in"), dirs_exist_ok=True)
     manifest = run_pipeline("beamtest://in", "beamtest://out", image_size=64, encoding="raw", compression="none",
-                            val_fraction=0.5)
+                            val_fraction=0.5, evidence=False)
     yield manifest, small_records_dir
     shutil.rmtree(beam_test_fs.ROOT, ignore_errors=True)
 

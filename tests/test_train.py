@@ -49,12 +49,6 @@ def read_log(model_dir) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def two_cpus():
-    """One strategy for the module: two MirroredStrategy objects in one process reuse collective keys."""
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-
 def test_mirrored_two_replicas_train_export_and_reload(small_records_dir, tmp_path, two_cpus):
     """On records mostly stored below the model size: each replica enlarges its images on its device."""
     data_dir = small_records_dir
@@ -229,7 +223,7 @@ def test_bad_splits_fail_before_any_training(tmp_path, small_synth_dir):
     from preprocessing.job import run_pipeline
 
     no_val = str(tmp_path / "no_val")
-    run_pipeline(small_synth_dir, no_val, image_size=64, val_fraction=0.0)
+    run_pipeline(small_synth_dir, no_val, image_size=64, val_fraction=0.0, evidence=False)
     cfg = TrainConfig(data_dir=no_val, model_dir=str(tmp_path / "m1"), model=ModelConfig(width=4, depth=2),
                       epochs=1, batch_size=4, precision="float32", verbose=0)
     with pytest.raises(ValueError, match="val split is empty"):

@@ -25,7 +25,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from preprocessing import model_input, schema
-from preprocessing.constants import FORGED
+from preprocessing.constants import EVIDENCE_CHANNELS, FORGED
 from preprocessing.records import Source, resolve_source
 from trainer import augment
 
@@ -79,21 +79,25 @@ def _balanced(records: tf.data.Dataset, src: Source, fraction: float, epoch_size
     return mixed.take(epoch_size)
 
 
-def should_cache(src: Source, n_pipelines: int = 1, limit_bytes: int = CACHE_LIMIT_BYTES) -> bool:
+def should_cache(src: Source, n_pipelines: int = 1, limit_bytes: int = CACHE_LIMIT_BYTES,
+                 evidence: bool = False) -> bool:
     """Cache decoded examples in RAM when one input pipeline's share fits under ``limit_bytes``."""
     if not src.image_size:
         return False
-    per_example = src.image_size * src.image_size * 4  # RGB + mask, uint8
+    channels = 3 + 1 + (len(EVIDENCE_CHANNELS) if evidence else 0)  # RGB, mask, evidence: uint8
+    per_example = src.image_size * src.image_size * channels
     return src.counts.get("total", 0) * per_example / max(1, n_pipelines) <= limit_bytes
 
 
+PLANES = ("image", "mask", "evidence")  # the per-pixel fields of a parsed record
+
+
 def padded(example: dict, size: int) -> dict:
-    """Image and mask zero-padded at the bottom and right to ``size`` x ``size`` (0: as stored), so
-    batches have one static shape; ``size`` keeps their valid (height, width)."""
+    """Image, mask (and evidence) zero-padded at the bottom and right to ``size`` x ``size`` (0: as
+    stored), so batches have one static shape; ``size`` keeps their valid (height, width)."""
     if not size:
         return example
-    return dict(example, image=model_input.pad_to(example["image"], size),
-                mask=model_input.pad_to(example["mask"], size))
+    return dict(example, **{k: model_input.pad_to(example[k], size) for k in PLANES if k in example})
 
 
 TRAIN_FIELDS = ("image", "mask", "size", "label")
@@ -102,13 +106,16 @@ ID_FIELDS = ("case_id", "orig/height", "orig/width", "mask/num_instances")
 
 def model_fields(example: dict, with_ids: bool) -> dict:
     """Only what the batches carry: every extra field is work for shuffle, cache and batch."""
-    return {k: example[k] for k in TRAIN_FIELDS + (ID_FIELDS if with_ids else ())}
+    keys = TRAIN_FIELDS + (("evidence",) if "evidence" in example else ()) + (ID_FIELDS if with_ids else ())
+    return {k: example[k] for k in keys}
 
 
 def _to_model_io(batch: dict, with_ids: bool):
     # The mask stays uint8 (0/1) and images stay at their stored size: the model's train/test step
     # enlarges both and casts the mask on the device (trainer.model.device_batch).
     inputs = {"images": batch["image"], "sizes": batch["size"]}
+    if "evidence" in batch:
+        inputs["evidence"] = batch["evidence"]
     targets = {"mask": batch["mask"], "image": tf.cast(batch["label"], tf.float32)[:, None]}
     if not with_ids:
         return inputs, targets
@@ -121,9 +128,11 @@ def _to_model_io(batch: dict, with_ids: bool):
 def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bool, input_context=None,
                  forged_fraction: float | None = None, seed: int | None = None, with_ids: bool = False,
                  *, augment_jpeg: bool | None = None, num_parallel_calls: int = AUTOTUNE,
-                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, cache: bool | None = None) -> tf.data.Dataset:
+                 shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER, cache: bool | None = None,
+                 evidence: bool = False) -> tf.data.Dataset:
     """Batches of ``({"images": uint8 [B,S,S,3], "sizes": int32 [B,2]}, {"mask": uint8 0/1 [B,S,S,1],
-    "image": float32 [B,1]})`` (+ ``{"case_id", "orig_hw", "num_instances"}`` when ``with_ids``).
+    "image": float32 [B,1]})`` (+ ``{"case_id", "orig_hw", "num_instances"}`` when ``with_ids``;
+    + inputs ``"evidence"`` uint8 [B,S,S,E], the matcher's evidence map, when ``evidence``).
     Images and masks are as stored, padded at the bottom and right to S x S; ``sizes`` are their
     stored (height, width), and ``trainer.model.device_batch`` makes the model's S x S input of them.
 
@@ -147,11 +156,12 @@ def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bo
     n_pipelines = input_context.num_input_pipelines if input_context else 1
 
     records = _records(src, training, input_context, seed)
-    parse = lambda f, r: model_fields(padded(schema.parse_record(f, r, src.image_size, src.encoding),  # noqa: E731
-                                             src.image_size), with_ids)
+    parse = lambda f, r: model_fields(padded(schema.parse_record(f, r, src.image_size, src.encoding,  # noqa: E731
+                                                                 evidence), src.image_size), with_ids)
     epoch_size = max(1, src.counts["total"] // n_pipelines)
     # Class balancing reads its streams partially (take), which would never complete a cache.
-    cache = training and not forged_fraction and (should_cache(src, n_pipelines) if cache is None else cache)
+    cache = training and not forged_fraction and (should_cache(src, n_pipelines, evidence=evidence) if cache is None
+                                                  else cache)
     if cache:
         # Decode once and keep the examples in RAM: from the second epoch on the host only
         # shuffles and augments (reading + CRC + parsing a raw 256 px record costs about as much

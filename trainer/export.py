@@ -33,8 +33,9 @@ def git_commit() -> str:
 def export_model(model: keras.Model, export_dir: str, image_size: int, metadata: dict) -> str:
     """Write the SavedModel and metadata.json; returns ``export_dir``.
 
-    ``model`` takes uint8 images and returns either the mask probabilities or a
-    dict with ``mask`` and optionally ``image`` (the image-level forged score).
+    ``model`` takes uint8 images (and, if it has that input, the uint8 ``evidence`` map) and returns
+    either the mask probabilities or a dict with ``mask`` and optionally ``image`` (the image-level
+    forged score).
     Everything is written to a temporary folder beside ``export_dir`` and renamed when complete,
     so a kill never leaves half an export; an existing ``export_dir`` is never replaced.
     """
@@ -44,8 +45,7 @@ def export_model(model: keras.Model, export_dir: str, image_size: int, metadata:
     archive.track(model)
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name="images")
 
-    def serve(images):
-        out = model(images, training=False)
+    def outputs_of(out):
         if isinstance(out, dict):
             result = {"probabilities": tf.cast(out["mask"], tf.float32)}
             if "image" in out:
@@ -53,7 +53,17 @@ def export_model(model: keras.Model, export_dir: str, image_size: int, metadata:
             return result
         return {"probabilities": tf.cast(out, tf.float32)}
 
-    archive.add_endpoint("serving_default", serve, input_signature=[spec])
+    if isinstance(model.input, dict) and "evidence" in model.input:  # the matcher's map as a second input
+        channels = model.input["evidence"].shape[-1]
+        evidence_spec = tf.TensorSpec([None, image_size, image_size, channels], tf.uint8, name="evidence")
+
+        def serve_with_evidence(images, evidence):
+            return outputs_of(model({"images": images, "evidence": evidence}, training=False))
+
+        archive.add_endpoint("serving_default", serve_with_evidence, input_signature=[spec, evidence_spec])
+    else:
+        archive.add_endpoint("serving_default", lambda images: outputs_of(model(images, training=False)),
+                             input_signature=[spec])
     staging = outputs.temp_name(export_dir.rstrip("/"))
     archive.write_out(staging, verbose=False)
     meta = {

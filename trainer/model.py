@@ -30,10 +30,13 @@ import tensorflow as tf
 from keras import layers
 
 from preprocessing import model_input
+from preprocessing.constants import EVIDENCE_CHANNELS
 from trainer.augment import random_flips
 from trainer.config import ARCHS, ModelConfig
 from trainer.distribute import is_multi_worker
 from trainer.layers import MatchField, NoiseResidual, ScaleRGB
+
+EVIDENCE_MIN_FILTERS = 4  # the evidence stream's narrowest layer
 
 
 @keras.saving.register_keras_serializable(package="copymove")
@@ -85,12 +88,26 @@ class SelfCorrelation(keras.layers.Layer):
 
 
 def model_images(x, mask=None):
-    """The input pipeline's ``{"images", "sizes"}`` (images as stored, padded to S x S) -> the
-    network's uint8 [B, S, S, 3], enlarged by ``preprocessing.model_input.upscale`` (and the uint8
-    ``mask`` with them, if given). Plain image batches pass through."""
-    if not isinstance(x, dict):
+    """The input pipeline's ``{"images", "sizes"[, "evidence"]}`` (planes as stored, padded to S x S)
+    -> the network's input: uint8 images [B, S, S, 3], or ``{"images", "evidence"}`` when the batch
+    carries evidence, enlarged by ``preprocessing.model_input.upscale`` (the evidence with its image,
+    by the same bilinear map; the uint8 ``mask`` with them by nearest neighbour, if given). Model
+    inputs without ``sizes`` pass through."""
+    if not isinstance(x, dict) or "sizes" not in x:
         return x if mask is None else (x, mask)
-    return model_input.upscale(x["images"], x["sizes"], mask)
+    planes = x["images"] if "evidence" not in x else tf.concat([x["images"], x["evidence"]], axis=-1)
+    up = model_input.upscale(planes, x["sizes"], mask)
+    planes, mask = up if mask is not None else (up, None)
+    out = planes if "evidence" not in x else {"images": planes[..., :3], "evidence": planes[..., 3:]}
+    return out if mask is None else (out, mask)
+
+
+def flip(x, mask):
+    """``random_flips`` of a model input (images, or images and evidence together) with its mask."""
+    if not isinstance(x, dict):
+        return random_flips(x, mask)
+    planes, mask = random_flips(tf.concat([x["images"], x["evidence"]], axis=-1), mask)
+    return {"images": planes[..., :3], "evidence": planes[..., 3:]}, mask
 
 
 def device_batch(data):
@@ -116,7 +133,7 @@ class ForgeryModel(keras.Model):
 
     def train_step(self, data):
         x, y, sw = device_batch(data)
-        x, mask = random_flips(x, y["mask"])
+        x, mask = flip(x, y["mask"])
         return self._reducible(super().train_step((x, dict(y, mask=mask), sw)))
 
     def test_step(self, data):
@@ -171,23 +188,37 @@ def conv_block(x, filters: int, name: str, bn_momentum: float):
     return x
 
 
-def fuse(a, b, filters: int, name: str, bn_momentum: float):
-    """RGB and noise features at one scale -> one tensor (1x1 conv over the concatenation)."""
-    x = layers.Concatenate(name=f"{name}_concat")([a, b])
+def fuse(streams: list, filters: int, name: str, bn_momentum: float):
+    """The streams' features at one scale (RGB, noise, evidence) -> one tensor (1x1 conv over the
+    concatenation)."""
+    x = layers.Concatenate(name=f"{name}_concat")(streams)
     x = layers.Conv2D(filters, 1, use_bias=False, name=f"{name}_conv")(x)
     x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=f"{name}_relu")(x)
 
 
+def model_inputs(cfg: ModelConfig):
+    """The network's inputs: uint8 ``images`` [B, S, S, 3] and, with ``cfg.evidence``, the matcher's
+    uint8 ``evidence`` map [B, S, S, E] (a dict of both then)."""
+    images = keras.Input((cfg.image_size, cfg.image_size, 3), dtype="uint8", name="images")
+    if not cfg.evidence:
+        return images, images, None
+    evidence = keras.Input((cfg.image_size, cfg.image_size, len(EVIDENCE_CHANNELS)), dtype="uint8",
+                           name="evidence")
+    return {"images": images, "evidence": evidence}, images, evidence
+
+
 def build_unet(cfg: ModelConfig) -> ForgeryModel:
-    """Dual-stream U-Net: two encoders fused at every scale, a skip-connected decoder."""
+    """Dual-stream U-Net: RGB and noise-residual encoders (and, with ``cfg.evidence``, a third for the
+    matcher's evidence map) fused at every scale, a skip-connected decoder."""
     if cfg.image_size % (2 ** cfg.depth):
         raise ValueError(f"image_size {cfg.image_size} must be divisible by 2**depth = {2 ** cfg.depth}")
     if any(lv < 0 for lv in cfg.correlation_levels):
         raise ValueError(f"correlation_levels {cfg.correlation_levels} must be >= 0")
-    images = keras.Input((cfg.image_size, cfg.image_size, 3), dtype="uint8", name="images")
+    inputs, images, evidence = model_inputs(cfg)
     rgb = ScaleRGB(name="scale_rgb")(images)
     noise = NoiseResidual(name="noise_residual")(images)
+    ev = ScaleRGB(name="scale_evidence")(evidence) if evidence is not None else None
     field = MatchField(work_size=cfg.match_size, name="match_field")(images) if cfg.match_field else None
 
     def with_field(x, name):
@@ -198,12 +229,20 @@ def build_unet(cfg: ModelConfig) -> ForgeryModel:
         return layers.Concatenate(name=f"{name}_field")(
             [x, layers.Resizing(side, side, interpolation="bilinear", name=f"{name}_field_resize")(field)])
 
+    def evidence_block(x, filters, name):
+        # The evidence map is simple (where matches and decorations are): half the filters suffice.
+        return conv_block(x, max(EVIDENCE_MIN_FILTERS, filters // 2), name, cfg.bn_momentum)
+
     skips = []
     for level in range(cfg.depth):
         filters = cfg.width * 2 ** level
         rgb = conv_block(rgb, filters, f"rgb{level}", cfg.bn_momentum)
         noise = conv_block(noise, filters, f"noise{level}", cfg.bn_momentum)
-        skip = fuse(rgb, noise, filters, f"fuse{level}", cfg.bn_momentum)
+        streams = [rgb, noise]
+        if ev is not None:
+            ev = evidence_block(ev, filters, f"evidence{level}")
+            streams.append(ev)
+        skip = fuse(streams, filters, f"fuse{level}", cfg.bn_momentum)
         if level in cfg.correlation_levels:
             corr = SelfCorrelation(cfg.top_k, cfg.exclude_radius, center=True,
                                    name=f"self_correlation{level}")(skip)
@@ -211,11 +250,14 @@ def build_unet(cfg: ModelConfig) -> ForgeryModel:
         skips.append(with_field(skip, f"skip{level}"))
         rgb = layers.MaxPooling2D(name=f"rgb{level}_pool")(rgb)
         noise = layers.MaxPooling2D(name=f"noise{level}_pool")(noise)
+        if ev is not None:
+            ev = layers.MaxPooling2D(name=f"evidence{level}_pool")(ev)
 
     filters = cfg.width * 2 ** cfg.depth
     rgb = conv_block(rgb, filters, "rgb_bottom", cfg.bn_momentum)
     noise = conv_block(noise, filters, "noise_bottom", cfg.bn_momentum)
-    x = with_field(fuse(rgb, noise, filters, "fuse_bottom", cfg.bn_momentum), "bottom")
+    streams = [rgb, noise] + ([evidence_block(ev, filters, "evidence_bottom")] if ev is not None else [])
+    x = with_field(fuse(streams, filters, "fuse_bottom", cfg.bn_momentum), "bottom")
     if cfg.self_correlation:
         corr = SelfCorrelation(cfg.top_k, cfg.exclude_radius, name="self_correlation")(x)
         x = layers.Concatenate(name="bottom_corr_concat")([x, corr])
@@ -233,7 +275,7 @@ def build_unet(cfg: ModelConfig) -> ForgeryModel:
         x = conv_block(x, cfg.width * 2 ** level, f"dec{level}", cfg.bn_momentum)
     logits = layers.Conv2D(1, 1, name="mask_logits")(x)
     outputs["mask"] = layers.Activation("sigmoid", dtype="float32", name="mask")(logits)
-    return ForgeryModel(inputs=images, outputs=outputs, name="dual_stream_unet")
+    return ForgeryModel(inputs=inputs, outputs=outputs, name="dual_stream_unet")
 
 
 def build_seed(cfg: ModelConfig) -> ForgeryModel:
@@ -265,6 +307,8 @@ def build_model(cfg: ModelConfig) -> ForgeryModel:
     if cfg.arch == "unet":
         return build_unet(cfg)
     if cfg.arch == "seed":
+        if cfg.evidence:
+            raise ValueError("the evidence stream exists in the unet architecture only (--arch unet)")
         return build_seed(cfg)
     raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {ARCHS}")
 

@@ -60,12 +60,11 @@ def _repeated(strategy, cfg: TrainConfig, split: str, training: bool, output_nam
     """Distributed, repeated dataset: with a fixed number of steps per epoch every worker runs the
     same number of steps even when their shards differ in size. With ``cfg.data_service`` the
     training batches come from the tf.data service (``trainer.service``); validation stays local."""
-    kwargs = dict(seed=cfg.seed if training else None)
+    kwargs = dict(seed=cfg.seed if training else None, evidence=cfg.model.evidence)
     if training:
         kwargs.update(forged_fraction=cfg.forged_fraction or None, augment_jpeg=cfg.jpeg_augment)
     remote = training and bool(cfg.data_service)
     if remote:
-        service.check_dispatcher(cfg.data_service)  # a clear error now, not a silent retry loop
         kwargs.update(cache=False)  # a worker's share of the files changes every epoch
     job = service.job_name(cfg) if remote else None
 
@@ -168,6 +167,8 @@ def run(cfg: TrainConfig, strategy=None, callbacks: tuple = ()) -> TrainResult:
     replicas = strategy.num_replicas_in_sync
     counts = {s: records.num_examples(cfg.data_dir, s) for s in ("train", "val")}
     check_data(cfg, counts, replicas)
+    if cfg.data_service:
+        service.check_dispatcher(cfg.data_service)  # a clear error before any work, not a silent retry loop
     chief = is_chief(strategy)
     if chief:
         run_state.check_model_dir(cfg)
@@ -208,7 +209,8 @@ def run(cfg: TrainConfig, strategy=None, callbacks: tuple = ()) -> TrainResult:
             run_state.write_state(cfg.model_dir, run_state.TRAINING)
         train_ds = _repeated(strategy, cfg, "train", True, model.output_names)
         val_ds = _repeated(strategy, cfg, "val", False, model.output_names)
-        val_ids = data.make_dataset(cfg.data_dir, "val", cfg.batch_size, training=False, with_ids=True)
+        val_ids = data.make_dataset(cfg.data_dir, "val", cfg.batch_size, training=False, with_ids=True,
+                                    evidence=cfg.model.evidence)
         all_callbacks = make_callbacks(cfg, out_dir, strategy, val_ids, pp_cfg, steps * cfg.batch_size, callbacks)
         hist = _fit(model, cfg, x=train_ds, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_ds,
                     validation_steps=val_steps, callbacks=all_callbacks, verbose=cfg.verbose)

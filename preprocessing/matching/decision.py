@@ -5,8 +5,8 @@ touches pixels except ``instances_of``, which only resizes the kept regions' mas
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import numpy as np
 

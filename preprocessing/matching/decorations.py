@@ -6,8 +6,9 @@ Two sources:
 - marks drawn over photographs and blots, and marks on the page outside any panel: connected
   components that stand out from their local background (median over ``DECOR_BG_PX``) by
   ``DECOR_CONTRAST`` in some channel, are drawn in one colour (spread below
-  ``DECOR_MAX_COLOR_STD``) that is a pen's colour (near white, near black or vivid), with a thin pen (half stroke width at most ``DECOR_MAX_HALF_STROKE``)
-  or as a bar (elongation at least ``DECOR_BAR_ELONGATION``), and are small against the panel.
+  ``DECOR_MAX_COLOR_STD``) that is a pen's colour (near white, near black or vivid), with a thin
+  pen (half stroke width at most ``DECOR_MAX_HALF_STROKE``) or as a bar (elongation at least
+  ``DECOR_BAR_ELONGATION``), and are small against the panel.
 Natural structures fail at least one test: cells and bands are thick, shaded and mid-tone,
 tissue varies in colour. Everything found is dilated by ``DECOR_HALO_PX`` (anti-aliasing, JPEG ringing).
 """

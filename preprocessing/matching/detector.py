@@ -15,8 +15,9 @@ and the exact search's size limit (``EXACT_MAX_PIXELS``).
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Optional, Sequence
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -82,7 +83,8 @@ def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkIma
         return None
     ps, pc = _majority_panel(pmap, source), _majority_panel(pmap, copy)
     area = min(src.area_fraction, cpy.area_fraction)
-    return CopyPair(source=src, copy=cpy, transform=Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape)),
+    transform = Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape))
+    return CopyPair(source=src, copy=cpy, transform=transform,
                     inliers=int(inliers), correlation=float(correlation), dense=dense, exact_blocks=int(exact_blocks),
                     within_panel=bool(ps == pc and ps >= 0), strength=strength(correlation, textured, area))
 
@@ -132,7 +134,8 @@ def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shi
     h, w = rgb.shape[:2]
     if h * w > P.EXACT_MAX_PIXELS:
         return []
-    native_excluded = excluded if excluded.shape == (h, w) else cv2.resize(excluded, (w, h), interpolation=cv2.INTER_NEAREST)
+    native_excluded = (excluded if excluded.shape == (h, w)
+                       else cv2.resize(excluded, (w, h), interpolation=cv2.INTER_NEAREST))
     out = []
     for cand in exact_candidates(rgb, native_excluded, min_shift / min(1.0, work.scale)):
         src, cpy = exact_region(rgb, cand)

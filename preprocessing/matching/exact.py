@@ -89,7 +89,8 @@ def exact_candidates(rgb: np.ndarray, excluded: np.ndarray, min_shift: float) ->
     c = k // 2
     if h < 2 * k or w < 2 * k:
         return []
-    values = rgb[:, :, 0].astype(np.int64) | (rgb[:, :, 1].astype(np.int64) << 8) | (rgb[:, :, 2].astype(np.int64) << 16)
+    channels = rgb.astype(np.int64)
+    values = channels[:, :, 0] | (channels[:, :, 1] << 8) | (channels[:, :, 2] << 16)
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
     mean = cv2.blur(gray, (k, k))
     std = np.sqrt(np.maximum(cv2.blur(gray * gray, (k, k)) - mean * mean, 0))
@@ -107,7 +108,8 @@ def exact_candidates(rgb: np.ndarray, excluded: np.ndarray, min_shift: float) ->
     votes: dict = {}
     for flip, turns in SYMMETRIES:
         g = linear(flip, turns)
-        hashes = base if (not flip and turns == 0) else block_hashes(values, *symmetry_vectors(a, b, flip, turns))[ys, xs]
+        hashes = (base if (not flip and turns == 0)
+                  else block_hashes(values, *symmetry_vectors(a, b, flip, turns))[ys, xs])
         probe = hashes[sub]
         # look the probes up in sorted order (sequential memory access), then undo the order
         probe_order = np.argsort(probe, kind="stable")

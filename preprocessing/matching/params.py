@@ -68,8 +68,9 @@ DECOR_WEAK_CONTRAST = 30
 # A decoration's pixels are one colour (text, bars, arrows are drawn with one pen): the spread
 # of its (eroded) colour below this. Natural bright spots vary more inside.
 DECOR_MAX_COLOR_STD = 25.0
-# ... each of its pixels in a pen's colour (anti-aliased edges are covered by the halo): near white (every channel >= DECOR_WHITE), near black (every channel
-# <= DECOR_BLACK) or vivid (channel spread >= DECOR_VIVID_CHROMA at value >= DECOR_VIVID_VALUE).
+# ... each of its pixels in a pen's colour (anti-aliased edges are covered by the halo): near
+# white (every channel >= DECOR_WHITE), near black (every channel <= DECOR_BLACK) or vivid
+# (channel spread >= DECOR_VIVID_CHROMA at value >= DECOR_VIVID_VALUE).
 DECOR_WHITE = 215
 DECOR_BLACK = 50
 DECOR_VIVID_CHROMA = 120

@@ -69,7 +69,7 @@ class Region:
         out[by:by + bh, bx:bx + bw] = soft >= 0.5
         return out
 
-    def iou(self, other: "Region") -> float:
+    def iou(self, other: Region) -> float:
         """Intersection over union at the working resolution (same image)."""
         ax, ay, aw, ah = self.work_box
         bx, by, bw, bh = other.work_box
@@ -105,7 +105,7 @@ class Transform:
     scale: float
 
     @classmethod
-    def from_matrix(cls, m: np.ndarray) -> "Transform":
+    def from_matrix(cls, m: np.ndarray) -> Transform:
         m = np.asarray(m, np.float64).reshape(2, 3)
         a = m[:, :2]
         flip = bool(np.linalg.det(a) < 0)

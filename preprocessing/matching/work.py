@@ -68,7 +68,8 @@ def to_work(image: np.ndarray, max_side: int = P.WORK_MAX_SIDE, min_side: int = 
         size = (max(1, int(round(w * s))), max(1, int(round(h * s))))
         rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
     rgb = np.ascontiguousarray(rgb)
-    return WorkImage(rgb=rgb, gray=cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), shape=(h, w), sift_zoom=sift_zoom(s, max(h, w) * min(s, 1.0), sift_halve_above))
+    zoom = sift_zoom(s, max(h, w) * min(s, 1.0), sift_halve_above)
+    return WorkImage(rgb=rgb, gray=cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), shape=(h, w), sift_zoom=zoom)
 
 
 def sift_zoom(scale: float, long_side: float, halve_above: int) -> float:
