@@ -17,6 +17,8 @@ side in one run, batch --batch_size, training augmentation on, images/s:
                        CPU is printed after the table)
   (c) compute_ceiling  the same host augmentation, batching and parallelism over
                        examples already decoded and held in memory
+  (b') tfdata_png_evidence[_uncached]  (b) with the matcher's evidence map as well
+                       (``trainer.main --evidence``): what the third stream costs the host
   (d) tfdata_raw_service  (b) as ``trainer.main --data_service`` runs it, through a
                        tf.data service dispatcher (in this process) and one worker (a
                        ``python -m trainer.data_service`` process) on this host: on the
@@ -28,7 +30,8 @@ so load from other processes on a shared machine hits them alike. Each row also
 gives the CPU time per delivered image of this process (the trainer's side) and
 of the service worker's process: what a cluster is sized from. The last stdout
 line is JSON of the images/s: {"seed_generator", "tfdata_raw", "tfdata_png",
-"compute_ceiling", "tfdata_raw_uncached", "tfdata_png_uncached", "tfdata_raw_service",
+"compute_ceiling", "tfdata_raw_uncached", "tfdata_png_uncached", "tfdata_png_evidence",
+"tfdata_png_evidence_uncached", "tfdata_raw_service",
 "tfdata_raw_service_snappy"}.
 """
 from __future__ import annotations
@@ -169,13 +172,15 @@ def seed_batches(gen) -> Iterator:
 
 # --------------------------------------------------------------------------- (b), (c) tf.data
 
-def tfdata_batches(records_dir: str, parallelism: int, cache: bool | None = None) -> Iterator:
+def tfdata_batches(records_dir: str, parallelism: int, cache: bool | None = None, evidence: bool = False
+                   ) -> Iterator:
     """make_dataset as trainer.main uses it (cache=None: decoded examples kept in RAM after the first
-    epoch when they fit); cache=False re-reads and re-decodes the records every epoch."""
+    epoch when they fit); cache=False re-reads and re-decodes the records every epoch; ``evidence``:
+    also the matcher's evidence map (``trainer.main --evidence``)."""
     from trainer import data
 
     ds = data.make_dataset(records_dir, "train", FLAGS.batch_size, training=True, num_parallel_calls=parallelism,
-                           cache=cache)
+                           cache=cache, evidence=evidence)
     return iter(ds.repeat())
 
 
@@ -370,6 +375,8 @@ def main(argv):
         "tfdata_png": lambda: tfdata_batches(png_dir, auto),
         "tfdata_raw_uncached": lambda: tfdata_batches(raw_dir, auto, cache=False),
         "tfdata_png_uncached": lambda: tfdata_batches(png_dir, auto, cache=False),
+        "tfdata_png_evidence": lambda: tfdata_batches(png_dir, auto, evidence=True),
+        "tfdata_png_evidence_uncached": lambda: tfdata_batches(png_dir, auto, cache=False, evidence=True),
         "tfdata_raw_service": lambda: service_batches(raw_dir, dispatcher.target),
         "tfdata_raw_service_snappy": lambda: service_batches(raw_dir, dispatcher.target, compress=True),
         "compute_ceiling": lambda: ceiling_batches(examples, auto),
@@ -396,7 +403,7 @@ def main(argv):
           f"{int(stored.max(axis=1).max())} px), "
           f"compression {FLAGS.compression}; batch {FLAGS.batch_size}; {os.cpu_count()} CPUs; "
           f"median of {FLAGS.rounds} rounds")
-    print(f"{'configuration':<26}{'parallelism':>12}{'images/s':>12}{'x seed':>10}{'% ceiling':>11}"
+    print(f"{'configuration':<30}{'parallelism':>12}{'images/s':>12}{'x seed':>10}{'% ceiling':>11}"
           f"{'core-µs/img':>13}{'worker':>8}")
     seed_ips = ips["seed_generator"]
     for name, value in ips.items():
@@ -405,7 +412,7 @@ def main(argv):
         pct = f"{100 * value / ceiling:.0f}%" if base.startswith("tfdata") and ceiling else ""
         label = "1 (Python)" if base == "seed_generator" else (par or "AUTOTUNE")
         cpu = cpu_us[name]
-        print(f"{base:<26}{label:>12}{value:>12.1f}{value / seed_ips:>10.1f}{pct:>11}{cpu['trainer']:>13.0f}"
+        print(f"{base:<30}{label:>12}{value:>12.1f}{value / seed_ips:>10.1f}{pct:>11}{cpu['trainer']:>13.0f}"
               f"{cpu['worker']:>8.0f}")
     print("tfdata_*: the pipeline as trainer.main runs it (decoded examples cached in RAM after the first "
           "epoch when they fit); *_uncached: records re-read and re-decoded every epoch.")
@@ -420,6 +427,7 @@ def main(argv):
           f"(_snappy) {snappy['worker']:.0f} and {snappy['trainer']:.0f} core-µs, {wire[1] / 1e3:.0f} KB.")
     print(json.dumps({k: round(ips[k], 1) for k in ("seed_generator", "tfdata_raw", "tfdata_png", "compute_ceiling",
                                                     "tfdata_raw_uncached", "tfdata_png_uncached",
+                                                    "tfdata_png_evidence", "tfdata_png_evidence_uncached",
                                                     "tfdata_raw_service", "tfdata_raw_service_snappy")}))
 
 

@@ -1,15 +1,18 @@
 """Batch scoring as a Beam pipeline (RunInference): the library behind ``python -m serving.beam_score``.
 
-The same decoding, model, post-processing and CSV as serving.score, so the
-output is identical on the same images. Beam's stock TFModelHandlerTensor
-loads through ``tf.keras.models.load_model``, which refuses Keras 3 exports
-(apache/beam#30613), so ``SavedModelHandler`` wraps ``tf.saved_model.load``.
+The same detectors, decoding, model, post-processing and files as serving.score, so the output is
+identical on the same images: the network (decode -> RunInference -> post-process), the matcher
+(one ``serving.matcher.analyse`` per image, then its decision) or the two fused (the matcher's
+analysis feeds the network its evidence map where the model takes one, and the two meet again by
+case id). Beam's stock TFModelHandlerTensor loads through ``tf.keras.models.load_model``, which
+refuses Keras 3 exports (apache/beam#30613), so ``SavedModelHandler`` wraps ``tf.saved_model.load``.
 The image list is discovered on the launcher (local or shared filesystem).
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from typing import Any, Optional
 
 import apache_beam as beam
@@ -20,6 +23,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from preprocessing import fileio, outputs, rle
 from preprocessing.beam_runner import local_runner
 from preprocessing.cases import discover_test_images
+from serving import matcher
+from serving.detectors import Settings, fused_outcome
 from serving.postprocess import PostprocessConfig, Prediction, annotation
 from serving.saved_model import export_dir_of, read_metadata
 from serving.submission import errors_path, format_csv, jsonl
@@ -40,23 +45,28 @@ class SavedModelHandler(ModelHandler[np.ndarray, PredictionResult, Any]):
 
         return load(self._model_dir)
 
-    def run_inference(self, batch: Sequence[np.ndarray], model, inference_args: Optional[dict] = None
+    def run_inference(self, batch: Sequence[tuple], model, inference_args: Optional[dict] = None
                       ) -> Iterable[PredictionResult]:
-        probs, scores = model.predict(np.stack(batch))
+        """``batch``: (model-size image, its evidence map or None) per image."""
+        images = np.stack([image for image, _ in batch])
+        evidence = np.stack([ev for _, ev in batch]) if batch[0][1] is not None else None
+        probs, scores = model.predict(images, evidence)
         return [PredictionResult(None, (probs[k], None if scores is None else float(scores[k])))
                 for k in range(len(batch))]
 
-    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
-        return sum(x.nbytes for x in batch)
+    def get_num_bytes(self, batch: Sequence[tuple]) -> int:
+        return sum(image.nbytes + (0 if ev is None else ev.nbytes) for image, ev in batch)
 
     def get_metrics_namespace(self) -> str:
         return COUNTERS
 
 
 class DecodeFn(beam.DoFn):
-    """(case_id, path) -> ((case_id, H, W), model-size uint8 image), or an error record on the side.
+    """(case_id, path, Detection or None) -> ((case_id, H, W), (model-size uint8 image, its
+    evidence map or None)), or an error record on the side.
 
-    The same checks and TF decoding as serving.score's tf.data pipeline.
+    The same checks, TF decoding and resizing as serving.score's tf.data pipeline; the evidence map
+    (``preprocessing.matching.evidence``) only for a model that takes it.
     """
 
     def __init__(self, image_size: int):
@@ -83,7 +93,7 @@ class DecodeFn(beam.DoFn):
         from preprocessing.images import read_rgb8
         from serving.decode import check_file
 
-        case_id, path = item
+        case_id, path, detection = item
         try:
             check_file(path)
             try:
@@ -97,61 +107,136 @@ class DecodeFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(ERRORS, {"case_id": case_id, "path": path, "reason": exc.reason})
             return
         self._decoded.inc()
-        yield (case_id, int(hw[0]), int(hw[1])), image
+        evidence = None
+        if detection is not None:
+            from preprocessing.matching.evidence import evidence_map
+
+            evidence = self._resize(tf.constant(evidence_map(detection)), self._size).numpy()
+        yield (case_id, int(hw[0]), int(hw[1])), (image, evidence)
 
 
-def keyed_row(keyed: tuple, cfg: PostprocessConfig) -> tuple[str, str]:
-    """RunInference's ((case_id, H, W), result) -> the submission row (case_id, annotation)."""
+class MatchFn(beam.DoFn):
+    """(case_id, path) -> (case_id, ``serving.matcher.Analysed``), or an error record on the side."""
+
+    def setup(self):
+        self._matched = beam.metrics.Metrics.counter(COUNTERS, "images_matched")
+        self._bad = beam.metrics.Metrics.counter(COUNTERS, "images_unreadable")
+
+    def process(self, item):
+        a = matcher.analyse(item)
+        if a.error:
+            self._bad.inc()
+            yield beam.pvalue.TaggedOutput(ERRORS, a.error)
+            return
+        self._matched.inc()
+        yield a.case_id, a
+
+
+def keyed_prediction(keyed: tuple) -> tuple[str, Prediction]:
+    """RunInference's ((case_id, H, W), result) -> (case_id, Prediction)."""
     (case_id, h, w), result = keyed
     prob, image_score = result.inference
-    return case_id, annotation(Prediction(case_id, (h, w), prob, image_score), cfg)
+    return case_id, Prediction(case_id, (h, w), prob, image_score)
+
+
+def fused_decision(joined: tuple, settings: Settings) -> Iterable[tuple[str, str, dict]]:
+    """(case_id, {"analysed": [a], "prediction": [pred]}) -> (case_id, annotation, evidence record);
+    nothing for an image the network could not decode (its error record is on the side)."""
+    case_id, parts = joined
+    if parts["prediction"]:
+        yield (case_id, *fused_outcome(parts["analysed"][0], parts["prediction"][0], settings))
+
+
+def matcher_decision(keyed: tuple, settings: Settings) -> tuple[str, str, dict]:
+    case_id, a = keyed
+    return (case_id, *matcher.outcome(a, settings.matcher))
 
 
 def csv_text(rows: list) -> str:
     return format_csv(sorted(rows)).rstrip("\n")  # WriteToText adds the final newline
 
 
-def error_lines(errors: list) -> Iterable[str]:
-    return jsonl(errors).splitlines()
+def jsonl_lines(records: list) -> Iterable[str]:
+    return jsonl(records).splitlines()
 
 
-def build(p: beam.Pipeline, items: Sequence[tuple[str, str]], model_dir: str, image_size: int,
-          cfg: PostprocessConfig, csv_path: str, errors_file: str, batch_size: int = 16) -> None:
-    """The scoring graph: decode -> RunInference -> post-process -> one sorted CSV (+ the error lines)."""
-    decoded = (p | "Images" >> beam.Create(list(items))
-               | "Decode" >> beam.ParDo(DecodeFn(image_size)).with_outputs(ERRORS, main="images"))
-    handler = KeyedModelHandler(SavedModelHandler(model_dir, batch_size))
-    scored = (decoded.images | "Predict" >> RunInference(handler)
-              | "Postprocess" >> beam.Map(keyed_row, cfg))
-    unreadable = decoded[ERRORS] | "Authentic" >> beam.Map(lambda e: (e["case_id"], rle.AUTHENTIC))
-    (((scored, unreadable) | "AllRows" >> beam.Flatten())
+def write_lines(pcoll, label: str, path: str) -> None:
+    """Every record of ``pcoll`` as one JSON line of ``path``, sorted by case id (an empty file if none)."""
+    (pcoll | f"Gather{label}" >> beam.combiners.ToList()
+     | f"{label}Lines" >> beam.FlatMap(jsonl_lines)
+     | f"Write{label}" >> beam.io.WriteToText(path, num_shards=1, shard_name_template=""))
+
+
+def build(p: beam.Pipeline, items: Sequence[tuple[str, str]], model_dir: Optional[str], image_size: int,
+          settings: Settings, csv_path: str, errors_file: str, batch_size: int = 16, detector: str = "network",
+          evidence_file: Optional[str] = None, uses_evidence: bool = False) -> None:
+    """The scoring graph: per image a decision (case_id, annotation, evidence record or None) ->
+    one sorted CSV, the error lines and (matcher, fused) the evidence lines."""
+    images = p | "Images" >> beam.Create(list(items))
+    error_parts = []
+    if detector != "network" or uses_evidence:
+        matched = images | "Match" >> beam.ParDo(MatchFn()).with_outputs(ERRORS, main="analysed")
+        error_parts.append(matched[ERRORS])
+    if detector == "matcher":
+        decided = matched.analysed | "Decide" >> beam.Map(matcher_decision, settings)
+    else:
+        if not uses_evidence:
+            inputs = images | "NoEvidence" >> beam.Map(lambda it: (it[0], it[1], None))
+        else:
+            inputs = matched.analysed | "WithEvidence" >> beam.Map(lambda kv: (kv[0], kv[1].path, kv[1].detection))
+        decoded = inputs | "Decode" >> beam.ParDo(DecodeFn(image_size)).with_outputs(ERRORS, main="images")
+        error_parts.append(decoded[ERRORS])
+        handler = KeyedModelHandler(SavedModelHandler(model_dir, batch_size))
+        preds = (decoded.images | "Predict" >> RunInference(handler)
+                 | "Prediction" >> beam.Map(keyed_prediction))
+        if detector == "network":
+            decided = preds | "Postprocess" >> beam.Map(
+                lambda kv: (kv[0], annotation(kv[1], settings.postprocess), None))
+        else:
+            decided = ({"analysed": matched.analysed, "prediction": preds} | "Join" >> beam.CoGroupByKey()
+                       | "Fuse" >> beam.FlatMap(fused_decision, settings))
+    errors = tuple(error_parts) | "AllErrors" >> beam.Flatten()
+    unreadable = errors | "Authentic" >> beam.Map(lambda e: (e["case_id"], rle.AUTHENTIC))
+    rows = decided | "Rows" >> beam.Map(lambda d: (d[0], d[1]))
+    (((rows, unreadable) | "AllRows" >> beam.Flatten())
      | "Gather" >> beam.combiners.ToList()
      | "Csv" >> beam.Map(csv_text)
      | "WriteCsv" >> beam.io.WriteToText(csv_path, num_shards=1, shard_name_template=""))
-    (decoded[ERRORS] | "GatherErrors" >> beam.combiners.ToList()
-     | "ErrorLines" >> beam.FlatMap(error_lines)
-     | "WriteErrors" >> beam.io.WriteToText(errors_file, num_shards=1, shard_name_template=""))
+    write_lines(errors, "Errors", errors_file)
+    if evidence_file:
+        write_lines(decided | "Records" >> beam.Map(lambda d: d[2]), "Evidence", evidence_file)
 
 
-def run(model_dir: str, input_dir: str, output: str, batch_size: int = 16,
+def run(model_dir: Optional[str], input_dir: str, output: str, batch_size: int = 16,
         cfg: Optional[PostprocessConfig] = None, pipeline_args: Optional[list] = None,
-        items: Optional[Sequence[tuple[str, str]]] = None) -> list[dict]:
-    """Run the pipeline to completion; returns the error records it wrote. Beam writes both files to
-    temporary names, renamed into place only when the job has finished."""
-    meta = read_metadata(export_dir_of(model_dir))
-    cfg = cfg or PostprocessConfig.from_dict(meta.get("postprocess"))
+        items: Optional[Sequence[tuple[str, str]]] = None, detector: str = "network",
+        settings: Optional[Settings] = None) -> list[dict]:
+    """Run the pipeline to completion; returns the error records it wrote. ``settings`` default to
+    the export's metadata.json, ``cfg`` overrides their post-processing. Beam writes every file to
+    a temporary name, renamed into place only when the job has finished."""
+    meta = read_metadata(export_dir_of(model_dir)) if model_dir else None
+    settings = settings or Settings.from_metadata(meta)
+    if cfg is not None:
+        settings = replace(settings, postprocess=cfg)
+    uses_evidence = False
+    if detector != "matcher":  # a model that takes the matcher's evidence map needs the matcher to run
+        from serving.saved_model import load
+
+        uses_evidence = load(model_dir).uses_evidence
     items = discover_test_images(input_dir) if items is None else items
     options = PipelineOptions(list(pipeline_args or []))
     p = beam.Pipeline(runner=local_runner(options), options=options)
-    tmp_csv, tmp_errors = outputs.temp_name(output), outputs.temp_name(errors_path(output))
-    build(p, items, model_dir, int(meta["image_size"]), cfg, tmp_csv, tmp_errors, batch_size)
+    finals = [output, errors_path(output)] + ([matcher.evidence_path(output)] if detector != "network" else [])
+    temps = [outputs.temp_name(f) for f in finals]
+    build(p, items, model_dir, int(meta["image_size"]) if meta else 0, settings, temps[0], temps[1], batch_size,
+          detector, temps[2] if len(temps) > 2 else None, uses_evidence)
     try:
         p.run().wait_until_finish()
-        errors = [json.loads(line) for line in fileio.read_text(tmp_errors).splitlines() if line.strip()]
-        fileio.rename(tmp_csv, output)
-        fileio.rename(tmp_errors, errors_path(output))
+        errors = [json.loads(line) for line in fileio.read_text(temps[1]).splitlines() if line.strip()]
+        for tmp, final in zip(temps, finals):
+            fileio.rename(tmp, final)
     finally:
-        for tmp in (tmp_csv, tmp_errors):
+        for tmp in temps:
             if fileio.exists(tmp):
                 fileio.remove(tmp)
     return errors

@@ -60,13 +60,15 @@ def samples_from_records(model: ExportedModel, data_dir: str, batch_size: int = 
     from serving.decode import resize_to_model
 
     src = records.resolve_source(data_dir, split)
-    size = model.image_size
+    size, evidence = model.image_size, model.uses_evidence
 
     def prepare(filename, serialized):
-        ex = schema.parse_record(filename, serialized)
+        ex = schema.parse_record(filename, serialized, evidence=evidence)
         model_image = resize_to_model(ex["image"], size)  # S x S records pass through unchanged
+        # The stored evidence map went through the same resizing as the image: bring it to S x S alike.
+        model_evidence = resize_to_model(ex["evidence"], size) if evidence else tf.zeros([0], tf.uint8)
         key = tf.strings.join([tf.strings.as_string(ex["label"]), ex["case_id"]], "/")
-        return key, model_image, ex["mask"][:, :, 0]
+        return key, model_image, model_evidence, ex["mask"][:, :, 0]
 
     files = tf.data.Dataset.from_tensor_slices(list(src.files))
     ds = files.interleave(lambda f: tf.data.TFRecordDataset(f, src.compression).map(lambda r: (f, r)),
@@ -75,19 +77,19 @@ def samples_from_records(model: ExportedModel, data_dir: str, batch_size: int = 
     # Masks differ in size when images are stored at their own size: batch images only.
     samples: list[Sample] = []
     bar = tqdm(desc=f"predict {split}", unit="img", disable=not progress, file=sys.stderr)
-    keys, images, masks = [], [], []
+    keys, images, maps, masks = [], [], [], []
 
     def flush():
-        probs, scores = model.predict(np.stack(images))
+        probs, scores = model.predict(np.stack(images), np.stack(maps) if evidence else None)
         for k, (key, mask) in enumerate(zip(keys, masks)):
             pred = Prediction(key, mask.shape[:2], probs[k], None if scores is None else float(scores[k]))
             samples.append(Sample(pred, postprocess.union_instances(mask)))
         bar.update(len(keys))
-        keys.clear(), images.clear(), masks.clear()
+        keys.clear(), images.clear(), maps.clear(), masks.clear()
 
     try:
-        for key, image, mask in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
-            keys.append(key.decode()), images.append(image), masks.append(mask)
+        for key, image, evidence_map, mask in ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator():
+            keys.append(key.decode()), images.append(image), maps.append(evidence_map), masks.append(mask)
             if len(keys) == batch_size:
                 flush()
     except tf.errors.DataLossError as exc:

@@ -21,13 +21,13 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 from absl import flags
 
 from preprocessing import cli, outputs, rle
 from preprocessing.images import read_rgb8
 from serving import pictures
+from serving.matcher import read_evidence
 from serving.metric import image_score
 
 _OUT = flags.DEFINE_string("output_dir", "demo_out", "Where everything goes (a new or empty folder, or an earlier "
@@ -95,40 +95,19 @@ def write_authentic_baseline(solution_csv: str, path: str) -> str:
 
 # ----------------------------------------------------------------------------- predictions.html
 
-def read_evidence(path: str) -> dict:
-    """case_id -> evidence record (``<stem>.evidence.jsonl``), or {} when the detector wrote none."""
-    if not os.path.exists(path):
-        return {}
-    with open(path) as f:
-        return {r["case_id"]: r for r in map(json.loads, f) if r}
-
-
-def pick_cases(solution: pd.DataFrame, sub: pd.Series, n: int, seed: int) -> list[str]:
-    """What a reviewer looks at first: authentic images that were flagged, then forged ones (found or
-    missed), then a few correct authentic ones, reproducibly."""
-    rng = np.random.default_rng(seed)
-    flagged = lambda cid: sub.get(cid, rle.AUTHENTIC) != rle.AUTHENTIC  # noqa: E731
-    truth = dict(zip(solution.case_id, solution.annotation))
-    false_pos = [c for c in truth if truth[c] == rle.AUTHENTIC and flagged(c)]
-    forged = [c for c in truth if truth[c] != rle.AUTHENTIC]
-    quiet = [c for c in truth if truth[c] == rle.AUTHENTIC and not flagged(c)]
-    picked = sorted(false_pos)[:n]
-    picked += list(rng.permutation(forged)[:max(0, n - len(picked) - n // 4)])
-    picked += list(rng.permutation(quiet)[:max(0, n - len(picked))])
-    return picked
-
-
 def write_predictions_html(path: str, image_dir: str, solution_csv: str, submission_csv: str,
                            n: int, seed: int, title: str = "Test predictions") -> str:
     """Each picked image with its predicted pairs (arrow from source to copy, transform in words),
     predictions coloured by whether they match the truth, and missed truth outlined."""
     solution = pd.read_csv(solution_csv, dtype={"case_id": str, "annotation": str}, keep_default_na=False)
     sub = pd.read_csv(submission_csv, dtype=str, keep_default_na=False).set_index("case_id")["annotation"]
-    evidence = read_evidence(os.path.splitext(submission_csv)[0] + ".evidence.jsonl")
+    evidence = read_evidence(submission_csv)
     files = {os.path.splitext(f)[0]: os.path.join(image_dir, f) for f in os.listdir(image_dir)}
     by_id = solution.set_index("case_id")
+    truth_forged = {c: a != rle.AUTHENTIC for c, a in zip(solution.case_id, solution.annotation)}
+    flagged = {c: a != rle.AUTHENTIC for c, a in sub.items()}
     cards = []
-    for cid in pick_cases(solution, sub, n, seed):
+    for cid in pictures.review_order(truth_forged, flagged, n, seed):
         sol = by_id.loc[cid]
         h, w = int(sol.height), int(sol.width)
         truth = rle.decode(sol.annotation, h, w)

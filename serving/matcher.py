@@ -40,6 +40,19 @@ def evidence_path(output: str) -> str:
     return os.path.splitext(output)[0] + EVIDENCE_SUFFIX
 
 
+def read_evidence(output: str) -> dict:
+    """case_id -> evidence record from the file beside the submission ``output``; {} when the
+    detector wrote none (the network)."""
+    import json
+
+    from preprocessing import fileio
+
+    path = evidence_path(output)
+    if not fileio.exists(path):
+        return {}
+    return {r["case_id"]: r for r in map(json.loads, fileio.read_text(path).splitlines()) if r}
+
+
 @dataclass
 class Analysed:
     """One image through ``detect``: its Detection, or the error that kept it from being read."""
@@ -115,6 +128,13 @@ def evidence_record(a: Analysed, v: Verdict) -> dict:
             "candidates": len(det.candidates)}
 
 
+def outcome(a: Analysed, params: DecisionParams) -> tuple[str, dict]:
+    """One analysed image -> (its annotation, its evidence record): the matcher detector's whole
+    per-image decision (``serving.score`` and ``serving.beam_score`` both call it)."""
+    v = verdict(a, params)
+    return v.annotation, evidence_record(a, v)
+
+
 def score_items(items: Sequence[tuple[str, str]], params: DecisionParams = DecisionParams(),
                 config: MatcherConfig = MatcherConfig(), workers: int = 1,
                 progress: bool = True) -> tuple[ScoreResult, list[dict]]:
@@ -125,7 +145,6 @@ def score_items(items: Sequence[tuple[str, str]], params: DecisionParams = Decis
             errors.append(a.error)
             rows[a.case_id] = rle.AUTHENTIC
             continue
-        v = verdict(a, params)
-        rows[a.case_id] = v.annotation
-        evidence.append(evidence_record(a, v))
+        rows[a.case_id], record = outcome(a, params)
+        evidence.append(record)
     return ScoreResult(sorted(rows.items()), errors), sorted(evidence, key=lambda e: e["case_id"])

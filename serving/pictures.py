@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional
@@ -100,16 +101,40 @@ def verdict(truth: Sequence, pred: Sequence) -> str:
         (bool(truth), bool(pred))]
 
 
+def review_order(truth_forged: dict, flagged: dict, n: int, seed: int = 0) -> list[str]:
+    """The ``n`` case ids a reviewer looks at first: authentic images that were flagged, then forged
+    ones (found or missed, a reproducible sample), then a few authentic ones left alone.
+    ``truth_forged``, ``flagged``: case_id -> bool."""
+    rng = np.random.default_rng(seed)
+    ids = sorted(truth_forged)
+    false_pos = [c for c in ids if not truth_forged[c] and flagged.get(c, False)]
+    forged = [c for c in ids if truth_forged[c]]
+    quiet = [c for c in ids if not truth_forged[c] and not flagged.get(c, False)]
+    picked = false_pos[:n]
+    picked += list(rng.permutation(forged)[:max(0, n - len(picked) - n // 4)]) if forged else []
+    picked += list(rng.permutation(quiet)[:max(0, n - len(picked))]) if quiet else []
+    return [str(c) for c in picked]
+
+
 def card(case_id: str, rgb: np.ndarray, pred: Sequence[np.ndarray], truth: Sequence[np.ndarray],
-         pairs: Sequence[dict] = (), score: Optional[float] = None) -> str:
-    """An HTML block for one image: the picture, its image-level verdict and the pairs in words."""
+         pairs: Sequence[dict] = (), score: Optional[float] = None, png_path: Optional[str] = None) -> str:
+    """An HTML block for one image: the picture, its image-level verdict and the pairs in words. The
+    picture is inlined, or written to ``png_path`` and linked by its file name."""
     picture, outcome = draw(rgb, pred, truth, pairs)
+    src = data_uri(picture)
+    if png_path:
+        from preprocessing import outputs
+
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(picture[:, :, ::-1]))
+        with outputs.atomic_file(png_path, "wb") as f:
+            f.write(buf.tobytes())
+        src = html.escape(os.path.basename(png_path))
     lines = "".join(f"<li>{html.escape(line)}</li>" for line in pair_lines(pairs))
     found = sum(outcome.matched)
     facts = (f"{html.escape(verdict(truth, pred))}; {len(truth)} true, {len(pred)} predicted instances "
              f"({found} found, {len(pred) - found} false, {len(outcome.missed)} missed)"
              + (f"; oF1 {score:.2f}" if score is not None else ""))
-    return (f"<div class='card'><h3>{html.escape(case_id)}</h3><img src='{data_uri(picture)}'>"
+    return (f"<div class='card'><h3>{html.escape(case_id)}</h3><img src='{src}'>"
             f"<p>{facts}</p><ol>{lines}</ol></div>")
 
 

@@ -4,7 +4,9 @@
 
 The dataset report (``preprocessing.report``) plus a "Submission" section: per-image oF1 where the
 truth is known (DATA/test_solution.csv for test images, the masks for training images), the worst
-images first, and truth next to prediction for a handful of images. It lives here because the
+images first, truth next to prediction for a handful of images, and review cards (authentic images
+that were flagged first; each predicted copy pair drawn from source to copy with the transform in
+words when the submission's ``.evidence.jsonl`` is beside it). It lives here because the
 metric does (``serving.metric``); the dataset report never imports serving.
 """
 from __future__ import annotations
@@ -30,8 +32,10 @@ from preprocessing.report.render import esc, figure, table
 from serving import metric
 
 PREDICTION_ROWS = 6  # images pictured with truth and prediction
+REVIEW_CARDS = 12  # images drawn with their copy pairs, flagged authentic ones first
 SCORES_CSV = "submission_scores.csv"
 FIGURES = ("predictions.png", "submission_scores.png")
+REVIEW_PNGS = tuple(f"review_{k:02d}.png" for k in range(REVIEW_CARDS))
 FLAGS = flags.FLAGS
 
 
@@ -61,10 +65,22 @@ def train_truth_lookup(cases: list[Case]) -> dict:
     return {cid: c for cid, (_, c) in rank.items()}
 
 
+@dataclass
+class Scored:
+    """What the review cards need of one scored row (masks are decoded again only for the picked few)."""
+
+    annotation: str
+    path: str
+    hw: tuple
+    truth_forged: bool
+    score: float
+
+
 def score_submission(sub_path: str, root: str, cases: list[Case], tests: list[tuple[str, str]],
-                     opts: Options) -> tuple[pd.DataFrame, list[dict], list[str]]:
+                     opts: Options) -> tuple[pd.DataFrame, list[dict], list[str], dict]:
     """Per-image oF1 (serving.metric.image_score) for every submission row whose truth is known,
-    the pictured rows, and the case ids the submission repeats (only their first row is scored)."""
+    the pictured rows, the case ids the submission repeats (only their first row is scored), and
+    case_id -> ``Scored`` for the review cards."""
     from serving.evaluate import read_csv
 
     sub = read_csv(sub_path, "submission")
@@ -75,7 +91,7 @@ def score_submission(sub_path: str, root: str, cases: list[Case], tests: list[tu
     sub = sub.drop_duplicates("case_id", keep="first")
     solution, test_paths = load_solution(root), dict(tests)
     train = train_truth_lookup(cases)
-    rows, shown, scored = [], [], 0
+    rows, shown, scored, review = [], [], 0, {}
     limit = opts.max_images if opts.max_images > 0 else len(sub)
     for rec in tqdm(list(sub.itertuples(index=False)), desc="scoring submission", unit="img", leave=False):
         if scored >= limit:
@@ -102,11 +118,40 @@ def score_submission(sub_path: str, root: str, cases: list[Case], tests: list[tu
             row.update(status=f"unparseable: {exc}", score=0.0)
             continue
         row.update(pred_instances=len(pred), score=metric.image_score(pred, gt))
+        review[rec.case_id] = Scored(rec.annotation, image_path, hw, bool(gt), row["score"])
         if len(shown) < 4 * PREDICTION_ROWS:
             shown.append({"case_id": rec.case_id, "path": image_path, "truth": gt, "pred": pred,
                           "score": row["score"]})
     df = pd.DataFrame(rows, columns=["case_id", "truth", "true_instances", "pred_instances", "status", "score"])
-    return df.astype({"true_instances": "Int64", "pred_instances": "Int64"}), _picture_predictions(shown), repeated
+    df = df.astype({"true_instances": "Int64", "pred_instances": "Int64"})
+    return df, _picture_predictions(shown), repeated, review
+
+
+def review_cards(sub_path: str, review: dict, root: str, cases: list[Case], tests: list[tuple[str, str]],
+                 opts: Options, out_dir: str) -> list[str]:
+    """HTML cards (``serving.pictures``) of the images a reviewer looks at first, authentic images
+    that were flagged leading, each predicted pair drawn from source to copy with the transform in
+    words when the detector wrote ``<submission stem>.evidence.jsonl``; pictures as REVIEW_PNGS."""
+    from serving import pictures
+    from serving.matcher import read_evidence
+
+    evidence = read_evidence(sub_path)
+    picked = pictures.review_order({c: r.truth_forged for c, r in review.items()},
+                                   {c: r.annotation != rle.AUTHENTIC for c, r in review.items()}, REVIEW_CARDS,
+                                   opts.seed)
+    solution, test_paths, train = load_solution(root), dict(tests), train_truth_lookup(cases)
+    cards = []
+    for cid, png in zip(picked, REVIEW_PNGS):
+        r = review[cid]
+        try:
+            gt = _truth(cid, solution, test_paths, train, opts)[0]
+            rgb = read_rgb8(r.path)
+        except BadInput:
+            continue
+        pred = rle.decode(r.annotation, *r.hw)
+        pairs = evidence.get(cid, {}).get("pairs", [])
+        cards.append(pictures.card(cid, rgb, pred, gt, pairs, r.score, png_path=os.path.join(out_dir, png)))
+    return cards
 
 
 def _truth(case_id, solution, test_paths, train, opts):
@@ -167,10 +212,12 @@ class SubmissionSection:
 
     path: str
     name: str = "submission"
-    files: tuple = (SCORES_CSV, *FIGURES)
+    files: tuple = (SCORES_CSV, *FIGURES, *REVIEW_PNGS)
 
     def analyse(self, ctx) -> dict:
-        df, self._pictures, repeated = score_submission(self.path, ctx.input_dir, ctx.cases, ctx.tests, ctx.options)
+        df, self._pictures, repeated, review = score_submission(self.path, ctx.input_dir, ctx.cases, ctx.tests,
+                                                                ctx.options)
+        self._cards = review_cards(self.path, review, ctx.input_dir, ctx.cases, ctx.tests, ctx.options, ctx.out_dir)
         self._scores = df
         df.to_csv(os.path.join(ctx.out_dir, SCORES_CSV), index=False)
         return dict(submission_stats(df, repeated), file=fileio.absolute(self.path))
@@ -191,6 +238,11 @@ class SubmissionSection:
                      + [("repeated case ids", ", ".join(s["repeated_case_ids"]) or "none")])
         html += figure(figs.prediction_pairs(ctx.out_dir, FIGURES[0], self._pictures),
                        "Truth (left) vs predicted instances (right), spread over the score range")
+        if self._cards:
+            from serving import pictures
+
+            html += ("<h3>For review: flagged authentic images first, then forgeries, then a few left alone</h3>"
+                     f"<style>{pictures.CSS}</style>{pictures.LEGEND}" + "".join(self._cards))
         html += figure(figs.histograms(ctx.out_dir, FIGURES[1], [("Per-image oF1", "oF1", df["score"])]),
                        "Per-image oF1 where the truth is known")
         ordered = df.sort_values("score", na_position="last")

@@ -16,13 +16,16 @@ The output paths are checked before any work (``preprocessing.outputs``).
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from absl import flags
 
 from preprocessing import cli, outputs
 from preprocessing.errors import UsageError
 from serving.postprocess import PostprocessConfig
+
+if TYPE_CHECKING:
+    from serving.detectors import Settings
 
 FLAGS = flags.FLAGS
 
@@ -86,30 +89,41 @@ def flag_postprocess(metadata: dict) -> tuple[PostprocessConfig, Optional[str]]:
     return cfg, calibration_note(metadata, overridden=bool(over))
 
 
-def main(argv):
-    del argv
-    output, items = check_paths()
+def settings_from_flags() -> tuple[str, Settings]:
+    """(detector, settings) as the flags and the export's metadata.json ask, printed: what
+    serving.score and serving.beam_score both run."""
     from dataclasses import replace
 
-    from serving import detectors, submission
-    from serving.matcher import evidence_path
+    from serving import detectors
     from serving.saved_model import export_dir_of, read_metadata
 
     meta = read_metadata(export_dir_of(FLAGS.model_dir)) if FLAGS.model_dir else None
     settings = detectors.Settings.from_metadata(meta)
     detector = detectors.resolve(FLAGS.detector, settings, has_model=meta is not None)
+    if detector != "matcher":
+        cfg, note = flag_postprocess(meta)
+        settings = replace(settings, postprocess=cfg)
+        print(f"model {export_dir_of(FLAGS.model_dir)} (input {meta['image_size']} px), "
+              f"post-processing {cfg.to_dict()}")
+        if note:
+            print(note)
+    print(f"detector {detector}" + (f", decision {settings.matcher.to_dict()}" if detector != "network" else "")
+          + (f", fused {settings.fused.to_dict()}" if detector == "fused" else ""))
+    return detector, settings
+
+
+def main(argv):
+    del argv
+    output, items = check_paths()
+    from serving import detectors, submission
+    from serving.matcher import evidence_path
+
+    detector, settings = settings_from_flags()
     model = None
     if detector != "matcher":
         from serving.saved_model import load  # TensorFlow: only now, after the log level is set
 
         model = load(FLAGS.model_dir)
-        cfg, note = flag_postprocess(model.metadata)
-        settings = replace(settings, postprocess=cfg)
-        print(f"model {model.export_dir} (input {model.image_size} px), post-processing {cfg.to_dict()}")
-        if note:
-            print(note)
-    print(f"detector {detector}" + (f", decision {settings.matcher.to_dict()}" if detector != "network" else "")
-          + (f", fused {settings.fused.to_dict()}" if detector == "fused" else ""))
     result, evidence = detectors.score_items(detector, items, model, settings, FLAGS.workers, FLAGS.batch_size)
     submission.write_outputs(output, result.rows, result.errors)
     if detector != "network":

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import tensorflow as tf
 from tiny_model import export_tiny
@@ -108,6 +109,18 @@ def test_training_with_evidence_exports_a_signature_that_takes_it(records_dir, t
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=str(tmp_path), timeout=180)
     np.testing.assert_allclose(np.load(tmp_path / "p.npy"), expected["mask"].numpy()[..., 0], atol=1e-4)
+    # Calibration on the records feeds the stored maps: its outputs are the model's on those inputs.
+    from serving.calibration import samples_from_records
+    from serving.saved_model import load
+
+    samples = {s.pred.case_id: s.pred.prob for s in
+               samples_from_records(load(cfg.model_dir), records_dir, batch_size=4, progress=False)}
+    assert len(samples) == records_lib.num_examples(records_dir, "val")
+    inputs, targets, ids = next(iter(data.make_dataset(records_dir, "val", 4, training=False, evidence=True,
+                                                       with_ids=True)))
+    probs = result.export_model(model_images(inputs), training=False)["mask"].numpy()[..., 0]
+    for k, (label, case_id) in enumerate(zip(targets["image"].numpy()[:, 0], ids["case_id"].numpy())):
+        np.testing.assert_allclose(samples[f"{int(label)}/{case_id.decode()}"], probs[k], atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- the fused decision
@@ -203,6 +216,77 @@ def test_every_detector_keeps_every_row_and_error_record(tiny_model, figures_dir
     proc = run("serving.score", "--input_dir", str(images), "--output", str(tmp_path / "nomodel.csv"),
                "--detector", "matcher", "--workers", "1")
     assert proc.returncode == 0 and len((tmp_path / "nomodel.csv").read_text().strip().splitlines()) == 1 + n
+
+
+def _sample_folder(figures_dir: str, folder, count: int = 5) -> list[tuple[str, str]]:
+    """A few figures (forged and authentic) and one broken file, as scoring items."""
+    from preprocessing.cases import discover_test_images
+
+    folder.mkdir()
+    test = os.path.join(figures_dir, "test_images")
+    for name in sorted(os.listdir(test))[:count]:
+        os.symlink(os.path.join(test, name), folder / name)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    return discover_test_images(str(folder))
+
+
+def _error_tags(path) -> list:
+    return [(e["case_id"], e["path"], e["reason"].split(":")[0]) for e in map(json.loads, open(path))]
+
+
+def test_beam_score_writes_the_same_files_as_score_for_the_matcher(figures_dir, tmp_path):
+    """serving.beam_score --detector matcher (no model) == serving.score --detector matcher, file by file."""
+    items = _sample_folder(figures_dir, tmp_path / "images")
+    outs = {}
+    for command in ("serving.score", "serving.beam_score"):
+        out = tmp_path / command / "sub.csv"
+        out.parent.mkdir()
+        proc = run(command, "--input_dir", str(tmp_path / "images"), "--output", str(out), "--detector", "matcher",
+                   "--workers", "1", *(["--direct_running_mode=in_memory"] if "beam" in command else []))
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[command] = out
+    plain, beam = outs["serving.score"], outs["serving.beam_score"]
+    assert beam.read_text() == plain.read_text() and len(plain.read_text().splitlines()) == 1 + len(items)
+    assert (beam.parent / "sub.evidence.jsonl").read_text() == (plain.parent / "sub.evidence.jsonl").read_text()
+    assert _error_tags(beam.parent / "sub.errors.jsonl") == _error_tags(plain.parent / "sub.errors.jsonl")
+    assert [t[0] for t in _error_tags(plain.parent / "sub.errors.jsonl")] == ["broken"]
+
+
+def test_beam_fused_scoring_feeds_the_evidence_and_matches_in_process_scoring(figures_dir, tmp_path):
+    """The fused detector with a model that takes the matcher's evidence: Beam (match -> evidence ->
+    RunInference -> join by case id -> fuse) writes the same files as serving.score's path."""
+    from serving import detectors
+    from serving.beam_scoring import run as beam_run
+    from serving.matcher import evidence_path
+    from serving.saved_model import load
+    from serving.submission import errors_path, jsonl, write_outputs
+
+    model_dir = export_tiny(str(tmp_path / "model"), evidence=True)
+    model = load(model_dir)
+    assert model.uses_evidence
+    items = _sample_folder(figures_dir, tmp_path / "images")
+    # A network veto and network-only instances, so both halves of the decision are exercised.
+    settings = detectors.Settings(postprocess=PostprocessConfig(threshold=0.5, min_area=4),
+                                  fused=FusedParams(confirm_bar=0.3, network_only_bar=0.0))
+    result, evidence = detectors.score_items("fused", items, model, settings, workers=1, batch_size=4,
+                                             progress=False)
+    plain = str(tmp_path / "plain.csv")
+    write_outputs(plain, result.rows, result.errors)
+    open(evidence_path(plain), "w").write(jsonl(evidence))
+    beam_out = str(tmp_path / "beam.csv")
+    errors = beam_run(model_dir, "", beam_out, batch_size=3, pipeline_args=["--direct_running_mode=in_memory"],
+                      items=items, detector="fused", settings=settings)
+    assert open(beam_out).read() == open(plain).read()
+    assert open(evidence_path(beam_out)).read() == open(evidence_path(plain)).read()
+    assert _error_tags(errors_path(beam_out)) == _error_tags(errors_path(plain)) and len(errors) == 1
+    decided = {e["decided_by"] for e in evidence}
+    assert len(result.rows) == len(items) and decided - {"none"}, decided
+    # The network alone, with this model, still needs the matcher's map: Beam runs the matcher for it.
+    net, _ = detectors.score_items("network", items, model, settings, workers=1, batch_size=4, progress=False)
+    beam_net = str(tmp_path / "beam_net.csv")
+    beam_run(model_dir, "", beam_net, batch_size=3, pipeline_args=["--direct_running_mode=in_memory"],
+             items=items, detector="network", settings=settings)
+    assert pd.read_csv(beam_net).values.tolist() == [list(r) for r in net.rows]
 
 
 def test_calibrate_tunes_every_detector_and_records_the_best(tiny_model, synth_dir, tmp_path):

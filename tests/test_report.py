@@ -373,3 +373,34 @@ def test_a_repeated_submission_row_is_reported(synth_dir, tmp_path):
     stats = build_report(synth_dir, str(tmp_path / "r"), Options(max_images=2), [SubmissionSection(sub)])
     assert stats["submission"]["repeated_case_ids"] == [first.case_id]
     assert any("repeats 1 case id" in s for s in stats["summary"])
+
+
+def test_review_cards_show_flagged_authentic_images_first_with_their_pairs(synth_dir, tmp_path):
+    """The submission section draws the images a reviewer looks at first: the authentic image that
+    was flagged leads, and a forged image's pair from the evidence file is drawn and written out."""
+    import re
+
+    sol = pd.read_csv(os.path.join(synth_dir, "test_solution.csv"), dtype=str, keep_default_na=False)
+    authentic = [r for r in sol.itertuples(index=False) if r.annotation == "authentic"]
+    forged = [r for r in sol.itertuples(index=False) if r.annotation != "authentic"]
+    assert authentic and forged
+    flagged = authentic[-1]
+    h, w = int(flagged.height), int(flagged.width)
+    square = np.zeros((h, w), np.uint8)
+    square[: h // 4, : w // 4] = 1
+    rows = [(flagged.case_id, rle.encode([square]))] + [(r.case_id, r.annotation) for r in forged]
+    rows += [(r.case_id, "authentic") for r in authentic[:-1]]
+    sub = str(tmp_path / "sub.csv")
+    pd.DataFrame(rows, columns=["case_id", "annotation"]).to_csv(sub, index=False)
+    pair = {"source_box": [0, 0, 10, 10], "copy_box": [30, 20, 10, 10], "inliers": 12, "correlation": 0.93,
+            "description": "region at (x=30, y=20, 10x10) is a copy of the region at (x=0, y=0, 10x10), mirrored"}
+    with open(tmp_path / "sub.evidence.jsonl", "w") as f:
+        f.write(json.dumps({"case_id": forged[0].case_id, "pairs": [pair]}) + "\n")
+    out = str(tmp_path / "report")
+    build_report(synth_dir, out, Options(max_images=40), extensions=[SubmissionSection(sub)])
+    text, _ = read_page(out)
+    cards = re.findall(r"<div class='card'><h3>([^<]+)</h3>", text)
+    assert cards[0] == flagged.case_id and "FALSE POSITIVE" in text
+    assert forged[0].case_id in cards and "is a copy of the region at (x=0, y=0, 10x10), mirrored" in text
+    assert len(cards) == min(12, len(sol))
+    check_links_and_pngs(out)
