@@ -30,6 +30,7 @@ bench: venv
 	$(PY) -m benchmarks.train_step
 	$(PY) -m benchmarks.scoring
 	$(PY) -m benchmarks.quality
+	$(PY) -m benchmarks.detectors
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache
