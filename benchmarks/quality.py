@@ -44,7 +44,8 @@ flags.DEFINE_integer("train_batch_size", 16, "Global training batch (the seed's 
 flags.DEFINE_integer("width", 16, "Default model width.")
 flags.DEFINE_integer("depth", 3, "Default model depth.")
 flags.DEFINE_list("contenders", ["seed", "default"],
-                  "Which to train, in order, from: seed, default, shallow_corr, no_head, no_corr, no_field, evidence.")
+                  "Which to train, in order, from: seed, default, shallow_corr, no_head, no_corr, no_field, "
+                  "no_evidence.")
 flags.DEFINE_string("precision", "auto", "Training precision for every contender.")
 flags.DEFINE_integer("seed", 0, "Data and training seed.")
 flags.DEFINE_bool("calibrate", True, "Also score after serving.calibrate tunes post-processing on the val split.")
@@ -61,7 +62,8 @@ def contenders():
     loss, monitor = TrainConfig.loss, TrainConfig.monitor
     known = {
         "seed": ("seed (seed recipe: Tversky, val_loss)", ModelConfig(arch="seed"), "tversky", "val_loss"),
-        "default": (f"default (U-Net + match field + bottleneck self-corr + image head, {loss}, best by {monitor})",
+        "default": (f"default (U-Net + match field + bottleneck self-corr + image head + the matcher's evidence map, "
+                    f"{loss}, best by {monitor})",
                     ModelConfig(**unet), loss, monitor),
         "shallow_corr": ("default + self-corr at level 2 (stride 4)",
                          ModelConfig(**unet, correlation_levels=(2,)), loss, monitor),
@@ -69,8 +71,8 @@ def contenders():
         "no_field": ("default without match field", ModelConfig(**unet, match_field=False), loss, monitor),
         "no_corr": ("default without self-corr", ModelConfig(**unet, self_correlation=False, correlation_levels=()),
                     loss, monitor),
-        "evidence": ("default + the matcher's evidence map as a third stream", ModelConfig(**unet, evidence=True),
-                     loss, monitor),
+        "no_evidence": ("default without the matcher's evidence map", ModelConfig(**unet, evidence=False),
+                        loss, monitor),
     }
     unknown = set(FLAGS.contenders) - set(known)
     if unknown:

@@ -41,7 +41,7 @@ def make_model(export_dir: str, size: int, width: int) -> None:
     from trainer.export import export_model
     from trainer.model import build_model
 
-    cfg = ModelConfig(image_size=size, width=width, depth=3)
+    cfg = ModelConfig(image_size=size, width=width, depth=3, evidence=False)  # the network's own speed, no matcher
     export_model(build_model(cfg), export_dir, image_size=size, metadata={"arch": cfg.to_dict()})
 
 

@@ -52,7 +52,8 @@ def measure(arch: str, precision: str, replicas: int) -> dict:
     from trainer.config import ModelConfig, TrainConfig
     from trainer.model import build_model, has_image_head, select_targets
 
-    cfg = ModelConfig(image_size=FLAGS.image_size, arch=arch, width=FLAGS.width, depth=FLAGS.depth)
+    # Images only: the evidence stream's maps come from the Beam job, not from this synthetic step.
+    cfg = ModelConfig(image_size=FLAGS.image_size, arch=arch, width=FLAGS.width, depth=FLAGS.depth, evidence=False)
     strategy = _strategy(replicas)
     tcfg = TrainConfig(data_dir="", model_dir="", model=cfg, loss="bce_dice")
     with strategy.scope(), train._policy(precision):

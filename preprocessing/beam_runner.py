@@ -3,6 +3,20 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+# Local worker processes (--direct_running_mode=multi_processing) log every channel they open at INFO
+# and Beam's own start-up warnings; a newcomer reads them as failures. Errors still show.
+QUIET_WORKER_LOG_LEVEL = "ERROR"
+
+
+def quiet_local_workers(pipeline_args: list[str], verbose: bool) -> list[str]:
+    """``pipeline_args`` plus a quiet worker log level for local runs, unless the user asked for
+    logs (``--verbose_logs``), set the level, or names a cluster runner (whose logs go to its console)."""
+    runner = PipelineOptions(pipeline_args).view_as(StandardOptions).runner
+    if verbose or runner not in (None, "DirectRunner", "direct", "Direct") or any(
+            a.startswith("--default_sdk_harness_log_level") for a in pipeline_args):
+        return list(pipeline_args)
+    return list(pipeline_args) + [f"--default_sdk_harness_log_level={QUIET_WORKER_LOG_LEVEL}"]
+
 
 def local_runner(options: PipelineOptions):
     """Beam's batch FnApiRunner when no cluster runner is named, else ``None`` (Beam picks from --runner).

@@ -40,11 +40,13 @@ def parse(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+    from preprocessing.beam_runner import quiet_local_workers
     from preprocessing.job import run_pipeline  # Beam: only now, after logging is set up
 
     logging.getLogger("preprocessing").setLevel(logging.INFO)  # our progress lines, not every worker's
     options = {**cli.from_flags(ConvertConfig).__dict__, **cli.from_flags(OutputConfig).__dict__}
-    run_pipeline(FLAGS.input_dir, FLAGS.output_dir, pipeline_args=argv[1:], overwrite=FLAGS.overwrite,
+    run_pipeline(FLAGS.input_dir, FLAGS.output_dir, pipeline_args=quiet_local_workers(argv[1:], FLAGS.verbose_logs),
+                 overwrite=FLAGS.overwrite,
                  command=cli.command_line("preprocessing.main"), **options)
 
 

@@ -26,8 +26,11 @@ def main(argv):
 
     output, items = check_paths()
     detector, settings = settings_from_flags()
+    from preprocessing.beam_runner import quiet_local_workers
+
     print(f"Beam options {argv[1:]}")
-    errors = beam_scoring.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, None, argv[1:],
+    pipeline_args = quiet_local_workers(argv[1:], FLAGS.verbose_logs)
+    errors = beam_scoring.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, None, pipeline_args,
                               items=items, detector=detector, settings=settings)
     if detector != "network":
         from serving.matcher import evidence_path

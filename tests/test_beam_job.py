@@ -116,7 +116,7 @@ def cli_multiprocess_run(corpus, tmp_path_factory):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(out, "manifest.json")) as f:
-        return out, json.load(f), proc.stdout
+        return out, json.load(f), proc.stdout + proc.stderr  # what the user sees
 
 
 def read_records(out_dir: str, manifest: dict) -> dict:
@@ -242,8 +242,9 @@ def test_split_is_deterministic_across_runs_and_modes(raw_run, png_run, cli_mult
 def test_cli_multiprocessing_run(cli_multiprocess_run, raw_run):
     out, manifest, stdout = cli_multiprocess_run
     assert "preprocess: discovered=" in stdout and f"written={manifest['written']}" in stdout
-    assert manifest["options"]["pipeline_args"] == ["--direct_running_mode=multi_processing",
-                                                    "--direct_num_workers=2"]
+    assert manifest["options"]["pipeline_args"] == [  # what ran: the user's options + quiet local workers
+        "--direct_running_mode=multi_processing", "--direct_num_workers=2", "--default_sdk_harness_log_level=ERROR"]
+    assert "sdk_worker" not in stdout and "Data channel established" not in stdout
     assert manifest["counts"] == raw_run[1]["counts"]
     assert manifest["errors_by_reason"] == raw_run[1]["errors_by_reason"]
     assert set(read_errors(out)) == set(read_errors(raw_run[0]))

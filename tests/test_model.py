@@ -56,7 +56,7 @@ def test_unet_contract_under_mixed_bfloat16(self_correlation, image_head, match_
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         model = build_model(ModelConfig(image_size=32, width=4, depth=2, self_correlation=self_correlation,
-                                        image_head=image_head, match_field=match_field))
+                                        image_head=image_head, match_field=match_field, evidence=False))
     finally:
         keras.config.set_dtype_policy(saved)
     assert model.inputs[0].dtype == "uint8" and model.inputs[0].name == "images"
@@ -81,7 +81,9 @@ def test_depth_must_divide_size():
 
 
 def test_seed_arch_is_the_notebooks_network():
-    model = build_model(ModelConfig(image_size=32, arch="seed"))
+    cfg = ModelConfig(image_size=32, arch="seed")
+    assert not cfg.evidence  # the notebook's network has no evidence stream, whatever the unet's default
+    model = build_model(cfg)
     # build_dual_stream_unet: per stream conv3x3(3->32) + conv3x3(32->64); conv3x3(128->128); conv1x1(128->1).
     per_stream = (3 * 9 * 32 + 32) + (32 * 9 * 64 + 64)
     assert model.count_params() == 2 * per_stream + (128 * 9 * 128 + 128) + (128 + 1)
@@ -130,7 +132,7 @@ def test_batchnorm_statistics_catch_up_within_a_short_run():
     def gap(momentum: float) -> float:
         keras.utils.set_random_seed(0)
         model = build_model(ModelConfig(image_size=32, width=4, depth=2, image_head=False, match_field=False,
-                                        bn_momentum=momentum))
+                                        bn_momentum=momentum, evidence=False))
         for _ in range(150):
             model(x, training=True)
         return float(np.abs(model(x, training=True)["mask"] - model(x, training=False)["mask"]).max())

@@ -88,7 +88,7 @@ def test_keras_predict_and_evaluate_take_pipeline_batches(small_records_dir):
     from trainer.config import ModelConfig
     from trainer.model import build_model, model_images, select_targets
 
-    model = build_model(ModelConfig(image_size=S, width=4, depth=2, match_field=False))
+    model = build_model(ModelConfig(image_size=S, width=4, depth=2, match_field=False, evidence=False))
     model.compile(loss={"mask": "binary_crossentropy", "image": "binary_crossentropy"})
     ds = data.make_dataset(small_records_dir, "val", 4, training=False)
     predicted = model.predict(ds, verbose=0)

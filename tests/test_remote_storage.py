@@ -58,8 +58,8 @@ def test_train_calibrate_and_score_on_ram(beam_run, small_synth_dir, tmp_path):
     copy_to_ram(beam_test_fs.local("beamtest://out"), records)
     copy_to_ram(os.path.join(small_synth_dir, "test_images"), images)
     cfg = TrainConfig(data_dir=records, model_dir=model_dir, model=ModelConfig(width=4, depth=2, match_field=False,
-                      self_correlation=False), epochs=2, batch_size=4, steps_per_epoch=2, precision="float32",
-                      verbose=0, jpeg_augment=False)
+                      evidence=False, self_correlation=False), epochs=2, batch_size=4, steps_per_epoch=2,
+                      precision="float32", verbose=0, jpeg_augment=False)
     result = train.run(cfg, strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
     assert result.epochs_run == 2 and result.export_dir == f"{model_dir}/export"
     for name in ("config.json", "state.json", "training_log.csv", "best.weights.h5", "export/saved_model.pb",

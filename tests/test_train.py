@@ -54,7 +54,7 @@ def test_mirrored_two_replicas_train_export_and_reload(small_records_dir, tmp_pa
     data_dir = small_records_dir
     model_dir = str(tmp_path / "m")
     cfg = TrainConfig(data_dir=data_dir, model_dir=model_dir,
-                            model=ModelConfig(width=8, depth=2, image_head=True, match_field=True),
+                            model=ModelConfig(width=8, depth=2, image_head=True, match_field=True, evidence=False),
                             epochs=1, batch_size=4, steps_per_epoch=2, precision="float32", verbose=0)
     result = train.run(cfg, strategy=two_cpus)
     assert result.replicas == 2 and result.epochs_run == 1
@@ -87,7 +87,8 @@ def test_mirrored_two_replicas_train_export_and_reload(small_records_dir, tmp_pa
 
 def test_mixed_bfloat16_two_replicas_and_time_budget(data_dir, tmp_path, two_cpus):
     cfg = TrainConfig(data_dir=data_dir, model_dir=str(tmp_path / "m"),
-                            model=ModelConfig(width=4, depth=2, self_correlation=False, image_head=False),
+                            model=ModelConfig(width=4, depth=2, self_correlation=False, image_head=False,
+                                            evidence=False),
                             epochs=3, batch_size=4, steps_per_epoch=2, precision="mixed_bfloat16",
                             max_minutes=1e-4, export=False, verbose=0)
     result = train.run(cfg, strategy=two_cpus)
@@ -233,6 +234,17 @@ def test_bad_splits_fail_before_any_training(tmp_path, small_synth_dir):
     with pytest.raises(ValueError, match=f"fewer than --batch_size {n_train + 1}"):
         train.run(too_big, strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
     assert not os.path.exists(tmp_path / "m1") and not os.path.exists(tmp_path / "m2")  # nothing was started
+
+
+def test_evidence_model_refuses_records_without_evidence(small_records_dir, tmp_path):
+    """--evidence is the default: on records the Beam job wrote without evidence maps, the model would
+    learn from zeros; the run refuses before any work and says both ways out."""
+    cfg = TrainConfig(data_dir=small_records_dir, model_dir=str(tmp_path / "m"), model=ModelConfig(width=4, depth=2),
+                      epochs=1, batch_size=4, precision="float32", verbose=0)
+    assert cfg.model.evidence
+    with pytest.raises(ValueError, match="carry no evidence maps.*--noevidence") as info:
+        train.run(cfg, strategy=tf.distribute.OneDeviceStrategy("/cpu:0"))
+    assert small_records_dir in str(info.value) and not os.path.exists(tmp_path / "m")
 
 
 def test_relaunch_with_another_configuration_names_the_fields(data_dir, tmp_path):

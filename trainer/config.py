@@ -43,12 +43,18 @@ class ModelConfig:
     match_field: bool = option(True, "Displacement-consistent patch matches of the image itself fed to every "
                                "decoder scale and the bottleneck (trainer.layers.MatchField).")
     match_size: int = option(128, "Working resolution of the match field (its cost does not grow with S).", lower=24)
-    # The matcher's evidence map (preprocessing.matching.evidence) as a third input stream.
-    evidence: bool = option(False, "Feed the matcher's evidence map (computed at native resolution by the Beam "
-                            "job and by serving) to the model as a third stream, fused at every scale.")
+    # The matcher's evidence map (preprocessing.matching.evidence) as a third input stream: on, because
+    # it scored best on validation in benchmarks/detectors.py (README, "Detectors").
+    evidence: bool = option(True, "Feed the matcher's evidence map (computed at native resolution by the Beam "
+                            "job and by serving) to the model as a third stream, fused at every scale (unet only).")
     # Keras' 0.99 leaves BatchNorm's inference statistics hundreds of steps behind; 0.9 (PyTorch's default)
     # tracks within tens of steps (tests/test_model.py).
     bn_momentum: float = option(0.9, "BatchNorm moving-average momentum.", lower=0.0, upper=1.0)
+
+    def __post_init__(self):
+        # The seed architecture is the notebook's network exactly: it has no evidence stream.
+        if self.arch == "seed" and self.evidence:
+            object.__setattr__(self, "evidence", False)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

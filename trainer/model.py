@@ -307,9 +307,7 @@ def build_model(cfg: ModelConfig) -> ForgeryModel:
     if cfg.arch == "unet":
         return build_unet(cfg)
     if cfg.arch == "seed":
-        if cfg.evidence:
-            raise ValueError("the evidence stream exists in the unet architecture only (--arch unet)")
-        return build_seed(cfg)
+        return build_seed(cfg)  # never with evidence (ModelConfig turns it off for this arch)
     raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {ARCHS}")
 
 

@@ -116,8 +116,9 @@ def export_metadata(cfg: TrainConfig, model_cfg: ModelConfig, precision: str, ma
     }
 
 
-def check_data(cfg: TrainConfig, counts: dict, replicas: int) -> None:
-    """Refuse, before anything is built, splits that would fail after an epoch of work."""
+def check_data(cfg: TrainConfig, counts: dict, replicas: int, has_evidence: bool = True) -> None:
+    """Refuse, before anything is built, splits that would fail after an epoch of work, and records
+    without the evidence maps an evidence model would learn from (it would see zeros only)."""
     train_n, val_n = counts["train"], counts["val"]
     if train_n == 0:
         raise UsageError(f"{cfg.data_dir}: the train split has no records; run preprocessing.main on a corpus "
@@ -131,12 +132,16 @@ def check_data(cfg: TrainConfig, counts: dict, replicas: int) -> None:
     if cfg.batch_size < replicas:
         raise UsageError(f"--batch_size {cfg.batch_size} is smaller than the {replicas} replicas: each replica "
                          "needs at least one image per step")
+    if cfg.model.evidence and not has_evidence:
+        raise UsageError(f"{cfg.data_dir}: these records carry no evidence maps (preprocessing.main --noevidence, "
+                         "or schema version 2), and --evidence (the default) trains on them: rerun "
+                         "preprocessing.main with --evidence, or train with --noevidence")
 
 
 def _fit(model, cfg: TrainConfig, **kwargs):
     """``model.fit``; a damaged shard (which TF reports without its file name) is named."""
     try:
-        return model.fit(**kwargs)
+        return model.fit(shuffle=False, **kwargs)  # the tf.data pipeline shuffles; Keras would only warn
     except tf.errors.DataLossError as exc:
         sources = [records.resolve_source(cfg.data_dir, split) for split in ("train", "val")]
         raise records.damaged_records_error(sources, exc) from exc
@@ -166,7 +171,7 @@ def run(cfg: TrainConfig, strategy=None, callbacks: tuple = ()) -> TrainResult:
     precision = resolve_precision(cfg.precision)
     replicas = strategy.num_replicas_in_sync
     counts = {s: records.num_examples(cfg.data_dir, s) for s in ("train", "val")}
-    check_data(cfg, counts, replicas)
+    check_data(cfg, counts, replicas, has_evidence=bool(manifest.get("evidence")))
     if cfg.data_service:
         service.check_dispatcher(cfg.data_service)  # a clear error before any work, not a silent retry loop
     chief = is_chief(strategy)
@@ -186,7 +191,7 @@ def run(cfg: TrainConfig, strategy=None, callbacks: tuple = ()) -> TrainResult:
     pp_cfg = postprocess_config(head)
     shape = ("the seed notebook's network" if model_cfg.arch == "seed" else
              f"width {model_cfg.width}, depth {model_cfg.depth}, self_correlation {model_cfg.self_correlation}, "
-             f"image_head {head}")
+             f"image_head {head}, evidence {model_cfg.evidence}")
     print(f"training {model_cfg.arch} ({shape}) at {image_size} px on {counts['train']} train / {counts['val']} "
           f"val images; {replicas} replica(s) ({type(strategy).__name__}), {precision}, loss {cfg.loss}, global "
           f"batch {cfg.batch_size}, {steps} steps/epoch", flush=True)
