@@ -27,6 +27,8 @@ from collections import defaultdict
 
 from absl import app, flags
 
+from preprocessing import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", "/tmp/copymove_detectors", "Scratch directory (data, records, models).")
 flags.DEFINE_list("seeds", ["0"], "One full run (data, training, test sets) per seed.")
@@ -38,7 +40,7 @@ flags.DEFINE_integer("image_size", 128, "Network input size.")
 flags.DEFINE_float("minutes", 8.0, "Training wall-clock budget per network.")
 flags.DEFINE_integer("width", 16, "Network width.")
 flags.DEFINE_integer("depth", 3, "Network depth.")
-flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes for the matcher and the Beam job.")
+flags.DEFINE_integer("workers", cli.DEFAULT_WORKERS, "Processes for the matcher and the Beam job.")
 flags.DEFINE_bool("reuse", True, "Reuse data, records and trained models already in work_dir.")
 
 TEST_STYLES = ("photos", "figures")

@@ -8,11 +8,17 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 QUIET_WORKER_LOG_LEVEL = "ERROR"
 
 
+LOCAL_RUNNERS = (None, "DirectRunner", "direct", "Direct")  # no --runner, or Beam's local one
+
+
+def runs_locally(options: PipelineOptions) -> bool:
+    return options.view_as(StandardOptions).runner in LOCAL_RUNNERS
+
+
 def quiet_local_workers(pipeline_args: list[str], verbose: bool) -> list[str]:
     """``pipeline_args`` plus a quiet worker log level for local runs, unless the user asked for
     logs (``--verbose_logs``), set the level, or names a cluster runner (whose logs go to its console)."""
-    runner = PipelineOptions(pipeline_args).view_as(StandardOptions).runner
-    if verbose or runner not in (None, "DirectRunner", "direct", "Direct") or any(
+    if verbose or not runs_locally(PipelineOptions(pipeline_args)) or any(
             a.startswith("--default_sdk_harness_log_level") for a in pipeline_args):
         return list(pipeline_args)
     return list(pipeline_args) + [f"--default_sdk_harness_log_level={QUIET_WORKER_LOG_LEVEL}"]
@@ -26,8 +32,7 @@ def local_runner(options: PipelineOptions):
     back to for batch jobs, and it honours ``--direct_running_mode=multi_processing
     --direct_num_workers=N``.
     """
-    name = options.view_as(StandardOptions).runner
-    if name not in (None, "DirectRunner", "direct", "Direct"):
+    if not runs_locally(options):
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner

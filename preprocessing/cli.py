@@ -54,6 +54,19 @@ def option(default: Any, help: str, *, choices: Optional[tuple] = None, lower: O
     return dataclasses.field(default=default, metadata=meta)
 
 
+class Recorded:
+    """JSON round trip for config dataclasses kept in metadata files and calibration records;
+    unknown keys are ignored so that records written by other versions still load."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Optional[dict]):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+
 def shared_option(name: str) -> Any:
     """The ``option`` of a shared flag, for a config dataclass field of that name."""
     default, help_text = SHARED[name]
@@ -161,6 +174,14 @@ def changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
 def define_model_dir(help: str = "MODEL_DIR (with export/) or the export directory itself.",
                      required: bool = True) -> None:
     flags.DEFINE_string("model_dir", None, help, required=required)
+
+
+DEFAULT_WORKERS = os.cpu_count() or 1  # processes for the matcher: one image at a time each
+
+
+def define_workers() -> None:
+    flags.DEFINE_integer("workers", DEFAULT_WORKERS, "Processes for the matcher (one image at a time each; default: "
+                         "the core count).", lower_bound=1)
 
 
 def define_overwrite() -> None:

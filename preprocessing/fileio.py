@@ -242,7 +242,14 @@ def rename_dir(src: str, dst: str, fs=None) -> None:
     fs = fs or filesystem(src)
     if fs is _LOCAL:
         os.replace(src, dst)
-        return
+    else:
+        move_files_into(src, dst, fs)
+
+
+def move_files_into(src: str, dst: str, fs=None) -> None:
+    """Move every file below the folder ``src`` to the same relative path below ``dst`` (replacing
+    files of that name, leaving others), then remove ``src``."""
+    fs = fs or filesystem(src)
     for rel in fs.files_under(src):
         target = join(dst, rel)
         fs.makedirs(parent(target))
@@ -264,17 +271,9 @@ def read_text(path: str) -> str:
         return f.read()
 
 
-def write_text(path: str, text: str) -> None:
-    """Write a whole file (not atomically: ``preprocessing.outputs.write_text`` is the safe one)."""
-    with open_file(path, "w") as f:
-        f.write(text)
-
-
 def absolute(path: str) -> str:
     return path if is_remote(path) else os.path.abspath(path)
 
 
 def parent(path: str) -> str:
     return os.path.dirname(path.rstrip("/")) if is_remote(path) else os.path.dirname(os.path.abspath(path))
-
-

@@ -46,8 +46,7 @@ def main(argv: list[str]) -> None:
     logging.getLogger("preprocessing").setLevel(logging.INFO)  # our progress lines, not every worker's
     options = {**cli.from_flags(ConvertConfig).__dict__, **cli.from_flags(OutputConfig).__dict__}
     run_pipeline(FLAGS.input_dir, FLAGS.output_dir, pipeline_args=quiet_local_workers(argv[1:], FLAGS.verbose_logs),
-                 overwrite=FLAGS.overwrite,
-                 command=cli.command_line("preprocessing.main"), **options)
+                 overwrite=FLAGS.overwrite, command=cli.command_line("preprocessing.main"), **options)
 
 
 if __name__ == "__main__":

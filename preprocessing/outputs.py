@@ -143,11 +143,7 @@ def staged_dir(path: str, owned: Callable[[str], bool], beam: bool = False) -> I
     for rel in fs.files_under(path):
         if owned(rel):
             fs.remove(fileio.join(path, rel))
-    for rel in fs.files_under(staging):
-        target = fileio.join(path, rel)
-        fs.makedirs(fileio.parent(target))
-        fs.rename(fileio.join(staging, rel), target)
-    fs.rmtree(staging)
+    fileio.move_files_into(staging, path, fs)
 
 
 @contextlib.contextmanager

@@ -21,19 +21,18 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
+    from preprocessing.beam_runner import quiet_local_workers
     from serving import beam_scoring  # Beam and TensorFlow: only now, after logging is set up
     from serving.submission import ScoreResult, report
 
     output, items = check_paths()
     detector, settings = settings_from_flags()
-    from preprocessing.beam_runner import quiet_local_workers
-
     print(f"Beam options {argv[1:]}")
     pipeline_args = quiet_local_workers(argv[1:], FLAGS.verbose_logs)
     errors = beam_scoring.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, None, pipeline_args,
                               items=items, detector=detector, settings=settings)
     if detector != "network":
-        from serving.matcher import evidence_path
+        from serving.submission import evidence_path
 
         print(f"evidence (which region copies which): {evidence_path(output)}")
     return report(output, ScoreResult(beam_scoring.read_rows(output), errors), FLAGS.strict)

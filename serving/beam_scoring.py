@@ -10,7 +10,6 @@ The image list is discovered on the launcher (local or shared filesystem).
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Optional
@@ -27,7 +26,7 @@ from serving import matcher
 from serving.detectors import Settings, fused_outcome
 from serving.postprocess import PostprocessConfig, Prediction, annotation
 from serving.saved_model import export_dir_of, read_metadata
-from serving.submission import errors_path, format_csv, jsonl
+from serving.submission import errors_path, evidence_path, format_csv, jsonl, read_jsonl
 
 COUNTERS = "copymove_scoring"
 ERRORS = "errors"
@@ -226,13 +225,13 @@ def run(model_dir: Optional[str], input_dir: str, output: str, batch_size: int =
     items = discover_test_images(input_dir) if items is None else items
     options = PipelineOptions(list(pipeline_args or []))
     p = beam.Pipeline(runner=local_runner(options), options=options)
-    finals = [output, errors_path(output)] + ([matcher.evidence_path(output)] if detector != "network" else [])
+    finals = [output, errors_path(output)] + ([evidence_path(output)] if detector != "network" else [])
     temps = [outputs.temp_name(f) for f in finals]
     build(p, items, model_dir, int(meta["image_size"]) if meta else 0, settings, temps[0], temps[1], batch_size,
           detector, temps[2] if len(temps) > 2 else None, uses_evidence)
     try:
         p.run().wait_until_finish()
-        errors = [json.loads(line) for line in fileio.read_text(temps[1]).splitlines() if line.strip()]
+        errors = read_jsonl(temps[1])
         for tmp, final in zip(temps, finals):
             fileio.rename(tmp, final)
     finally:

@@ -10,7 +10,6 @@ uses them by default.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import numpy as np
@@ -41,7 +40,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("detectors", True, "Also tune the matcher's decision and the fused decision on the same "
                       "validation images at native resolution, and record the detector that scores best there "
                       "(serving.score --detector auto uses it).")
-    flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes for the matcher.", lower_bound=1)
+    cli.define_workers()
 
 
 def grid_from_flags() -> tuple[list[float], list[int]]:

@@ -29,6 +29,7 @@ from preprocessing.images import read_rgb8
 from serving import pictures
 from serving.matcher import read_evidence
 from serving.metric import image_score
+from serving.submission import ERRORS_SUFFIX, EVIDENCE_SUFFIX
 
 _OUT = flags.DEFINE_string("output_dir", "demo_out", "Where everything goes (a new or empty folder, or an earlier "
                            "demo's with --overwrite).")
@@ -47,7 +48,7 @@ cli.define_overwrite()
 
 # What the demo writes in its output folder (the only entries --overwrite removes).
 OWNED = ("data", "records", "model", "predictions.html")
-OWNED_SUFFIXES = (".csv", ".errors.jsonl", ".evidence.jsonl")
+OWNED_SUFFIXES = (".csv", ERRORS_SUFFIX, EVIDENCE_SUFFIX)
 
 
 def owned(rel: str) -> bool:
@@ -150,7 +151,7 @@ def main(argv):
     data, records, model = (os.path.join(out, d) for d in ("data", "records", "model"))
     solution = os.path.join(data, "test_solution.csv")
     baseline = os.path.join(out, "baseline_authentic.csv")
-    workers = str(os.cpu_count() or 1)
+    workers = str(cli.DEFAULT_WORKERS)
     total = 7
     try:
         run_step(1, total, "synthetic dataset: compound figures and photos", "preprocessing.synth",

@@ -19,13 +19,13 @@ The defaults reproduce the matcher alone: calibration moves off them only on evi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import cv2
 import numpy as np
 
-from preprocessing.cli import option
+from preprocessing.cli import Recorded, option
 from serving import postprocess
 from serving.postprocess import NEVER, PostprocessConfig, Prediction
 
@@ -33,7 +33,7 @@ REFINE_BAND_PX = 6  # the edge band (original pixels) in which the network may m
 
 
 @dataclass(frozen=True)
-class FusedParams:
+class FusedParams(Recorded):
     confirm_bar: float = option(0.0, "Network image-level evidence a matcher-flagged image needs (0: the "
                                 "matcher alone decides).", lower=0.0, upper=NEVER)
     matcher_sure: float = option(NEVER, "Matcher pair strength that needs no confirmation by the network.",
@@ -42,14 +42,6 @@ class FusedParams:
                                      "edge band (0: the matcher's masks as drawn).", lower=0.0, upper=1.0)
     network_only_bar: float = option(NEVER, "Network image-level evidence that flags an image the matcher found "
                                      "nothing in (with the network's own instances).", lower=0.0, upper=NEVER)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Optional[dict]) -> FusedParams:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
 def network_evidence(pred: Prediction, cfg: PostprocessConfig) -> float:

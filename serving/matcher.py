@@ -12,7 +12,6 @@ transform in words and numbers, inlier count, correlation and strength.
 """
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -21,36 +20,22 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from preprocessing import rle
+from preprocessing import fileio, rle
 from preprocessing.errors import BadInput
 from preprocessing.images import read_rgb8
 from preprocessing.matching import DecisionParams, Detection, MatcherConfig, decide, describe, detect, instances_of
-from serving.submission import ScoreResult
+from serving.submission import ScoreResult, evidence_path, read_jsonl
 
-EVIDENCE_SUFFIX = ".evidence.jsonl"
 CHUNK = 4  # images handed to a worker at a time: amortises the inter-process hop, keeps the bar moving
-
-
-def default_workers() -> int:
-    return os.cpu_count() or 1
-
-
-def evidence_path(output: str) -> str:
-    """``submission.csv`` -> ``submission.evidence.jsonl``."""
-    return os.path.splitext(output)[0] + EVIDENCE_SUFFIX
 
 
 def read_evidence(output: str) -> dict:
     """case_id -> evidence record from the file beside the submission ``output``; {} when the
     detector wrote none (the network)."""
-    import json
-
-    from preprocessing import fileio
-
     path = evidence_path(output)
     if not fileio.exists(path):
         return {}
-    return {r["case_id"]: r for r in map(json.loads, fileio.read_text(path).splitlines()) if r}
+    return {r["case_id"]: r for r in read_jsonl(path)}
 
 
 @dataclass

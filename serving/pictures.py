@@ -49,7 +49,7 @@ def match_instances(pred: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> 
     return Outcome(matched, [k for k in range(len(truth)) if k not in found])
 
 
-def _outline(canvas: np.ndarray, mask: np.ndarray, colour, scale: float, thickness: int, fill: float = 0.0):
+def _outline(canvas: np.ndarray, mask: np.ndarray, colour, thickness: int, fill: float = 0.0):
     small = cv2.resize(mask.astype(np.uint8), (canvas.shape[1], canvas.shape[0]), interpolation=cv2.INTER_NEAREST)
     if fill:
         sel = small.astype(bool)
@@ -73,9 +73,9 @@ def draw(rgb: np.ndarray, pred: Sequence[np.ndarray], truth: Sequence[np.ndarray
     canvas = np.ascontiguousarray(canvas)
     outcome = match_instances(pred, truth)
     for k in outcome.missed:
-        _outline(canvas, truth[k], MISS, scale, 2)
+        _outline(canvas, truth[k], MISS, 2)
     for m, ok in zip(pred, outcome.matched):
-        _outline(canvas, m, TP if ok else FP, scale, 2, fill=0.25)
+        _outline(canvas, m, TP if ok else FP, 2, fill=0.25)
     for n, pair in enumerate(pairs, 1):
         a, b = _centre(pair["source_box"], scale), _centre(pair["copy_box"], scale)
         cv2.arrowedLine(canvas, a, b, LINE, 2, tipLength=0.08)
@@ -83,9 +83,13 @@ def draw(rgb: np.ndarray, pred: Sequence[np.ndarray], truth: Sequence[np.ndarray
     return canvas, outcome
 
 
-def data_uri(rgb: np.ndarray) -> str:
+def png_bytes(rgb: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[:, :, ::-1]))
-    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+    return buf.tobytes()
+
+
+def data_uri(rgb: np.ndarray) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(rgb)).decode()
 
 
 def pair_lines(pairs: Sequence[dict]) -> list[str]:
@@ -121,14 +125,14 @@ def card(case_id: str, rgb: np.ndarray, pred: Sequence[np.ndarray], truth: Seque
     """An HTML block for one image: the picture, its image-level verdict and the pairs in words. The
     picture is inlined, or written to ``png_path`` and linked by its file name."""
     picture, outcome = draw(rgb, pred, truth, pairs)
-    src = data_uri(picture)
     if png_path:
         from preprocessing import outputs
 
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(picture[:, :, ::-1]))
         with outputs.atomic_file(png_path, "wb") as f:
-            f.write(buf.tobytes())
+            f.write(png_bytes(picture))
         src = html.escape(os.path.basename(png_path))
+    else:
+        src = data_uri(picture)
     lines = "".join(f"<li>{html.escape(line)}</li>" for line in pair_lines(pairs))
     found = sum(outcome.matched)
     facts = (f"{html.escape(verdict(truth, pred))}; {len(truth)} true, {len(pred)} predicted instances "

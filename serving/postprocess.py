@@ -12,33 +12,25 @@ one, else the highest probability inside a surviving component) reaches ``image_
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Optional
 
 import cv2
 import numpy as np
 
 from preprocessing import rle
-from preprocessing.cli import option
+from preprocessing.cli import Recorded, option
 
 NEVER = 1.01  # an image-level bar above every probability: everything authentic
 
 
 @dataclass(frozen=True)
-class PostprocessConfig:
+class PostprocessConfig(Recorded):
     threshold: float = option(0.45, "Pixel probability above which a pixel is forged.", lower=0.0, upper=1.0)
     min_area: int = option(32, "Components smaller than this many model pixels are dropped.", lower=0)
     image_threshold: float = option(0.0, "Evidence an image needs to be called forged (0: any component).",
                                     lower=0.0, upper=NEVER)
     max_instances: int = option(0, "Keep the K largest components (0: all).", lower=0)
-
-    @classmethod
-    def from_dict(cls, d: Optional[dict]) -> PostprocessConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass

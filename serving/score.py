@@ -15,7 +15,6 @@ The output paths are checked before any work (``preprocessing.outputs``).
 """
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Optional
 
 from absl import flags
@@ -39,8 +38,7 @@ def define_flags() -> None:
     flags.DEFINE_string("input_dir", None, "Folder of images (or a dataset root with test_images/).", required=True)
     flags.DEFINE_enum("detector", AUTO, [AUTO, *DETECTORS], "auto: the detector the export was calibrated for "
                       "(the matcher without a model); network, matcher (native-resolution matching) or fused.")
-    flags.DEFINE_integer("workers", os.cpu_count() or 1, "Processes for the matcher (one image at a time each).",
-                         lower_bound=1)
+    cli.define_workers()
     flags.DEFINE_string("output", "submission.csv", "Submission CSV to write (errors go to <stem>.errors.jsonl).")
     flags.DEFINE_integer("batch_size", 16, cli.HELP["batch_size"], lower_bound=1)
     cli.define_override_flags(PostprocessConfig, default_from="the export's metadata.json")
@@ -56,8 +54,7 @@ def check_paths() -> tuple[str, list[tuple[str, str]]]:
 
     protected = {"input directory": FLAGS.input_dir, "model directory": FLAGS.model_dir}
     output = outputs.check_file(FLAGS.output, overwrite=FLAGS.overwrite, protected=protected)
-    from serving.matcher import evidence_path
-    from serving.submission import errors_path
+    from serving.submission import errors_path, evidence_path
 
     outputs.check_file(errors_path(output), overwrite=FLAGS.overwrite, protected=protected, what="error list")
     outputs.check_file(evidence_path(output), overwrite=FLAGS.overwrite, protected=protected, what="evidence file")
@@ -116,7 +113,6 @@ def main(argv):
     del argv
     output, items = check_paths()
     from serving import detectors, submission
-    from serving.matcher import evidence_path
 
     detector, settings = settings_from_flags()
     model = None
@@ -127,8 +123,8 @@ def main(argv):
     result, evidence = detectors.score_items(detector, items, model, settings, FLAGS.workers, FLAGS.batch_size)
     submission.write_outputs(output, result.rows, result.errors)
     if detector != "network":
-        outputs.write_text(evidence_path(output), submission.jsonl(evidence))
-        print(f"evidence (which region copies which): {evidence_path(output)}")
+        outputs.write_text(submission.evidence_path(output), submission.jsonl(evidence))
+        print(f"evidence (which region copies which): {submission.evidence_path(output)}")
     return submission.report(output, result, FLAGS.strict)
 
 

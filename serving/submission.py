@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from preprocessing import outputs, rle
+from preprocessing import fileio, outputs, rle
 from serving.postprocess import PostprocessConfig, Prediction, annotation
 
 HEADER = ("case_id", "annotation")
@@ -47,15 +47,29 @@ def format_csv(rows: Sequence[tuple[str, str]]) -> str:
     return buf.getvalue()
 
 
+# The files written beside a submission: the unreadable images, and (matcher, fused) the evidence.
+ERRORS_SUFFIX = ".errors.jsonl"
+EVIDENCE_SUFFIX = ".evidence.jsonl"
+
+
 def errors_path(output: str) -> str:
     """``submission.csv`` -> ``submission.errors.jsonl``."""
-    return os.path.splitext(output)[0] + ".errors.jsonl"
+    return os.path.splitext(output)[0] + ERRORS_SUFFIX
+
+
+def evidence_path(output: str) -> str:
+    """``submission.csv`` -> ``submission.evidence.jsonl`` (which region copies which)."""
+    return os.path.splitext(output)[0] + EVIDENCE_SUFFIX
 
 
 def jsonl(records: Sequence[dict]) -> str:
     """One JSON object per line, sorted by case_id (error lists, evidence files)."""
     return "".join(json.dumps(r) + "\n" for r in sorted(records, key=lambda r: r["case_id"]))
 
+
+def read_jsonl(path: str) -> list[dict]:
+    """The records of a ``jsonl`` file (blank lines ignored)."""
+    return [json.loads(line) for line in fileio.read_text(path).splitlines() if line.strip()]
 
 
 def write_outputs(output: str, rows: Sequence[tuple[str, str]], errors: Sequence[dict]) -> None:

@@ -172,6 +172,16 @@ def test_fused_search_takes_the_network_veto_when_it_pays_and_never_lowers_valid
     assert before == pytest.approx(0.5) and after == pytest.approx(1.0)
     assert 0.1 < best.confirm_bar <= 0.9 and best.network_only_bar == NEVER
     assert FusedEvaluator(samples, cfg).scores(best).mean() == pytest.approx(after)
+    # The evaluator's vectorised branches are serving's own decision (serving.fused.fuse), image by image.
+    from serving.metric import image_score
+
+    mixed = samples[:6] + [FusedSample("alone", Prediction("alone", (40, 40), np.where(_square(20, 20), 0.95, 0.0)
+                                                         .astype(np.float32), 0.9), [], [], [_square(20, 20)])]
+    ev = FusedEvaluator(mixed, cfg)
+    for params in (FusedParams(), best, FusedParams(confirm_bar=0.5, refine_threshold=0.5),
+                   FusedParams(matcher_sure=0.2, confirm_bar=NEVER, network_only_bar=0.8)):
+        served = [image_score(fuse(s.pairs, s.matcher_instances, s.pred, cfg, params)[0], s.gt) for s in mixed]
+        np.testing.assert_allclose(ev.scores(params), served)
     noise = [FusedSample(s.case_id, s.pred, s.pairs, s.matcher_instances, s.gt) for s in samples[:2]]
     kept, b2, a2 = search_fused(noise, cfg, progress=False)
     assert a2 >= b2  # with two images nothing beats the margin: the matcher alone stays
@@ -257,9 +267,8 @@ def test_beam_fused_scoring_feeds_the_evidence_and_matches_in_process_scoring(fi
     RunInference -> join by case id -> fuse) writes the same files as serving.score's path."""
     from serving import detectors
     from serving.beam_scoring import run as beam_run
-    from serving.matcher import evidence_path
     from serving.saved_model import load
-    from serving.submission import errors_path, jsonl, write_outputs
+    from serving.submission import errors_path, evidence_path, jsonl, write_outputs
 
     model_dir = export_tiny(str(tmp_path / "model"), evidence=True)
     model = load(model_dir)

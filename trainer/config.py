@@ -81,8 +81,8 @@ class TrainConfig:
     data_service: str = option("", "tf.data service dispatcher (grpc://HOST:PORT, from python -m trainer.data_service) "
                                "whose workers run the training input pipeline; empty: this host runs it.")
     data_service_compression: bool = option(False, "Snappy-compress the batches the service sends: a third of the "
-                                            "bytes on the network, but ~1.5x the trainer's CPU time to receive "
-                                            "them (benchmarks/input_pipeline.py).")
+                                            "bytes on the network, but more of the trainer's CPU time to receive "
+                                            "them (README: tf.data service).")
     max_minutes: float = option(0.0, "Stop cleanly after this many minutes (0: no limit).", lower=0.0)
     seed: int = option(42, HELP["seed"])
     steps_per_epoch: int = option(0, "Steps per epoch (0: one pass over the training split).", lower=0)

@@ -95,19 +95,31 @@ def model_images(x, mask=None):
     inputs without ``sizes`` pass through."""
     if not isinstance(x, dict) or "sizes" not in x:
         return x if mask is None else (x, mask)
-    planes = x["images"] if "evidence" not in x else tf.concat([x["images"], x["evidence"]], axis=-1)
-    up = model_input.upscale(planes, x["sizes"], mask)
+    up = model_input.upscale(_stacked(x), x["sizes"], mask)
     planes, mask = up if mask is not None else (up, None)
-    out = planes if "evidence" not in x else {"images": planes[..., :3], "evidence": planes[..., 3:]}
+    out = _unstacked(planes, x)
     return out if mask is None else (out, mask)
+
+
+def _stacked(x):
+    """A model input as one tensor of planes (images, then evidence), so that a geometric step
+    (enlarging, flipping) moves the evidence exactly as its image."""
+    if not isinstance(x, dict):
+        return x
+    return x["images"] if "evidence" not in x else tf.concat([x["images"], x["evidence"]], axis=-1)
+
+
+def _unstacked(planes, like):
+    """``_stacked`` undone, in the form of ``like``."""
+    if not isinstance(like, dict) or "evidence" not in like:
+        return planes
+    return {"images": planes[..., :3], "evidence": planes[..., 3:]}
 
 
 def flip(x, mask):
     """``random_flips`` of a model input (images, or images and evidence together) with its mask."""
-    if not isinstance(x, dict):
-        return random_flips(x, mask)
-    planes, mask = random_flips(tf.concat([x["images"], x["evidence"]], axis=-1), mask)
-    return {"images": planes[..., :3], "evidence": planes[..., 3:]}, mask
+    planes, mask = random_flips(_stacked(x), mask)
+    return _unstacked(planes, x), mask
 
 
 def device_batch(data):

@@ -22,12 +22,12 @@ from epoch to epoch, so a cache of its first epoch would replay that share forev
 pipeline, TF 2.17 delivered no batch within a minute from a cache under ``distributed_epoch``). Workers
 decode every epoch.
 
-What it costs (benchmarks/input_pipeline.py, 256 px, rows ``tfdata_raw_service*``): a worker spends
-about 0.9 core-ms per image (reading, decoding, JPEG, sending), and the trainer still about 0.24 to
-receive it, against 0.33 for the local pipeline from its RAM cache and 0.74 without it. Batches go
-uncompressed by default (TF's default is snappy): an image is S*S*4 bytes (262 KB at 256 px, so
-10 Gbit/s carries about 4,800 images/s); ``--data_service_compression`` cuts that to about a third,
-but receiving then costs the trainer (0.36 core-ms) as much as making the batch from the RAM cache.
+What it costs is measured by benchmarks/input_pipeline.py (rows ``tfdata_raw_service*``; the latest
+figures and how to size a cluster from them are in the README): a worker spends more CPU per image
+than the local uncached pipeline (it also sends), and the trainer still pays to receive each batch.
+Batches go uncompressed by default (TF's default is snappy): an image is S*S*4 bytes (262 KB at
+256 px); ``--data_service_compression`` sends about a third of that, but receiving then costs the
+trainer about as much as making the batch from its own RAM cache.
 
 Determinism: the seed still fixes the model's initialisation and each worker's shuffling and JPEG
 choices, but which worker reads which file, and the order in which the trainer receives their

@@ -10,7 +10,9 @@ Pixel sizes below are at the working resolution (see ``WORK_MAX_SIDE``), not the
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
+
+from preprocessing.cli import Recorded
 
 # ----------------------------------------------------------------------------- working resolution
 
@@ -197,21 +199,8 @@ MAX_CONTACT = 0.5
 DUPLICATE_IOU = 0.4
 
 
-class _AsDict:
-    """JSON round trip for parameter sets (metadata files, calibration records); unknown keys
-    are ignored so older records still load."""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict | None):
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
-
-
 @dataclass(frozen=True)
-class MatcherConfig(_AsDict):
+class MatcherConfig(Recorded):
     """How evidence is computed (see the module constants for the reason of each default)."""
 
     work_max_side: int = WORK_MAX_SIDE
@@ -254,7 +243,7 @@ DEFAULT_MIN_DENSE_CORRELATION = 0.95
 
 
 @dataclass(frozen=True)
-class DecisionParams(_AsDict):
+class DecisionParams(Recorded):
     """How candidates are judged; ``decide`` applies them to a cached ``Detection``.
 
     min_inliers: a pair needs this many distinct RANSAC inliers, unless the dense search found

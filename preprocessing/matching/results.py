@@ -48,13 +48,6 @@ class Region:
     def area_fraction(self) -> float:
         return self.work_area / float(self.work_shape[0] * self.work_shape[1])
 
-    def work_mask(self) -> np.ndarray:
-        """(h, w) uint8 0/1 at the working resolution."""
-        out = np.zeros(self.work_shape, np.uint8)
-        x, y, w, h = self.work_box
-        out[y:y + h, x:x + w] = self.crop
-        return out
-
     def mask(self) -> np.ndarray:
         """(H, W) uint8 0/1 at the original resolution (each original pixel samples the crop
         at its centre, bilinear, kept where >= 0.5)."""
