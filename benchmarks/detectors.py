@@ -156,7 +156,7 @@ def score_all(test_dir: str, models: dict) -> dict:
     from serving import detectors
     from serving.saved_model import load
 
-    items = discover_test_images(test_dir)
+    items, _ = discover_test_images(test_dir)
     out = {}
     plan = [("network", "network", "default"), ("network + evidence", "network", "evidence"),
             ("matcher", "matcher", "default"), ("fused", "fused", "default"),

@@ -102,7 +102,7 @@ def main(argv):
         synth.generate(data, num_train=0, num_test=_NUM.value, seed=0, min_size=200, max_size=1000)
     if not os.path.exists(os.path.join(export_dir, "saved_model.pb")):
         make_model(export_dir, _SIZE.value, _WIDTH.value)
-    items = discover_test_images(data)
+    items, _ = discover_test_images(data)
     pixels = sum(np.prod(cv2.imread(p, cv2.IMREAD_UNCHANGED).shape[:2]) for _, p in items)
     print(f"{len(items)} images, mean {pixels / len(items) / 1e6:.2f} MP, model input {_SIZE.value} px, "
           f"{os.cpu_count()} CPUs")

@@ -49,29 +49,49 @@ class Problem:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def record(self) -> dict:
+        """The error record of scoring and the Beam jobs: {"case_id", "path", "reason"}."""
+        return {"case_id": self.case_id, "path": self.path, "reason": self.reason}
 
-def _image_entries(fs, folder: str) -> list[tuple[str, str]]:
-    """(case_id, path) of every file named like an image, sorted by name.
 
-    Dangling symbolic links and link loops are kept: reading them fails with a reason
-    (``unreadable``) that the consumer records, instead of the case vanishing silently.
+def printable(name: str) -> str:
+    """A file name as text that can be written anywhere: bytes that are not UTF-8 (which Python
+    keeps as lone surrogates) shown as escapes (``b\\udcffd.png``)."""
+    return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def image_files(fs, folder: str, label: Optional[int] = None) -> tuple[dict[str, str], list[Problem]]:
+    """case_id -> path of the image files in ``folder``, and the files that cannot be a case, as
+    problems: every file of a case id that two files share (``a.png`` + ``a.jpg``: which one is
+    meant is not guessed, ``duplicate_image``) and names that are not UTF-8 (``bad_file_name``:
+    no CSV or JSON line can hold them). Every discovery (training, scoring, screening, the
+    report) lists folders through this one function.
+
+    Non-image names are ignored. Dangling links, link loops, FIFOs are kept: reading them fails
+    with a reason the consumer records, instead of the case vanishing silently.
     """
     if not fs.isdir(folder):
-        return []
-    return [(os.path.splitext(n)[0], fileio.join(folder, n)) for n in fs.files_in(folder) if is_image_file(n)]
-
-
-def _images_in(fs, folder: str) -> dict[str, str]:
-    """case_id -> path for image files in a folder (non-image files are ignored)."""
-    out: dict[str, str] = {}
-    for cid, path in _image_entries(fs, folder):
-        out.setdefault(cid, path)
-    return out
-
-
-def _shadowed_images(fs, folder: str, chosen: dict[str, str]) -> list[tuple[str, str]]:
-    """(case_id, path) of image files ignored because another file has the same case_id (a.png + a.jpg)."""
-    return [(cid, path) for cid, path in _image_entries(fs, folder) if chosen.get(cid) != path]
+        return {}, []
+    by_id: dict[str, list[str]] = {}
+    problems = []
+    for name in fs.files_in(folder):
+        if not is_image_file(name):
+            continue
+        cid, path = os.path.splitext(name)[0], fileio.join(folder, name)
+        if printable(name) != name:
+            problems.append(Problem(printable(cid), label, printable(path),
+                                    f"bad_file_name: {os.fsencode(name)!r} is not UTF-8; rename the file"))
+            continue
+        by_id.setdefault(cid, []).append(path)
+    found = {}
+    for cid, paths in by_id.items():
+        if len(paths) == 1:
+            found[cid] = paths[0]
+            continue
+        names = ", ".join(os.path.basename(p) for p in paths)
+        problems += [Problem(cid, label, p, f"duplicate_image: {names} share the case id {cid!r}; neither is "
+                                            "used (rename one)") for p in paths]
+    return found, problems
 
 
 def _masks_in(fs, folder: str) -> dict[str, str]:
@@ -101,14 +121,11 @@ def discover_training_cases(root: str, beam: bool = False) -> tuple[list[Case], 
             continue
         found_any = True
         folders = {AUTHENTIC: fileio.join(img_root, "authentic"), FORGED: fileio.join(img_root, "forged")}
-        authentic, forged = _images_in(fs, folders[AUTHENTIC]), _images_in(fs, folders[FORGED])
-        if source == "supplemental" and not authentic and not forged:
+        (authentic, bad_a), (forged, bad_f) = (image_files(fs, folders[label], label) for label in (AUTHENTIC, FORGED))
+        if source == "supplemental" and not authentic and not forged and not bad_a and not bad_f:
             folders[FORGED] = img_root
-            forged = _images_in(fs, img_root)  # flat supplemental folder: all forged
-        for label, chosen in ((AUTHENTIC, authentic), (FORGED, forged)):
-            for cid, path in _shadowed_images(fs, folders[label], chosen):
-                reason = f"duplicate_image: ignored, {os.path.basename(chosen[cid])} has the same case_id"
-                problems.append(Problem(cid, label, path, reason))
+            forged, bad_f = image_files(fs, img_root, FORGED)  # flat supplemental folder: all forged
+        problems += bad_a + bad_f
         for cid, path in authentic.items():
             cases.append(Case(cid, AUTHENTIC, source, path))
         for cid, path in forged.items():
@@ -116,7 +133,8 @@ def discover_training_cases(root: str, beam: bool = False) -> tuple[list[Case], 
             if mask is None:
                 problems.append(Problem(cid, FORGED, path, f"missing_mask: no {mask_dir}/{cid}.npy"))
             cases.append(Case(cid, FORGED, source, path, mask))
-        for cid in sorted(set(masks) - set(forged)):
+        refused = {p.case_id for p in bad_f}  # their masks are not orphans: the images were refused
+        for cid in sorted(set(masks) - set(forged) - refused):
             problems.append(Problem(cid, None, masks[cid], "orphan_mask: mask without a forged image"))
     if not found_any:
         raise FileNotFoundError(f"{root} has no train_images/ or supplemental_images/ folder "
@@ -125,14 +143,16 @@ def discover_training_cases(root: str, beam: bool = False) -> tuple[list[Case], 
     return cases, problems
 
 
-def discover_test_images(root: str, beam: bool = False) -> list[tuple[str, str]]:
-    """(case_id, path) of every image in ``root/test_images`` or, if absent, in ``root`` itself."""
+def discover_test_images(root: str, beam: bool = False) -> tuple[list[tuple[str, str]], list[Problem]]:
+    """(case_id, path) of every image in ``root/test_images`` or, if absent, in ``root`` itself,
+    and the files that cannot be scored (``image_files``): callers record those as errors."""
     fs = fileio.filesystem(root, beam)
     folder = fileio.join(root, "test_images")
     folder = folder if fs.isdir(folder) else root
     if not fs.isdir(folder):
         raise FileNotFoundError(f"image directory not found: {root}")
-    return sorted(_images_in(fs, folder).items())
+    found, problems = image_files(fs, folder)
+    return sorted(found.items()), problems
 
 
 def split_key(case: Case) -> str:

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from absl import app, flags
 
-from preprocessing.errors import BadInput, UsageError
+from preprocessing.errors import BadInput, NotAFile, UsageError
 
 FLAGS = flags.FLAGS
 
@@ -222,8 +222,8 @@ def _drop_known_noise(record: logging.LogRecord) -> bool:
 
 
 # What a user can fix: printed as one line naming the flag, the path or the file, exit status 2.
-USER_ERRORS = (UsageError, BadInput, FileNotFoundError, NotADirectoryError, IsADirectoryError, FileExistsError,
-               PermissionError, ValueError)
+USER_ERRORS = (UsageError, BadInput, NotAFile, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               FileExistsError, PermissionError, ValueError)
 
 
 def user_error_line(exc: BaseException) -> str:

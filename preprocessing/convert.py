@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from preprocessing import fileio
 from preprocessing.cases import split_key
 from preprocessing.cli import HELP, option, shared_option
 from preprocessing.constants import COMPRESSIONS, ENCODINGS, FORGED, SPLITS
@@ -67,11 +68,11 @@ def read_bytes(path: str) -> bytes:
     from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.io.filesystems import FileSystems
 
-    try:
-        with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    def read(p: str) -> bytes:
+        with FileSystems.open(p, compression_type=CompressionTypes.UNCOMPRESSED) as f:
             return f.read()
-    except Exception as exc:  # FileSystems wraps OSError in BeamIOError on some backends
-        raise BadInput(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
+
+    return fileio.read_input(path, read)
 
 
 def reason_tag(reason: str) -> str:

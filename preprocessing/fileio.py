@@ -17,11 +17,42 @@ import glob as _glob
 import io
 import os
 import shutil
+import stat
+from collections.abc import Callable
 from typing import IO
+
+from preprocessing.errors import NotAFile
 
 
 def is_remote(path: str) -> bool:
     return "://" in str(path)
+
+
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def kind_of(mode: int) -> str:
+    """What an ``os.stat`` mode says a path is, in words ("a regular file", "a FIFO", ...)."""
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def check_regular(path: str) -> None:
+    """Raise ``NotAFile`` if ``path`` exists and is not a regular file (links followed); a missing
+    path or a dangling link passes (opening it says why). Remote stores hold only files and
+    folders: a folder is refused."""
+    if is_remote(path):
+        if filesystem(path).isdir(path):
+            raise NotAFile(path, "a directory")
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        raise NotAFile(path, kind_of(mode))
 
 
 class LocalFS:
@@ -64,6 +95,9 @@ class LocalFS:
         os.replace(src, dst)
 
     def open(self, path: str, mode: str = "r") -> IO:
+        """Only regular files are read: a FIFO named like an image would block forever."""
+        if "r" in mode:
+            check_regular(path)
         return open(path, mode)
 
 
@@ -264,6 +298,23 @@ def open_file(path: str, mode: str = "r") -> IO:
 def read_bytes(path: str) -> bytes:
     with open_file(path, "rb") as f:
         return f.read()
+
+
+def read_input(path: str, read: Callable[[str], bytes] = read_bytes) -> bytes:
+    """The bytes of an input file (an image, a mask), or ``BadInput`` naming it and the reason: the
+    one place read failures become reasons. Only regular files are read (``not_a_file`` otherwise);
+    ``read``: another reader of the same path (Beam's file systems in the Beam job)."""
+    from preprocessing.errors import BadInput
+
+    try:
+        check_regular(path)
+        return read(path)
+    except NotAFile as exc:
+        raise BadInput(path, f"not_a_file: {exc.kind}; only regular files are read") from exc
+    except OSError as exc:
+        raise BadInput(path, f"unreadable: {exc.strerror or exc}") from exc
+    except Exception as exc:  # remote file systems raise their own error types
+        raise BadInput(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
 
 
 def read_text(path: str) -> str:

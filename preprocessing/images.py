@@ -67,13 +67,20 @@ def image_size(data: bytes, path: str) -> tuple[int, int]:
     return height, width
 
 
-def decode_rgb8(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode encoded image bytes to (H, W, 3) RGB uint8, or raise ``BadInput`` naming the file."""
+def check_header(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of encoded image bytes from the header, or ``BadInput``: empty files, junk
+    and images above ``max_pixels`` are refused before any decoder sees the bytes."""
     if len(data) == 0:
         raise BadInput(path, "empty_file: zero bytes")
     height, width = image_size(data, path)
     if height * width > max_pixels:
         raise BadInput(path, f"too_large: {width}x{height} = {height * width} pixels exceeds the limit of {max_pixels}")
+    return height, width
+
+
+def decode_rgb8(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes to (H, W, 3) RGB uint8, or raise ``BadInput`` naming the file."""
+    check_header(data, path, max_pixels)
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise BadInput(path, "corrupt_image: the decoder could not read the pixels (truncated or damaged file)")
@@ -87,13 +94,7 @@ def read_rgb8(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read and decode an image file to RGB uint8 (see module docstring for the conversion)."""
     from preprocessing import fileio
 
-    try:
-        data = fileio.read_bytes(path)
-    except OSError as exc:
-        raise BadInput(path, f"unreadable: {exc.strerror or exc}") from exc
-    except Exception as exc:  # remote file systems raise their own error types
-        raise BadInput(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
-    return decode_rgb8(data, path, max_pixels)
+    return decode_rgb8(fileio.read_input(path), path, max_pixels)
 
 
 def is_image_file(name: str) -> bool:

@@ -140,12 +140,9 @@ def load_mask(path: str, image_shape: tuple | None = None, allow_pickle: bool = 
 def _read(path: str) -> bytes:
     from preprocessing import fileio
 
-    try:
-        return fileio.read_bytes(path)
-    except FileNotFoundError as exc:
-        raise BadInput(path, "missing_mask: file not found") from exc
-    except OSError as exc:
-        raise BadInput(path, f"unreadable: {exc.strerror}") from exc
+    if not fileio.exists(path):
+        raise BadInput(path, "missing_mask: file not found")
+    return fileio.read_input(path)
 
 
 def forged_instances(image_path: str, mask_path: str | None, image_hw: tuple[int, int], allow_pickle: bool = False,

@@ -32,10 +32,26 @@ def _inside(path: str, folder: str) -> bool:
 
 
 def _check_protected(path: str, what: str, protected: Optional[dict]) -> None:
-    for role, folder in (protected or {}).items():
-        if folder and _inside(path, folder):
-            raise UsageError(f"{what} {path} lies inside the {role} {folder}: write it elsewhere, so that nothing "
+    """``protected`` maps a role to an input the command reads (a folder or a file): the output may
+    be neither the input itself nor lie inside it, whatever ``--overwrite`` says."""
+    for role, inp in (protected or {}).items():
+        if not inp:
+            continue
+        if _inside(path, inp) and _inside(inp, path):
+            raise UsageError(f"{what} {path} is the {role}: write it elsewhere, so that the {role} is not replaced")
+        if _inside(path, inp):
+            raise UsageError(f"{what} {path} lies inside the {role} {inp}: write it elsewhere, so that nothing "
                              f"of the {role} can be replaced")
+
+
+def _check_replaceable(path: str, what: str) -> None:
+    """Only a regular file (or a link to one) is ever replaced: a device, a FIFO or a socket named
+    as an output would be destroyed (as root: /dev/null replaced by a file)."""
+    try:
+        fileio.check_regular(path)
+    except fileio.NotAFile as exc:
+        raise UsageError(f"{what} {path} is {exc.kind}, not a regular file: it is never replaced; give the path "
+                         "of a file to write") from exc
 
 
 def _check_writable(folder: str, what: str, path: str, fs) -> None:
@@ -56,13 +72,15 @@ def _check_writable(folder: str, what: str, path: str, fs) -> None:
 def check_file(path: str, *, overwrite: bool = False, protected: Optional[dict] = None,
                what: str = "output") -> str:
     """Refuse an output file path that would destroy data; returns it absolute. ``protected`` maps a
-    role ("input directory", "model directory") to a folder the output must not lie in."""
+    role ("input directory", "solution") to every input of the command: a folder the output must
+    not lie in, or a file it must not be."""
     if not path:
         raise UsageError(f"no {what} path given")
     path = fileio.absolute(path)
     fs = fileio.filesystem(path)
     if fs.isdir(path):
         raise UsageError(f"{what} {path} is an existing directory; give the path of a file to write")
+    _check_replaceable(path, what)
     _check_protected(path, what, protected)
     if fs.exists(path) and not overwrite:
         raise UsageError(f"{what} {path} exists; pass --overwrite to replace it")
@@ -111,8 +129,10 @@ def check_dir(path: str, *, overwrite: bool = False, owned: Callable[[str], bool
     for role, folder in (protected or {}).items():
         if folder and _inside(folder, path):
             raise UsageError(f"{what} {path} contains the {role} {folder}: write it elsewhere")
+    mine = [rel for rel in fs.files_under(path) if owned(rel)] if fs.isdir(path) else []
+    for rel in mine:
+        _check_replaceable(fileio.join(path, rel), f"{what} file")
     if fs.isdir(path) and fs.listdir(path) and not overwrite:
-        mine = [rel for rel in fs.files_under(path) if owned(rel)]
         hint = f" (it holds {len(mine)} files of an earlier run)" if mine else ""
         raise UsageError(f"{what} {path} is not empty{hint}; pass --overwrite to replace this command's own "
                          "files there (anything else is left alone), or choose an empty or new directory")

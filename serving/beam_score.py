@@ -25,12 +25,12 @@ def main(argv):
     from serving import beam_scoring  # Beam and TensorFlow: only now, after logging is set up
     from serving.submission import ScoreResult, report
 
-    output, items = check_paths()
+    output, items, refused = check_paths()
     detector, settings = settings_from_flags()
     print(f"Beam options {argv[1:]}")
     pipeline_args = quiet_local_workers(argv[1:], FLAGS.verbose_logs)
     errors = beam_scoring.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, None, pipeline_args,
-                              items=items, detector=detector, settings=settings)
+                              items=items, detector=detector, settings=settings, refused=refused)
     if detector != "network":
         from serving.submission import evidence_path
 

@@ -26,7 +26,7 @@ from serving import matcher
 from serving.detectors import Settings, fused_outcome
 from serving.postprocess import PostprocessConfig, Prediction, annotation
 from serving.saved_model import export_dir_of, read_metadata
-from serving.submission import errors_path, evidence_path, format_csv, jsonl, read_jsonl
+from serving.submission import errors_path, evidence_path, format_csv, jsonl, publish, read_jsonl
 
 COUNTERS = "copymove_scoring"
 ERRORS = "errors"
@@ -168,11 +168,13 @@ def write_lines(pcoll, label: str, path: str) -> None:
 
 def build(p: beam.Pipeline, items: Sequence[tuple[str, str]], model_dir: Optional[str], image_size: int,
           settings: Settings, csv_path: str, errors_file: str, batch_size: int = 16, detector: str = "network",
-          evidence_file: Optional[str] = None, uses_evidence: bool = False) -> None:
+          evidence_file: Optional[str] = None, uses_evidence: bool = False,
+          refused: Sequence[dict] = ()) -> None:
     """The scoring graph: per image a decision (case_id, annotation, evidence record or None) ->
-    one sorted CSV, the error lines and (matcher, fused) the evidence lines."""
+    one sorted CSV, the error lines and (matcher, fused) the evidence lines. ``refused``: error
+    records of files discovery refused (scored authentic like unreadable ones)."""
     images = p | "Images" >> beam.Create(list(items))
-    error_parts = []
+    error_parts = [p | "Refused" >> beam.Create(list(refused))]
     if detector != "network" or uses_evidence:
         matched = images | "Match" >> beam.ParDo(MatchFn()).with_outputs(ERRORS, main="analysed")
         error_parts.append(matched[ERRORS])
@@ -209,10 +211,11 @@ def build(p: beam.Pipeline, items: Sequence[tuple[str, str]], model_dir: Optiona
 def run(model_dir: Optional[str], input_dir: str, output: str, batch_size: int = 16,
         cfg: Optional[PostprocessConfig] = None, pipeline_args: Optional[list] = None,
         items: Optional[Sequence[tuple[str, str]]] = None, detector: str = "network",
-        settings: Optional[Settings] = None) -> list[dict]:
+        settings: Optional[Settings] = None, refused: Optional[Sequence[dict]] = None) -> list[dict]:
     """Run the pipeline to completion; returns the error records it wrote. ``settings`` default to
     the export's metadata.json, ``cfg`` overrides their post-processing. Beam writes every file to
-    a temporary name, renamed into place only when the job has finished."""
+    a temporary name; when the job has finished they are put in place as serving.score's
+    (``submission.publish``: side files first, each naming the CSV, the CSV last)."""
     meta = read_metadata(export_dir_of(model_dir)) if model_dir else None
     settings = settings or Settings.from_metadata(meta)
     if cfg is not None:
@@ -222,18 +225,20 @@ def run(model_dir: Optional[str], input_dir: str, output: str, batch_size: int =
         from serving.saved_model import load
 
         uses_evidence = load(model_dir).uses_evidence
-    items = discover_test_images(input_dir) if items is None else items
+    if items is None:
+        items, problems = discover_test_images(input_dir)
+        refused = [pr.record() for pr in problems] if refused is None else refused
     options = PipelineOptions(list(pipeline_args or []))
     p = beam.Pipeline(runner=local_runner(options), options=options)
     finals = [output, errors_path(output)] + ([evidence_path(output)] if detector != "network" else [])
     temps = [outputs.temp_name(f) for f in finals]
     build(p, items, model_dir, int(meta["image_size"]) if meta else 0, settings, temps[0], temps[1], batch_size,
-          detector, temps[2] if len(temps) > 2 else None, uses_evidence)
+          detector, temps[2] if len(temps) > 2 else None, uses_evidence, refused or ())
     try:
         p.run().wait_until_finish()
         errors = read_jsonl(temps[1])
-        for tmp, final in zip(temps, finals):
-            fileio.rename(tmp, final)
+        side = {final: fileio.read_text(tmp) for tmp, final in zip(temps[1:], finals[1:])}
+        publish(output, fileio.read_text(temps[0]), {evidence_path(output): None, **side})
     finally:
         for tmp in temps:
             if fileio.exists(tmp):

@@ -23,8 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from preprocessing import fileio
-from preprocessing.errors import BadInput
-from preprocessing.images import MAX_PIXELS, decode_rgb8, image_size, resize_image
+from preprocessing.images import MAX_PIXELS, check_header, decode_rgb8, resize_image
 from preprocessing.model_input import upscale_one
 
 _PNG_MAGIC = b"\x89PNG"
@@ -36,20 +35,9 @@ def check_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     """(height, width) of an image file from its header, or ``BadInput`` naming the file and the reason.
 
     Runs before TF decoding: TF's decoders would crash the iterator on junk and
-    happily allocate a decompression bomb.
+    happily allocate a decompression bomb (and ``tf.io.read_file`` would block on a FIFO).
     """
-    try:
-        data = fileio.read_bytes(path)
-    except OSError as exc:
-        raise BadInput(path, f"unreadable: {exc.strerror or exc}") from exc
-    except Exception as exc:  # remote file systems raise their own error types
-        raise BadInput(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
-    if len(data) == 0:
-        raise BadInput(path, "empty_file: zero bytes")
-    height, width = image_size(data, path)
-    if height * width > max_pixels:
-        raise BadInput(path, f"too_large: {width}x{height} = {height * width} pixels exceeds the limit of {max_pixels}")
-    return height, width
+    return check_header(fileio.read_input(path), path, max_pixels)
 
 
 def _to_rgb8(pixels: tf.Tensor) -> tf.Tensor:

@@ -56,7 +56,9 @@ def warnings_for(s: dict) -> list[str]:
 
 def main(argv):
     del argv
-    per_image = FLAGS.per_image_csv and outputs.check_file(FLAGS.per_image_csv, overwrite=FLAGS.overwrite)
+    inputs = {"solution": FLAGS.solution, "submission": FLAGS.submission}
+    per_image = FLAGS.per_image_csv and outputs.check_file(FLAGS.per_image_csv, overwrite=FLAGS.overwrite,
+                                                           protected=inputs, what="--per_image_csv")
     try:
         result = evaluate_frames(read_csv(FLAGS.solution, "solution"), read_csv(FLAGS.submission, "submission"))
     except ValueError as exc:

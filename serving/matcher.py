@@ -24,18 +24,19 @@ from preprocessing import fileio, rle
 from preprocessing.errors import BadInput
 from preprocessing.images import read_rgb8
 from preprocessing.matching import DecisionParams, Detection, MatcherConfig, decide, describe, detect, instances_of
-from serving.submission import ScoreResult, evidence_path, read_jsonl
+from serving.submission import ScoreResult, evidence_path, read_side_file
 
 CHUNK = 4  # images handed to a worker at a time: amortises the inter-process hop, keeps the bar moving
 
 
 def read_evidence(output: str) -> dict:
     """case_id -> evidence record from the file beside the submission ``output``; {} when the
-    detector wrote none (the network)."""
+    detector wrote none (the network); ``submission.StaleSideFile`` when the file there belongs to
+    another submission."""
     path = evidence_path(output)
     if not fileio.exists(path):
         return {}
-    return {r["case_id"]: r for r in read_jsonl(path)}
+    return {r["case_id"]: r for r in read_side_file(output, path)}
 
 
 @dataclass

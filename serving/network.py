@@ -163,7 +163,9 @@ def score_images(model: ExportedModel, input_dir: str, batch_size: int = 16,
     ``items``; ``cfg`` defaults to metadata.json's post-processing. ``workers``: processes for the
     matcher when the model takes its evidence."""
     errors: list[dict] = []
-    items = discover_test_images(input_dir) if items is None else items
+    if items is None:
+        items, problems = discover_test_images(input_dir)
+        errors += [pr.record() for pr in problems]
     stream = iter_predictions(model, items, batch_size, errors, progress, workers=workers)
     return ScoreResult(submission_rows(stream, errors, cfg or model.postprocess), errors)
 

@@ -12,6 +12,7 @@ metric does (``serving.metric``); the dataset report never imports serving.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Optional
 
@@ -128,14 +129,21 @@ def score_submission(sub_path: str, root: str, cases: list[Case], tests: list[tu
 
 
 def review_cards(sub_path: str, review: dict, root: str, cases: list[Case], tests: list[tuple[str, str]],
-                 opts: Options, out_dir: str) -> list[str]:
+                 opts: Options, out_dir: str, notes: list[str]) -> list[str]:
     """HTML cards (``serving.pictures``) of the images a reviewer looks at first, authentic images
     that were flagged leading, each predicted pair drawn from source to copy with the transform in
-    words when the detector wrote ``<submission stem>.evidence.jsonl``; pictures as REVIEW_PNGS."""
+    words when the detector wrote ``<submission stem>.evidence.jsonl`` for this very CSV (another
+    run's evidence file is refused, with a line in ``notes``); pictures as REVIEW_PNGS."""
     from serving import pictures
     from serving.matcher import read_evidence
+    from serving.submission import StaleSideFile
 
-    evidence = read_evidence(sub_path)
+    try:
+        evidence = read_evidence(sub_path)
+    except StaleSideFile as exc:  # pairs of another run would be drawn as this submission's
+        print(f"warning: {exc}", file=sys.stderr)
+        notes.append(str(exc))
+        evidence = {}
     picked = pictures.review_order({c: r.truth_forged for c, r in review.items()},
                                    {c: r.annotation != rle.AUTHENTIC for c, r in review.items()}, REVIEW_CARDS,
                                    opts.seed)
@@ -163,10 +171,7 @@ def _truth(case_id, solution, test_paths, train, opts):
     if case is None or (case.label == FORGED and not case.mask_path):
         return None, None, None, ""
     where = f"{case.source} {LABEL_NAMES[case.label]}"
-    try:
-        h, w = image_size(fileio.read_bytes(case.image_path), case.image_path)
-    except OSError as exc:
-        raise BadInput(case.image_path, f"unreadable: {exc.strerror}") from exc
+    h, w = image_size(fileio.read_input(case.image_path), case.image_path)
     if case.label == AUTHENTIC:
         return [], case.image_path, (h, w), where
     # An all-zero mask of a forged image is not the truth "authentic": the one rule refuses it.
@@ -214,13 +219,22 @@ class SubmissionSection:
     name: str = "submission"
     files: tuple = (SCORES_CSV, *FIGURES, *REVIEW_PNGS)
 
+    @property
+    def inputs(self) -> dict:
+        """The files read: the submission and the side files beside it (never replaced by the report)."""
+        from serving.submission import side_files
+
+        return {"submission": self.path, **side_files(fileio.absolute(self.path))}
+
     def analyse(self, ctx) -> dict:
         df, self._pictures, repeated, review = score_submission(self.path, ctx.input_dir, ctx.cases, ctx.tests,
                                                                 ctx.options)
-        self._cards = review_cards(self.path, review, ctx.input_dir, ctx.cases, ctx.tests, ctx.options, ctx.out_dir)
+        notes: list[str] = []
+        self._cards = review_cards(self.path, review, ctx.input_dir, ctx.cases, ctx.tests, ctx.options, ctx.out_dir,
+                                   notes)
         self._scores = df
         df.to_csv(os.path.join(ctx.out_dir, SCORES_CSV), index=False)
-        return dict(submission_stats(df, repeated), file=fileio.absolute(self.path))
+        return dict(submission_stats(df, repeated), file=fileio.absolute(self.path), side_file_notes=notes)
 
     def sentences(self, s: dict) -> list[str]:
         out = []
@@ -230,11 +244,13 @@ class SubmissionSection:
         if s["repeated_case_ids"]:
             out.append(f"The submission repeats {len(s['repeated_case_ids'])} case id(s); only the first row of "
                        "each was scored.")
+        out += [f"Evidence refused: {note}." for note in s.get("side_file_notes", [])]
         return out
 
     def section(self, ctx, s: dict) -> Optional[tuple[str, str, str]]:
         df = self._scores
-        html = table(("measure", "value"), [(k, v) for k, v in s.items() if k != "repeated_case_ids"]
+        html = table(("measure", "value"), [(k, v) for k, v in s.items()
+                                            if k not in ("repeated_case_ids", "side_file_notes")]
                      + [("repeated case ids", ", ".join(s["repeated_case_ids"]) or "none")])
         html += figure(figs.prediction_pairs(ctx.out_dir, FIGURES[0], self._pictures),
                        "Truth (left) vs predicted instances (right), spread over the score range")

@@ -47,22 +47,22 @@ def define_flags() -> None:
     cli.define_overwrite()
 
 
-def check_paths() -> tuple[str, list[tuple[str, str]]]:
-    """Before any work: the output may be written without destroying anything, and there are images
-    to score. Returns the absolute output path and the (case_id, path) items."""
+def check_paths() -> tuple[str, list[tuple[str, str]], list[dict]]:
+    """Before any work: the output and its side files may be written without destroying anything,
+    and there are images to score. Returns the absolute output path, the (case_id, path) items and
+    the error records of files discovery refused (same case id twice, a name that is not UTF-8)."""
     from preprocessing.cases import discover_test_images
+    from serving.submission import side_files
 
     protected = {"input directory": FLAGS.input_dir, "model directory": FLAGS.model_dir}
     output = outputs.check_file(FLAGS.output, overwrite=FLAGS.overwrite, protected=protected)
-    from serving.submission import errors_path, evidence_path
-
-    outputs.check_file(errors_path(output), overwrite=FLAGS.overwrite, protected=protected, what="error list")
-    outputs.check_file(evidence_path(output), overwrite=FLAGS.overwrite, protected=protected, what="evidence file")
-    items = discover_test_images(FLAGS.input_dir)
-    if not items and not FLAGS.allow_empty:
+    for what, path in side_files(output).items():
+        outputs.check_file(path, overwrite=FLAGS.overwrite, protected=protected, what=what)
+    items, problems = discover_test_images(FLAGS.input_dir)
+    if not items and not problems and not FLAGS.allow_empty:
         raise UsageError(f"--input_dir {FLAGS.input_dir} holds no image (.png, .jpg, .jpeg, .tif, .tiff); "
                          "pass --allow_empty if an empty submission is what you want")
-    return output, items
+    return output, items, [p.record() for p in problems]
 
 
 def calibration_note(metadata: dict, overridden: bool) -> Optional[str]:
@@ -111,7 +111,7 @@ def settings_from_flags() -> tuple[str, Settings]:
 
 def main(argv):
     del argv
-    output, items = check_paths()
+    output, items, refused = check_paths()
     from serving import detectors, submission
 
     detector, settings = settings_from_flags()
@@ -121,9 +121,9 @@ def main(argv):
 
         model = load(FLAGS.model_dir)
     result, evidence = detectors.score_items(detector, items, model, settings, FLAGS.workers, FLAGS.batch_size)
-    submission.write_outputs(output, result.rows, result.errors)
+    result = submission.with_errors(result, refused)
+    submission.write_outputs(output, result.rows, result.errors, evidence if detector != "network" else None)
     if detector != "network":
-        outputs.write_text(submission.evidence_path(output), submission.jsonl(evidence))
         print(f"evidence (which region copies which): {submission.evidence_path(output)}")
     return submission.report(output, result, FLAGS.strict)
 

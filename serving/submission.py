@@ -1,19 +1,23 @@
 """Submission files: one row per image (``case_id,annotation``), the error records beside them.
 
 Whatever the detector, every image gets a row: an image that could not be read is scored
-``authentic`` and listed with its reason in ``<output stem>.errors.jsonl``. Both files are written
-to temporary names and renamed when complete (``preprocessing.outputs``).
+``authentic`` and listed with its reason in ``<output stem>.errors.jsonl``. Every file is written
+to a temporary name and renamed when complete (``preprocessing.outputs``), side files first and
+the CSV last; each side file's first line names the CSV it belongs to (``side_header``).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Optional
 
 from preprocessing import fileio, outputs, rle
+from preprocessing.errors import UsageError
 from serving.postprocess import PostprocessConfig, Prediction, annotation
 
 HEADER = ("case_id", "annotation")
@@ -38,6 +42,14 @@ def submission_rows(preds: Iterable[Prediction], errors: Sequence[dict],
     return sorted(rows.items())
 
 
+def with_errors(result: ScoreResult, errors: Sequence[dict]) -> ScoreResult:
+    """``result`` with more error records (files discovery refused), each image scored ``authentic``."""
+    rows = dict(result.rows)
+    for err in errors:
+        rows.setdefault(err["case_id"], rle.AUTHENTIC)
+    return ScoreResult(sorted(rows.items()), sorted([*result.errors, *errors], key=lambda e: e["case_id"]))
+
+
 def format_csv(rows: Sequence[tuple[str, str]]) -> str:
     """The submission text; annotations contain commas, so fields are CSV-quoted."""
     buf = io.StringIO()
@@ -50,6 +62,14 @@ def format_csv(rows: Sequence[tuple[str, str]]) -> str:
 # The files written beside a submission: the unreadable images, and (matcher, fused) the evidence.
 ERRORS_SUFFIX = ".errors.jsonl"
 EVIDENCE_SUFFIX = ".evidence.jsonl"
+# The first line of every side file: the SHA-256 of the submission CSV it was written with, so a
+# side file left by another run (an earlier matcher run, a kill before the CSV was renamed) is
+# recognised and never read as this submission's.
+SIDE_HEADER = "side_file_of"
+
+
+class StaleSideFile(UsageError):
+    """A side file that does not belong to the submission beside it."""
 
 
 def errors_path(output: str) -> str:
@@ -62,19 +82,66 @@ def evidence_path(output: str) -> str:
     return os.path.splitext(output)[0] + EVIDENCE_SUFFIX
 
 
+def side_files(output: str) -> dict[str, str]:
+    """Every file a scoring run may leave beside ``output``: {what: path} (all are checked before
+    the work and replaced or removed by every run)."""
+    return {"error list": errors_path(output), "evidence file": evidence_path(output)}
+
+
 def jsonl(records: Sequence[dict]) -> str:
     """One JSON object per line, sorted by case_id (error lists, evidence files)."""
     return "".join(json.dumps(r) + "\n" for r in sorted(records, key=lambda r: r["case_id"]))
 
 
 def read_jsonl(path: str) -> list[dict]:
-    """The records of a ``jsonl`` file (blank lines ignored)."""
-    return [json.loads(line) for line in fileio.read_text(path).splitlines() if line.strip()]
+    """The records of a ``jsonl`` file (blank lines and a side file's header line ignored)."""
+    records = [json.loads(line) for line in fileio.read_text(path).splitlines() if line.strip()]
+    return [r for r in records if SIDE_HEADER not in r]
 
 
-def write_outputs(output: str, rows: Sequence[tuple[str, str]], errors: Sequence[dict]) -> None:
-    outputs.write_text(output, format_csv(rows))
-    outputs.write_text(errors_path(output), jsonl(errors))
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def side_header(csv_text: str) -> str:
+    """The header line of a side file written with the submission text ``csv_text``."""
+    return json.dumps({SIDE_HEADER: {"submission_sha256": _digest(csv_text.encode("utf-8"))}}) + "\n"
+
+
+def read_side_file(output: str, path: str) -> list[dict]:
+    """The records of the side file ``path`` of the submission ``output``, or ``StaleSideFile`` when
+    it was written with another submission (or before side files recorded theirs)."""
+    lines = fileio.read_text(path).splitlines()
+    head = json.loads(lines[0]).get(SIDE_HEADER) if lines and lines[0].startswith("{") else None
+    if not isinstance(head, dict):
+        raise StaleSideFile(f"{path} does not say which submission it belongs to (an older run wrote it): "
+                            f"not used with {output}")
+    if head.get("submission_sha256") != _digest(fileio.read_bytes(output)):
+        raise StaleSideFile(f"{path} was written with another version of {output} (a later run replaced the "
+                            "CSV, or a run was interrupted): not used")
+    return read_jsonl(path)
+
+
+def publish(output: str, csv_text: str, side: dict[str, Optional[str]]) -> None:
+    """Put a submission and its side files in place: each side file (path -> its records as text)
+    first, headed by ``side_header``, a side file given as None removed (an earlier run's: this run
+    has none), and the CSV last, so that a kill in between leaves side files that say they do not
+    belong to the CSV beside them."""
+    header = side_header(csv_text)
+    for path, body in side.items():
+        if body is not None:
+            outputs.write_text(path, header + body)
+        elif fileio.exists(path):  # the output check allowed replacing it (--overwrite)
+            fileio.remove(path)
+    outputs.write_text(output, csv_text)
+
+
+def write_outputs(output: str, rows: Sequence[tuple[str, str]], errors: Sequence[dict],
+                  evidence: Optional[Sequence[dict]] = None) -> None:
+    """The submission, its error list and (matcher, fused: ``evidence`` given) its evidence file;
+    without evidence an earlier run's evidence file is removed."""
+    publish(output, format_csv(rows), {errors_path(output): jsonl(errors),
+                                       evidence_path(output): None if evidence is None else jsonl(evidence)})
 
 
 def report(output: str, result: ScoreResult, strict: bool) -> int:

@@ -23,6 +23,7 @@ from preprocessing.matching.evidence import evidence_map, evidence_of
 from preprocessing.model_input import upscale_one
 from serving.fused import FusedParams, fuse, refine
 from serving.postprocess import NEVER, PostprocessConfig, Prediction
+from serving.submission import read_jsonl, read_side_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRESENT = EVIDENCE_CHANNELS.index("present")
@@ -216,11 +217,10 @@ def test_every_detector_keeps_every_row_and_error_record(tiny_model, figures_dir
         assert proc.returncode == 0, proc.stderr[-2000:]
         rows = out.read_text().strip().splitlines()
         assert len(rows) == 1 + n, detector
-        errors = [json.loads(line) for line in (tmp_path / detector / "sub.errors.jsonl").read_text().splitlines()]
+        errors = read_side_file(str(out), str(tmp_path / detector / "sub.errors.jsonl"))
         assert [e["case_id"] for e in errors] == ["broken"] and errors[0]["reason"].startswith("corrupt_image")
         if detector != "network":
-            evidence = [json.loads(line) for line in
-                        (tmp_path / detector / "sub.evidence.jsonl").read_text().splitlines()]
+            evidence = read_side_file(str(out), str(tmp_path / detector / "sub.evidence.jsonl"))
             assert len(evidence) == n - 1 and all("verdict" in e and "pairs" in e for e in evidence)
     # The matcher needs no model.
     proc = run("serving.score", "--input_dir", str(images), "--output", str(tmp_path / "nomodel.csv"),
@@ -237,11 +237,11 @@ def _sample_folder(figures_dir: str, folder, count: int = 5) -> list[tuple[str, 
     for name in sorted(os.listdir(test))[:count]:
         os.symlink(os.path.join(test, name), folder / name)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
-    return discover_test_images(str(folder))
+    return discover_test_images(str(folder))[0]
 
 
 def _error_tags(path) -> list:
-    return [(e["case_id"], e["path"], e["reason"].split(":")[0]) for e in map(json.loads, open(path))]
+    return [(e["case_id"], e["path"], e["reason"].split(":")[0]) for e in read_jsonl(str(path))]
 
 
 def test_beam_score_writes_the_same_files_as_score_for_the_matcher(figures_dir, tmp_path):
@@ -268,7 +268,7 @@ def test_beam_fused_scoring_feeds_the_evidence_and_matches_in_process_scoring(fi
     from serving import detectors
     from serving.beam_scoring import run as beam_run
     from serving.saved_model import load
-    from serving.submission import errors_path, evidence_path, jsonl, write_outputs
+    from serving.submission import errors_path, evidence_path, write_outputs
 
     model_dir = export_tiny(str(tmp_path / "model"), evidence=True)
     model = load(model_dir)
@@ -280,8 +280,7 @@ def test_beam_fused_scoring_feeds_the_evidence_and_matches_in_process_scoring(fi
     result, evidence = detectors.score_items("fused", items, model, settings, workers=1, batch_size=4,
                                              progress=False)
     plain = str(tmp_path / "plain.csv")
-    write_outputs(plain, result.rows, result.errors)
-    open(evidence_path(plain), "w").write(jsonl(evidence))
+    write_outputs(plain, result.rows, result.errors, evidence)
     beam_out = str(tmp_path / "beam.csv")
     errors = beam_run(model_dir, "", beam_out, batch_size=3, pipeline_args=["--direct_running_mode=in_memory"],
                       items=items, detector="fused", settings=settings)

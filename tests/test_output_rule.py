@@ -3,7 +3,6 @@ through temporary names. Real commands in real processes on real files; the path
 checked to be untouched after each refusal."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from tiny_model import export_tiny
 
 from preprocessing import outputs, synth
 from preprocessing.errors import UsageError
+from serving.submission import read_jsonl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -243,6 +243,6 @@ def test_scoring_records_dangling_links_as_unreadable(model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = (tmp_path / "s.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 3  # every entry has its row
-    errors = [json.loads(line) for line in (tmp_path / "s.errors.jsonl").read_text().splitlines()]
+    errors = read_jsonl(str(tmp_path / "s.errors.jsonl"))
     assert {e["case_id"]: e["reason"].split(":")[0] for e in errors} == {"dangling": "unreadable",
                                                                           "loop": "unreadable"}

@@ -26,6 +26,7 @@ from preprocessing.report import measure
 from preprocessing.report.build import build_report
 from preprocessing.report.collect import Options
 from serving.report import SubmissionSection
+from serving.submission import side_header
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WEIRD_ID = "<b>&'x"  # a case id that must be escaped on the page
@@ -395,6 +396,7 @@ def test_review_cards_show_flagged_authentic_images_first_with_their_pairs(synth
     pair = {"source_box": [0, 0, 10, 10], "copy_box": [30, 20, 10, 10], "inliers": 12, "correlation": 0.93,
             "description": "region at (x=30, y=20, 10x10) is a copy of the region at (x=0, y=0, 10x10), mirrored"}
     with open(tmp_path / "sub.evidence.jsonl", "w") as f:
+        f.write(side_header(open(sub).read()))
         f.write(json.dumps({"case_id": forged[0].case_id, "pairs": [pair]}) + "\n")
     out = str(tmp_path / "report")
     build_report(synth_dir, out, Options(max_images=40), extensions=[SubmissionSection(sub)])

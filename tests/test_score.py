@@ -23,7 +23,7 @@ from serving.network import predict_items, score_folder
 from serving.postprocess import PostprocessConfig
 from serving.saved_model import load, read_metadata
 from serving.score import calibration_note
-from serving.submission import errors_path, submission_rows, write_outputs
+from serving.submission import errors_path, read_jsonl, read_side_file, submission_rows, write_outputs
 
 
 @pytest.fixture(scope="session")
@@ -100,7 +100,7 @@ def test_score_messy_folder(tiny_model_dir, messy_dir, tmp_path):
         assert dict(result.rows)[cid] == rle.AUTHENTIC
     out = str(tmp_path / "sub.csv")
     write_outputs(out, result.rows, result.errors)
-    logged = [json.loads(line) for line in open(errors_path(out))]
+    logged = read_side_file(out, errors_path(out))
     assert {e["case_id"] for e in logged} == set(BAD)
     assert all(e["path"].startswith(messy_dir) for e in logged)
 
@@ -131,7 +131,7 @@ def test_score_synthetic_end_to_end(tiny_model_dir, synth_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["images"] == len(solution) and summary["missing"] == 0 and summary["unparseable"] == 0
-    assert open(errors_path(out)).read() == ""
+    assert read_side_file(out, errors_path(out)) == []
 
 
 def test_strict_exit_code_on_bad_files(tiny_model_dir, messy_dir, tmp_path):
@@ -156,7 +156,7 @@ def test_calibration_note_only_for_uncalibrated_defaults(tiny_model_dir):
 def test_rows_match_direct_model_call(tiny_model_dir, messy_dir):
     """The pipeline's batched output equals calling the SavedModel on read_rgb8 + resize, image by image."""
     model = load(tiny_model_dir)
-    items = discover_test_images(messy_dir)
+    items, _ = discover_test_images(messy_dir)
     preds, errors = predict_items(model, items, batch_size=4, progress=False)
     assert len(preds) + len(errors) == len(items)
     paths = dict(items)
@@ -173,7 +173,7 @@ def test_metadata_defaults_and_overrides(tiny_model_dir, messy_dir):
     meta = read_metadata(os.path.join(tiny_model_dir, "export"))
     assert PostprocessConfig.from_dict(meta["postprocess"]) == load(tiny_model_dir).postprocess
     model = load(tiny_model_dir)
-    preds, errors = predict_items(model, discover_test_images(messy_dir), 8, progress=False)
+    preds, errors = predict_items(model, discover_test_images(messy_dir)[0], 8, progress=False)
     rows = submission_rows(preds, errors, PostprocessConfig(threshold=1.0))
     assert all(a == rle.AUTHENTIC for _, a in rows)
     loose = submission_rows(preds, errors, PostprocessConfig(threshold=0.0, min_area=1))
@@ -199,7 +199,7 @@ def test_beam_score_identical_to_score(tiny_model_dir, messy_dir, synth_dir, tmp
     assert open(beam_out).read() == open(plain).read()
     # Same error records (the reason's detail may quote an object address from PIL: compare the tags).
     def records(path):
-        return [(e["case_id"], e["path"], e["reason"].split(":")[0]) for e in map(json.loads, open(path))]
+        return [(e["case_id"], e["path"], e["reason"].split(":")[0]) for e in read_jsonl(path)]
 
     assert records(errors_path(beam_out)) == records(errors_path(plain))
     assert len(errors) == len(BAD)

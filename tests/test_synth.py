@@ -192,7 +192,7 @@ def test_layout_is_discoverable_and_about_half_forged(synth_dir):
     assert all(c.case_id.isdigit() for c in cases)
     pairs = {c.case_id for c in forged} & {c.case_id for c in authentic}
     assert 4 <= len(pairs) < len(forged)  # many, not all, forged cases have their authentic twin
-    test = discover_test_images(synth_dir)
+    test = discover_test_images(synth_dir)[0]
     assert len(test) == 8
     meta = _meta(synth_dir)
     assert meta["train"] == {"images": 24, "forged": 12, "authentic": 12, "pairs": len(pairs)}
@@ -267,7 +267,7 @@ def test_test_solution_decodes_to_masks_of_each_image_size(synth_dir):
     sol = pd.read_csv(os.path.join(synth_dir, synth.SOLUTION_FILE), dtype={"case_id": str, "annotation": str},
                       keep_default_na=False)
     assert list(sol.columns) == ["case_id", "annotation", "height", "width"]
-    images = dict(discover_test_images(synth_dir))
+    images = dict(discover_test_images(synth_dir)[0])
     assert set(sol.case_id) == set(images)
     meta = {c["case_id"]: c for c in _meta(synth_dir)["cases"] if c["split"] == "test"}
     for row in sol.itertuples():
@@ -321,7 +321,7 @@ def test_cli_writes_a_tiny_dataset(tmp_path):
     assert "copy-moves" in proc.stdout
     cases, problems = discover_training_cases(out)
     assert len(cases) == 3 and problems == []
-    assert len(discover_test_images(out)) == 2
+    assert len(discover_test_images(out)[0]) == 2
     assert _meta(out)["options"] == {"num_train": 3, "num_test": 2, "min_size": 32, "max_size": 48}
 
 

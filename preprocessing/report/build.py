@@ -46,6 +46,7 @@ class Context:
 class Extension(Protocol):
     name: str  # its key in stats.json
     files: tuple[str, ...]  # the files it writes into the report folder
+    inputs: dict  # role -> a file it reads (the report folder must neither be nor contain one)
 
     def analyse(self, ctx: Context) -> dict: ...
 
@@ -76,7 +77,8 @@ def _json_default(o):
 
 
 def _source_of(path: str, root: str) -> str:
-    return "supplemental" if collect._rel(path, root).startswith("supplemental") else "train"
+    rel = collect._rel(path, root)
+    return "supplemental" if rel.startswith("supplemental") else "test" if rel.startswith("test") else "train"
 
 
 def build_report(input_dir: str, output_dir: str, options: Options = Options(),
@@ -84,9 +86,12 @@ def build_report(input_dir: str, output_dir: str, options: Options = Options(),
     """Analyse ``input_dir`` and write the report into ``output_dir``; returns what stats.json holds."""
     owned = own_files(extensions)
     output_dir = outputs.check_dir(output_dir, overwrite=overwrite, owned=lambda rel: rel in owned,
-                                   protected={"input directory": input_dir})
+                                   protected={"input directory": input_dir,
+                                              **{k: v for e in extensions for k, v in e.inputs.items()}})
     cases, found = discover_training_cases(input_dir)
-    tests = discover_test_images(input_dir) if fileio.isdir(fileio.join(input_dir, "test_images")) else []
+    tests, refused = discover_test_images(input_dir) if fileio.isdir(fileio.join(input_dir, "test_images")) \
+        else ([], [])
+    found = found + refused
     with outputs.staged_local_dir(output_dir, lambda rel: rel in owned) as out_dir:
         return _build(input_dir, out_dir, options, extensions, cases, found, tests)
 

@@ -116,7 +116,7 @@ def analyse_case(case: Case, root: str, opts: Options, rng: np.random.Generator,
         out.problems.append(problem_row(case.case_id, case.label, case.source, path, reason, root))
 
     try:
-        data = read_file(case.image_path)
+        data = fileio.read_input(case.image_path)
         rgb = decode_rgb8(data, case.image_path, opts.max_pixels)
         head = header_info(data, case.image_path)
     except BadInput as exc:
@@ -177,20 +177,12 @@ def add_features(rgb: np.ndarray, instances: np.ndarray, size: int, rng: np.rand
         out.contrasts.append(contrast)
 
 
-def read_file(path: str) -> bytes:
-    """A file's bytes, or ``BadInput`` (unreadable: a missing file, a dangling link, a link loop, ...)."""
-    try:
-        return fileio.read_bytes(path)
-    except OSError as exc:
-        raise BadInput(path, f"unreadable: {exc.strerror or exc}") from exc
-
-
 def analyse_test_images(tests: list[tuple[str, str]], root: str, max_pixels: int, out: Collected) -> None:
     """Geometry of test images (they have no masks to analyse); each is decoded once, so a file whose
     header is fine but whose pixels are cut short is a problem here, not a surprise when scoring."""
     for case_id, path in tqdm(tests, desc="test images", unit="img", leave=False):
         try:
-            data = read_file(path)
+            data = fileio.read_input(path)
             decode_rgb8(data, path, max_pixels)
             head = header_info(data, path)
         except BadInput as exc:
