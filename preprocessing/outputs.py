@@ -31,7 +31,7 @@ def _inside(path: str, folder: str) -> bool:
     return p == f or p.startswith(f.rstrip(os.sep) + os.sep)
 
 
-def _check_protected(path: str, what: str, protected: Optional[dict]) -> None:
+def check_protected(path: str, what: str, protected: Optional[dict]) -> None:
     """``protected`` maps a role to an input the command reads (a folder or a file): the output may
     be neither the input itself nor lie inside it, whatever ``--overwrite`` says."""
     for role, inp in (protected or {}).items():
@@ -81,7 +81,7 @@ def check_file(path: str, *, overwrite: bool = False, protected: Optional[dict] 
     if fs.isdir(path):
         raise UsageError(f"{what} {path} is an existing directory; give the path of a file to write")
     _check_replaceable(path, what)
-    _check_protected(path, what, protected)
+    check_protected(path, what, protected)
     if fs.exists(path) and not overwrite:
         raise UsageError(f"{what} {path} exists; pass --overwrite to replace it")
     _check_writable(fileio.parent(path), what, path, fs)
@@ -125,7 +125,7 @@ def check_dir(path: str, *, overwrite: bool = False, owned: Callable[[str], bool
     fs = fileio.filesystem(path, beam)
     if fs.exists(path) and not fs.isdir(path):
         raise UsageError(f"{what} {path} is an existing file; give a directory")
-    _check_protected(path, what, protected)
+    check_protected(path, what, protected)
     for role, folder in (protected or {}).items():
         if folder and _inside(folder, path):
             raise UsageError(f"{what} {path} contains the {role} {folder}: write it elsewhere")

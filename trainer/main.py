@@ -17,7 +17,7 @@ import json
 
 from absl import flags
 
-from preprocessing import cli
+from preprocessing import cli, fileio, outputs
 from trainer import config
 
 FLAGS = flags.FLAGS
@@ -46,6 +46,8 @@ def main(argv):
     for name in ("data_dir", "model_dir"):
         if not getattr(cfg, name):
             raise cli.UsageError(f"--{name} is required (or --config with a saved run)")
+    # The output rule: nothing the trainer writes may land among the records it reads.
+    outputs.check_protected(fileio.absolute(cfg.model_dir), "--model_dir", {"--data_dir": cfg.data_dir})
     from trainer import distribute  # TensorFlow: imported only now, after the log level is set
 
     distribute.split_cpu(cfg.cpu_replicas)  # must precede anything that initialises the devices

@@ -1,0 +1,307 @@
+"""Hostile input, round three (issue 23): inputs never overwritten, only regular files read or
+replaced, no hang on a FIFO, side files tied to their submission, duplicate ids and non-UTF-8 names
+as error records. Real commands in real processes on real files, each with a timeout: a hang fails."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from tiny_model import export_tiny
+
+from preprocessing import fileio, outputs, synth
+from preprocessing.errors import BadInput, UsageError
+from serving.submission import StaleSideFile, errors_path, evidence_path, read_jsonl, read_side_file
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HANG = 120  # seconds: far more than any of these small runs takes; a FIFO read would block forever
+BAD_NAME = os.fsdecode(b"b\xffd.png")  # a file name that is not UTF-8
+
+
+def run(*args, timeout=HANG) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
+    return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def refused(proc, *words) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: "), line
+    for w in words:
+        assert w in line, (w, line)
+    return line
+
+
+def png(path, seed=0, size=64):
+    rng = np.random.default_rng(seed)
+    ok, data = cv2.imencode(".png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    with open(path, "wb") as f:  # not cv2.imwrite: OpenCV cannot take a name that is not UTF-8
+        f.write(data.tobytes())
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """A small dataset in the competition layout (copied by each test before it adds hostile files)."""
+    out = str(tmp_path_factory.mktemp("hostile_data"))
+    synth.generate(out, num_train=6, num_test=3, seed=5, min_size=64, max_size=96, style="photos")
+    return out
+
+
+@pytest.fixture
+def data(dataset, tmp_path):
+    dst = tmp_path / "data"
+    shutil.copytree(dataset, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return export_tiny(str(tmp_path_factory.mktemp("hostile_model") / "model"))
+
+
+def errors_by_case(output) -> dict:
+    return {e["case_id"]: e["reason"].split(":")[0] for e in read_side_file(str(output), errors_path(str(output)))}
+
+
+# ----------------------------------------------------------------------------- 1, 2: the output rule
+
+def test_evaluate_never_replaces_its_inputs(data, tmp_path):
+    """Before: --per_image_csv = --solution with --overwrite replaced the ground truth."""
+    solution = data / "test_solution.csv"
+    sub = tmp_path / "sub.csv"
+    sol = pd.read_csv(solution, dtype=str)
+    pd.DataFrame({"case_id": sol.case_id, "annotation": "authentic"}).to_csv(sub, index=False)
+    before = {p: p.read_bytes() for p in (solution, sub)}
+    for target in (solution, sub):
+        proc = run("serving.evaluate", "--solution", str(solution), "--submission", str(sub), "--per_image_csv",
+                   str(target), "--overwrite")
+        refused(proc, str(target), "is the")
+    assert {p: p.read_bytes() for p in before} == before
+    link = tmp_path / "link.csv"
+    os.symlink(solution, link)  # the same file under another name
+    refused(run("serving.evaluate", "--solution", str(solution), "--submission", str(sub), "--per_image_csv",
+                str(link), "--overwrite"), "is the solution")
+    ok = run("serving.evaluate", "--solution", str(solution), "--submission", str(sub), "--per_image_csv",
+             str(tmp_path / "per_image.csv"))
+    assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+def test_report_folder_never_holds_the_submission(data, tmp_path):
+    report = tmp_path / "report"
+    report.mkdir()
+    sub = report / "sub.csv"
+    sol = pd.read_csv(data / "test_solution.csv", dtype=str)
+    pd.DataFrame({"case_id": sol.case_id, "annotation": "authentic"}).to_csv(sub, index=False)
+    proc = run("serving.report", "--input_dir", str(data), "--submission", str(sub), "--output_dir", str(report),
+               "--overwrite")
+    refused(proc, "contains the submission")
+    assert os.listdir(report) == ["sub.csv"]
+
+
+def test_trainer_refuses_a_model_dir_inside_the_data_dir(tmp_path):
+    records = tmp_path / "records"
+    records.mkdir()
+    proc = run("trainer.main", "--data_dir", str(records), "--model_dir", str(records / "m"), "--epochs", "1")
+    refused(proc, "--model_dir", "inside the --data_dir")
+    assert os.listdir(records) == []
+
+
+def _special_files(tmp_path) -> list:
+    """A FIFO, a socket and (as root) a character device: none may be replaced by --overwrite."""
+    import socket
+
+    fifo, sock = tmp_path / "fifo.csv", tmp_path / "sock.csv"
+    os.mkfifo(fifo)
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(sock))
+    s.close()
+    out = [(fifo, "a FIFO"), (sock, "a socket")]
+    if os.geteuid() == 0:
+        dev = tmp_path / "null.csv"
+        os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))  # the numbers of /dev/null
+        out.append((dev, "a character device"))
+    return out
+
+
+def test_overwrite_replaces_only_regular_files(tmp_path):
+    for path, kind in _special_files(tmp_path):
+        with pytest.raises(UsageError, match=kind):
+            outputs.check_file(str(path), overwrite=True)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    os.mkfifo(folder / "stats.json")
+    with pytest.raises(UsageError, match="a FIFO"):
+        outputs.check_dir(str(folder), overwrite=True, owned=lambda rel: rel == "stats.json")
+    assert stat.S_ISFIFO(os.stat(folder / "stats.json").st_mode)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mknod of a character device needs root")
+def test_score_as_root_never_replaces_a_device(data, tmp_path):
+    """Before: --output DEV --overwrite replaced the device with a file."""
+    dev = tmp_path / "null.csv"
+    os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    proc = run("serving.score", "--detector", "matcher", "--input_dir", str(data / "test_images"), "--output",
+               str(dev), "--overwrite", "--workers", "1")
+    refused(proc, "a character device")
+    assert stat.S_ISCHR(os.stat(dev).st_mode)
+
+
+def test_score_never_replaces_a_fifo_output(data, tmp_path):
+    fifo = tmp_path / "sub.csv"
+    os.mkfifo(fifo)
+    proc = run("serving.score", "--detector", "matcher", "--input_dir", str(data / "test_images"), "--output",
+               str(fifo), "--overwrite", "--workers", "1")
+    refused(proc, "a FIFO")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+# ----------------------------------------------------------------------------- 4: a FIFO named like an image
+
+def test_read_input_refuses_special_files(tmp_path):
+    os.mkfifo(tmp_path / "p.png")
+    with pytest.raises(BadInput, match="not_a_file: a FIFO"):
+        fileio.read_input(str(tmp_path / "p.png"))
+    (tmp_path / "d.png").mkdir()
+    with pytest.raises(BadInput, match="not_a_file: a directory"):
+        fileio.read_input(str(tmp_path / "d.png"))
+
+
+@pytest.mark.parametrize("detector", ["matcher", "network"])
+def test_score_records_a_fifo_and_completes(data, tmp_path, model_dir, detector):
+    """Before: serving.score blocked forever on the FIFO."""
+    os.mkfifo(data / "test_images" / "p.png")
+    out = tmp_path / "sub.csv"
+    proc = run("serving.score", "--detector", detector, "--model_dir", model_dir, "--input_dir", str(data),
+               "--output", str(out), "--workers", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert errors_by_case(out) == {"p": "not_a_file"}
+    assert dict(pd.read_csv(out, dtype=str).values)["p"] == "authentic"
+
+
+def test_beam_job_records_a_fifo_and_completes(data, tmp_path):
+    """Before: the Beam job blocked forever on the FIFO."""
+    os.mkfifo(data / "train_images" / "authentic" / "p.png")
+    out = tmp_path / "records"
+    proc = run("preprocessing.main", "--input_dir", str(data), "--output_dir", str(out), "--image_size", "64",
+               "--num_shards", "1", "--direct_running_mode=in_memory", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    errors = [json.loads(line) for line in open(out / "errors.jsonl")]
+    assert [(e["case_id"], e["reason"].split(":")[0]) for e in errors] == [("p", "not_a_file")]
+
+
+def test_report_records_a_fifo_a_duplicate_and_a_bad_name(data, tmp_path):
+    """Before: the report blocked forever on the FIFO; a.png + a.jpg was one image; a non-UTF-8 name
+    was refused without naming the file."""
+    tests = data / "test_images"
+    os.mkfifo(tests / "p.png")
+    png(tests / "a.png", 1)
+    png(tests / "a.jpg", 2)
+    png(tests / BAD_NAME, 3)
+    out = tmp_path / "report"
+    proc = run("preprocessing.report", "--input_dir", str(data), "--output_dir", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    problems = pd.read_csv(out / "problems.csv", dtype=str, keep_default_na=False)
+    found = sorted(zip(problems["path"], problems["tag"]))
+    assert ("test_images/a.jpg", "duplicate_image") in found and ("test_images/a.png", "duplicate_image") in found
+    assert ("test_images/p.png", "not_a_file") in found
+    assert any(tag == "bad_file_name" and "udcff" in path for path, tag in found), found
+
+
+# ----------------------------------------------------------------------------- 6, 8: discovery
+
+def test_score_lists_duplicate_ids_and_bad_names_as_errors(data, tmp_path):
+    """Before: a.png was dropped silently (a.jpg scored); a non-UTF-8 name crashed the CSV writer."""
+    tests = data / "test_images"
+    png(tests / "a.png", 1)
+    png(tests / "a.jpg", 2)
+    png(tests / BAD_NAME, 3)
+    out = tmp_path / "sub.csv"
+    proc = run("serving.score", "--detector", "matcher", "--input_dir", str(data), "--output", str(out),
+               "--workers", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    errors = read_side_file(str(out), errors_path(str(out)))
+    dup = sorted(os.path.basename(e["path"]) for e in errors if e["reason"].startswith("duplicate_image"))
+    assert dup == ["a.jpg", "a.png"]
+    bad = [e for e in errors if e["reason"].startswith("bad_file_name")]
+    assert len(bad) == 1 and "b'b\\xffd.png'" in bad[0]["reason"]
+    rows = dict(pd.read_csv(out, dtype=str).values)
+    assert rows["a"] == "authentic" and len(rows) == 3 + 2  # the 3 test images, "a", the bad name
+
+
+def test_beam_score_lists_duplicate_ids_and_bad_names_as_errors(data, tmp_path):
+    tests = data / "test_images"
+    png(tests / "a.png", 1)
+    png(tests / "a.jpg", 2)
+    png(tests / BAD_NAME, 3)
+    out = tmp_path / "sub.csv"
+    proc = run("serving.beam_score", "--detector", "matcher", "--input_dir", str(data), "--output", str(out),
+               "--direct_running_mode=in_memory", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tags = sorted(e["reason"].split(":")[0] for e in read_side_file(str(out), errors_path(str(out))))
+    assert tags == ["bad_file_name", "duplicate_image", "duplicate_image"]
+
+
+def test_beam_job_lists_a_bad_name(data, tmp_path):
+    png(data / "train_images" / "authentic" / BAD_NAME, 3)
+    out = tmp_path / "records"
+    proc = run("preprocessing.main", "--input_dir", str(data), "--output_dir", str(out), "--image_size", "64",
+               "--num_shards", "1", "--direct_running_mode=in_memory", timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    manifest = json.load(open(out / "manifest.json"))
+    problems = manifest["stats"]["discovery_problems"]
+    assert problems["by_reason"] == {"bad_file_name": 1}, problems
+
+
+# ----------------------------------------------------------------------------- 5: side files
+
+def test_network_run_removes_the_matcher_evidence_and_the_report_refuses_stale_files(data, tmp_path, model_dir):
+    """Before: a network run with --overwrite left the matcher's .evidence.jsonl, and the report drew
+    its pairs for a submission that says every image is authentic."""
+    out = tmp_path / "sub.csv"
+    args = ["--input_dir", str(data), "--output", str(out), "--workers", "1"]
+    assert run("serving.score", "--detector", "matcher", *args).returncode == 0
+    matcher_evidence = open(evidence_path(str(out))).read()
+    assert len(read_side_file(str(out), evidence_path(str(out)))) == 3
+    proc = run("serving.score", "--detector", "network", "--model_dir", model_dir, *args, "--overwrite")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not os.path.exists(evidence_path(str(out)))
+    # A stale evidence file put back (as an earlier version's run or a kill would leave it): refused.
+    open(evidence_path(str(out)), "w").write(matcher_evidence)
+    with pytest.raises(StaleSideFile, match="another version"):
+        read_side_file(str(out), evidence_path(str(out)))
+    open(evidence_path(str(out)), "w").write('{"case_id": "x", "pairs": []}\n')  # no header: an older run
+    with pytest.raises(StaleSideFile, match="does not say"):
+        read_side_file(str(out), evidence_path(str(out)))
+    report = tmp_path / "report"
+    proc = run("serving.report", "--input_dir", str(data), "--submission", str(out), "--output_dir", str(report),
+               timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stats = json.load(open(report / "stats.json"))
+    assert stats["submission"]["side_file_notes"] and "not used" in proc.stderr
+
+
+def test_side_files_written_before_the_csv_name_it(tmp_path):
+    """A kill between the side-file renames and the CSV rename leaves new side files beside the old
+    CSV: they say which CSV they belong to, so the reader refuses the mixed set."""
+    from preprocessing import rle
+    from serving.submission import write_outputs
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[:4, :4] = 1
+    old, new = str(tmp_path / "sub.csv"), str(tmp_path / "new" / "sub.csv")
+    os.makedirs(os.path.dirname(new))
+    write_outputs(old, [("x", "authentic")], [], [{"case_id": "x", "pairs": []}])
+    write_outputs(new, [("x", rle.encode([mask]))], [], [{"case_id": "x", "pairs": [{"inliers": 9}]}])
+    assert read_jsonl(errors_path(old)) == [] and read_side_file(old, evidence_path(old))[0]["pairs"] == []
+    shutil.copy(evidence_path(new), evidence_path(old))  # the state a kill before the CSV rename leaves
+    with pytest.raises(StaleSideFile, match="another version"):
+        read_side_file(old, evidence_path(old))
