@@ -10,12 +10,19 @@ orientation ignored so masks stay aligned):
 - OpenCV's BGR order -> RGB.
 Images above ``MAX_PIXELS`` are refused before decoding (decompression bombs).
 The size comes from the header via Pillow, which itself refuses headers above
-2 x ``PIL.Image.MAX_IMAGE_PIXELS`` (~179 MP): also reported as ``too_large``.
+2 x ``PIL.Image.MAX_IMAGE_PIXELS`` (~179 MP): also reported as ``too_large``
+(its warning between 89 and 179 MP is silenced: our own limit decides); TIFFs
+Pillow cannot open (float32 RGB) are sized from their first directory.
+Refused as ``unsupported_image`` from the header: more than 4 samples per pixel,
+and formats other than PNG, JPEG, TIFF and BMP (a GIF named .png).
 """
 from __future__ import annotations
 
 import os
 import re
+import struct
+import warnings
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -49,33 +56,79 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image shape {a.shape}")
 
 
-def image_size(data: bytes, path: str) -> tuple[int, int]:
-    """(height, width) from the file header only, without decoding the pixels."""
+MAX_CHANNELS = 4  # gray, gray + alpha, RGB, RGBA: what the conversion above knows what to do with
+# What Pillow calls the formats that are read (whatever the extension says: a BMP named .png is
+# read as training would read it). Anything else Pillow recognises (GIF: which frame of an animation
+# is the figure?, WebP, ...) is ``unsupported_image`` before decoding, whether OpenCV could or not.
+READ_FORMATS = ("PNG", "JPEG", "MPO", "TIFF", "BMP")
+
+
+def _tiff_header(data: bytes) -> Optional[tuple[int, int, int]]:
+    """(height, width, samples per pixel) from a TIFF's first directory, for the TIFFs Pillow cannot
+    open but OpenCV decodes (float32 RGB); None if the bytes do not hold a readable one."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
+    if order is None or len(data) < 8:
+        return None
+    ifd = struct.unpack(order + "I", data[4:8])[0]
+    if ifd + 2 > len(data):
+        return None
+    tags = {}
+    for k in range(struct.unpack(order + "H", data[ifd:ifd + 2])[0]):
+        entry = data[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+        if len(entry) < 12:
+            return None
+        tag, kind = struct.unpack(order + "HH", entry[:4])
+        if kind in (3, 4):  # SHORT, LONG: the types of the three tags read here
+            tags[tag] = struct.unpack(order + ("H" if kind == 3 else "I"), entry[8:10] if kind == 3 else entry[8:12])[0]
+    if 256 not in tags or 257 not in tags:  # ImageWidth, ImageLength
+        return None
+    return tags[257], tags[256], tags.get(277, 1)  # SamplesPerPixel
+
+
+def image_header(data: bytes, path: str) -> tuple[int, int, str]:
+    """(height, width, format name) from the file header only, without decoding the pixels."""
     import io
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            width, height = im.size
+        with warnings.catch_warnings():  # the size is checked against our own limit (MAX_PIXELS) next
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                fmt = im.format or ""
+                samples = len(im.getbands())
     except Image.DecompressionBombError as exc:
         raise BadInput(path, f"too_large: {exc}") from exc
     except Exception as exc:  # PIL raises many types for junk headers
-        # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): drop it so reasons are stable.
-        detail = f"{type(exc).__name__}: {re.sub(r' <_io.BytesIO object at 0x[0-9a-f]+>', '', str(exc))}"
-        if bytes(data[:8]).startswith(_SIGNATURES):  # an image file whose header is cut short or damaged
-            raise BadInput(path, f"corrupt_image: damaged or truncated header ({detail})") from exc
-        raise BadInput(path, f"not_an_image: cannot read header ({detail})") from exc
-    return height, width
+        tiff = _tiff_header(data)
+        if tiff is None:
+            # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): drop it so reasons are stable.
+            detail = f"{type(exc).__name__}: {re.sub(r' <_io.BytesIO object at 0x[0-9a-f]+>', '', str(exc))}"
+            if bytes(data[:8]).startswith(_SIGNATURES):  # an image file whose header is cut short or damaged
+                raise BadInput(path, f"corrupt_image: damaged or truncated header ({detail})") from exc
+            raise BadInput(path, f"not_an_image: cannot read header ({detail})") from exc
+        height, width, samples = tiff
+        fmt = "TIFF"
+    if fmt not in READ_FORMATS:
+        raise BadInput(path, f"unsupported_image: a {fmt or 'unknown'} file (PNG, JPEG, TIFF and BMP are read)")
+    if samples > MAX_CHANNELS:
+        raise BadInput(path, f"unsupported_image: {samples} samples per pixel (1 to {MAX_CHANNELS} are read)")
+    return height, width, fmt
 
 
-def check_header(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
-    """(height, width) of encoded image bytes from the header, or ``BadInput``: empty files, junk
-    and images above ``max_pixels`` are refused before any decoder sees the bytes."""
+def image_size(data: bytes, path: str) -> tuple[int, int]:
+    """(height, width) from the file header only, without decoding the pixels."""
+    return image_header(data, path)[:2]
+
+
+def check_header(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str]:
+    """(height, width, format) of encoded image bytes from the header, or ``BadInput``: empty files,
+    junk and images above ``max_pixels`` are refused before any decoder sees the bytes."""
     if len(data) == 0:
         raise BadInput(path, "empty_file: zero bytes")
-    height, width = image_size(data, path)
+    height, width, fmt = image_header(data, path)
     if height * width > max_pixels:
         raise BadInput(path, f"too_large: {width}x{height} = {height * width} pixels exceeds the limit of {max_pixels}")
-    return height, width
+    return height, width, fmt
 
 
 def decode_rgb8(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:

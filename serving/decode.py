@@ -37,7 +37,7 @@ def check_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     Runs before TF decoding: TF's decoders would crash the iterator on junk and
     happily allocate a decompression bomb (and ``tf.io.read_file`` would block on a FIFO).
     """
-    return check_header(fileio.read_input(path), path, max_pixels)
+    return check_header(fileio.read_input(path), path, max_pixels)[:2]
 
 
 def _to_rgb8(pixels: tf.Tensor) -> tf.Tensor:

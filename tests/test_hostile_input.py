@@ -305,3 +305,43 @@ def test_side_files_written_before_the_csv_name_it(tmp_path):
     shutil.copy(evidence_path(new), evidence_path(old))  # the state a kill before the CSV rename leaves
     with pytest.raises(StaleSideFile, match="another version"):
         read_side_file(old, evidence_path(old))
+
+
+# ----------------------------------------------------------------------------- 13: the right reasons
+
+@pytest.fixture
+def odd_images(tmp_path):
+    """A float32 RGB TIFF (Pillow cannot open it, OpenCV decodes it), a GIF named .png, a 5-channel TIFF."""
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    floats = rng.random((20, 30, 3)).astype(np.float32)
+    tifffile.imwrite(folder / "f32.tif", floats, photometric="rgb")
+    Image.fromarray(rng.integers(0, 255, (20, 30), dtype=np.uint8)).save(folder / "g.png", format="GIF")
+    tifffile.imwrite(folder / "c5.tif", rng.integers(0, 255, (20, 30, 5), dtype=np.uint8), photometric="minisblack",
+                     planarconfig="contig")
+    return folder, floats
+
+
+def test_float_tiff_is_read_as_documented_and_odd_formats_are_unsupported(odd_images):
+    from preprocessing.images import read_rgb8
+
+    folder, floats = odd_images
+    expected = (np.clip(floats, 0, 1) * 255 + 0.5).astype(np.uint8)
+    np.testing.assert_array_equal(read_rgb8(str(folder / "f32.tif")), expected)
+    for name in ("g.png", "c5.tif"):
+        with pytest.raises(BadInput, match="^.*: unsupported_image: "):
+            read_rgb8(str(folder / name))
+
+
+def test_score_gives_the_same_reasons(odd_images, tmp_path, model_dir):
+    folder, _ = odd_images
+    for detector in ("network", "matcher"):
+        out = tmp_path / detector / "sub.csv"
+        proc = run("serving.score", "--detector", detector, "--model_dir", model_dir, "--input_dir", str(folder),
+                   "--output", str(out), "--workers", "1")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert errors_by_case(out) == {"g": "unsupported_image", "c5": "unsupported_image"}, detector
