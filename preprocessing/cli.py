@@ -197,6 +197,7 @@ def define_verbose_logs() -> None:
 
 # ----------------------------------------------------------------------------- running a command
 
+OPENCV_LOG_ERROR = 2  # cv::utils::logging::LOG_LEVEL_ERROR
 NATIVE_LOG_LEVEL = "3"  # TF_CPP_MIN_LOG_LEVEL: hide the C++ INFO/WARNING/ERROR start-up lines (CUDA stubs, oneDNN)
 
 
@@ -207,6 +208,11 @@ def quiet_native_logs(verbose: bool = False) -> None:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", NATIVE_LOG_LEVEL)
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    # OpenCV's decoder warnings ("PNG input buffer is incomplete", libpng's iCCP notes): the file's
+    # error record already says what is wrong with it, in one line that names it.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    if hasattr(sys.modules.get("cv2"), "setLogLevel"):  # already loaded: the variable is read at import
+        sys.modules["cv2"].setLogLevel(OPENCV_LOG_ERROR)
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)

@@ -12,8 +12,8 @@ parallel without the GIL:
   do CMYK JPEGs. Files TF cannot decode at all (e.g. 1-bit TIFF) fail here and
   the scoring pipelines retry them with preprocessing.images.
 The format is chosen from the file's magic bytes, not its extension; anything
-else (a BMP named .png, ...) also takes the preprocessing.images retry, so
-scoring reads whatever training would have read.
+else (a BMP named .png, ...) goes to preprocessing.images directly, so scoring
+reads whatever training would have read.
 Files are checked (empty, header, size limit) in Python before any decoding,
 so decompression bombs never reach a decoder.
 """
@@ -28,6 +28,7 @@ from preprocessing.model_input import upscale_one
 
 _PNG_MAGIC = b"\x89PNG"
 _JPEG_MAGIC = b"\xff\xd8"
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")  # little and big endian
 _TFIO_UINT8, _TFIO_UINT16 = 4, 17  # tensorflow-io's dtype codes in decode_tiff_info
 
 
@@ -77,10 +78,12 @@ def _decode_tiff(data: tf.Tensor) -> tf.Tensor:
 def decode_rgb8_tf(data: tf.Tensor) -> tf.Tensor:
     """Encoded PNG/JPEG/TIFF bytes (scalar string) -> RGB uint8 (H, W, 3), chosen by magic bytes.
 
-    Anything neither PNG nor JPEG is tried as TIFF; other formats raise (the callers retry them).
+    Anything else (a BMP named .png) goes to the reference decoder directly: libtiff would print
+    "Not a TIFF file" to the terminal before failing.
     """
     is_png = tf.equal(tf.strings.substr(data, 0, 4), _PNG_MAGIC)
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), _JPEG_MAGIC)
+    is_tiff = tf.reduce_any(tf.equal(tf.strings.substr(data, 0, 4), _TIFF_MAGIC))
 
     def png():
         return _to_rgb8(tf.io.decode_png(data, channels=0, dtype=tf.uint16))
@@ -92,7 +95,8 @@ def decode_rgb8_tf(data: tf.Tensor) -> tf.Tensor:
                        lambda: _decode_with_opencv(data),
                        lambda: _to_rgb8(tf.io.decode_jpeg(data, channels=0, dct_method="INTEGER_ACCURATE")))
 
-    return tf.case([(is_png, png), (is_jpeg, jpeg)], default=lambda: _decode_tiff(data), exclusive=False)
+    return tf.case([(is_png, png), (is_jpeg, jpeg), (is_tiff, lambda: _decode_tiff(data))],
+                   default=lambda: _decode_with_opencv(data), exclusive=False)
 
 
 def resize_to_model(image: tf.Tensor, size: int) -> tf.Tensor:

@@ -345,3 +345,20 @@ def test_score_gives_the_same_reasons(odd_images, tmp_path, model_dir):
                    "--output", str(out), "--workers", "1")
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert errors_by_case(out) == {"g": "unsupported_image", "c5": "unsupported_image"}, detector
+
+
+def test_decoder_warnings_are_not_printed_raw(tmp_path, model_dir):
+    """A truncated PNG (OpenCV: "PNG input buffer is incomplete") and a BMP named .png (libtiff: "Not
+    a TIFF file"): each file's error record or row says it; nothing raw reaches the terminal."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    data = cv2.imencode(".png", np.full((40, 40, 3), 128, np.uint8))[1].tobytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])
+    (folder / "bitmap.png").write_bytes(cv2.imencode(".bmp", np.full((20, 30, 3), 90, np.uint8))[1].tobytes())
+    for detector in ("network", "matcher"):
+        out = tmp_path / detector / "sub.csv"
+        proc = run("serving.score", "--detector", detector, "--model_dir", model_dir, "--input_dir", str(folder),
+                   "--output", str(out), "--workers", "1")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert errors_by_case(out) == {"cut": "corrupt_image"}
+        assert "WARN" not in proc.stderr and "TIFF" not in proc.stderr, proc.stderr[-2000:]

@@ -189,7 +189,7 @@ def test_text_file_named_png(tmp_path):
 def test_missing_file_and_directory(tmp_path):
     expect_bad(str(tmp_path / "nope.png"), "unreadable")
     (tmp_path / "dir.png").mkdir()
-    expect_bad(str(tmp_path / "dir.png"), "unreadable")
+    expect_bad(str(tmp_path / "dir.png"), "not_a_file")
 
 
 def test_over_pixel_limit_small_max_pixels(tmp_path):

@@ -48,7 +48,7 @@ def messy_dir(tmp_path_factory):
     cv2.imwrite(os.path.join(root, "photo.jpg"), smooth(100, 64, 3), [cv2.IMWRITE_JPEG_QUALITY, 85])
     cv2.imwrite(os.path.join(root, "deep.tif"), rng.integers(0, 65536, (70, 90, 3), dtype=np.uint16))
     cv2.imwrite(os.path.join(root, "deepgray.tiff"), rng.integers(0, 65536, (30, 200), dtype=np.uint16))
-    _write_png16_gray(os.path.join(root, "deepgray.png"), rng)
+    _write_png16_gray(os.path.join(root, "deepgray16.png"), rng)
     Image.fromarray(smooth(40, 48, 3)).convert("CMYK").save(os.path.join(root, "print.jpg"), quality=90)
     with open(os.path.join(root, "bitmap.png"), "wb") as f:  # a BMP with the wrong extension
         f.write(cv2.imencode(".bmp", smooth(20, 30, 3))[1].tobytes())
@@ -65,11 +65,11 @@ def messy_dir(tmp_path_factory):
     return root
 
 
-GOOD = ("bilevel", "bitmap", "deep", "deepgray", "gray", "photo", "print", "rgb", "rgba")
+GOOD = ("bilevel", "bitmap", "deep", "deepgray", "deepgray16", "gray", "photo", "print", "rgb", "rgba")
 BAD = {"corrupt": "corrupt_image", "empty": "empty_file", "notes": "not_an_image"}
 
 
-@pytest.mark.parametrize("name", ["deep.tif", "deepgray.tiff", "deepgray.png", "gray.png", "rgba.png",
+@pytest.mark.parametrize("name", ["deep.tif", "deepgray.tiff", "deepgray16.png", "gray.png", "rgba.png",
                                   "photo.jpg", "print.jpg", "rgb.png"])
 def test_tf_decoder_equals_preprocessing(messy_dir, name):
     """Pixel equality of the TF decoder (+ resize) with preprocessing.images.read_rgb8 (+ the Beam job's resize)."""
