@@ -181,7 +181,13 @@ DEFAULT_WORKERS = os.cpu_count() or 1  # processes for the matcher: one image at
 
 def define_workers() -> None:
     flags.DEFINE_integer("workers", DEFAULT_WORKERS, "Processes for the matcher (one image at a time each; default: "
-                         "the core count).", lower_bound=1)
+                         "the core count; never more than the images or the cores).", lower_bound=1)
+
+
+def worker_count(requested: int, items: int) -> int:
+    """The processes worth starting: never more than the items or the cores (each costs ~150 MB
+    before it does anything; 1000 of them for 4 images only exhausts the machine)."""
+    return max(1, min(requested, items, DEFAULT_WORKERS))
 
 
 def define_overwrite() -> None:
@@ -256,8 +262,22 @@ def run(main: Callable, flags_parser: Optional[Callable] = None) -> None:
             sys.stderr.write(user_error_line(exc) + "\n")
             return 2
 
-    kwargs = {"flags_parser": flags_parser} if flags_parser else {}
-    app.run(wrapped, **kwargs)
+    app.run(wrapped, flags_parser=_flag_errors_exit_2(flags_parser or FLAGS))
+
+
+FLAG_ERROR_STATUS = 2  # what the README promises for any command line that cannot be carried out
+
+
+def _flag_errors_exit_2(parse: Callable) -> Callable:
+    """A flag parser whose errors (unknown flag, bad value, missing required flag) are one line and
+    exit status 2, like every other user error (absl's own exit 1 with the whole usage text)."""
+    def parser(argv):
+        try:
+            return parse(argv)
+        except flags.Error as exc:
+            sys.stderr.write(f"error: {' '.join(str(exc).split())} (--help lists the flags)\n")
+            sys.exit(FLAG_ERROR_STATUS)
+    return parser
 
 
 def command_line(module: str, argv: Optional[list] = None) -> list[str]:

@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -85,11 +87,46 @@ def check_file(path: str, *, overwrite: bool = False, protected: Optional[dict] 
     if fs.exists(path) and not overwrite:
         raise UsageError(f"{what} {path} exists; pass --overwrite to replace it")
     _check_writable(fileio.parent(path), what, path, fs)
+    clean_leftovers(path)
     return path
 
 
 def temp_name(path: str) -> str:
+    """``<path>.tmp-<pid>-<random>``: the pid tells a later run whether the writer is still alive."""
     return f"{path}{TEMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_leftovers(path: str) -> list[str]:
+    """What interrupted runs left beside the local output ``path`` (``temp_name`` files and staging
+    folders), removed when their process is gone: the names are this project's own, for this very
+    output, so nothing else is touched. Each is printed; returns the removed ones. (On a remote
+    path the writer may run on another machine: nothing is looked for there.)"""
+    if fileio.is_remote(path):
+        return []
+    stem = path.rstrip(os.sep)
+    out = []
+    for left in sorted(glob.glob(glob.escape(stem) + TEMP_MARK + "*")):
+        pid = left[len(stem) + len(TEMP_MARK):].split("-", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            print(f"note: {left} was left by an interrupted or running job; remove it if no job is running")
+            continue
+        if os.path.isdir(left) and not os.path.islink(left):
+            shutil.rmtree(left)
+        else:
+            os.remove(left)
+        print(f"removed {left}, left by an interrupted run (process {pid} is gone)")
+        out.append(left)
+    return out
 
 
 @contextlib.contextmanager
@@ -137,6 +174,7 @@ def check_dir(path: str, *, overwrite: bool = False, owned: Callable[[str], bool
         raise UsageError(f"{what} {path} is not empty{hint}; pass --overwrite to replace this command's own "
                          "files there (anything else is left alone), or choose an empty or new directory")
     _check_writable(fileio.parent(path), what, path, fs)
+    clean_leftovers(path)
     return path
 
 

@@ -58,6 +58,9 @@ def parse(annotation: str) -> list[list[int]]:
             raise RLEError(f"instance {k}: not a JSON list: {part[:60]!r}") from exc
         if not isinstance(runs, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in runs):
             raise RLEError(f"instance {k}: expected a list of integers: {part[:60]!r}")
+        if not runs:  # encode never writes it; counting it as a forged instance would be a guess
+            raise RLEError(f"instance {k}: an empty run list is not an instance (an image without instances "
+                           "is written 'authentic')")
         if len(runs) % 2:
             raise RLEError(f"instance {k}: odd number of values ({len(runs)}); runs come in start,length pairs")
         out.append(runs)

@@ -20,7 +20,7 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from preprocessing import fileio, rle
+from preprocessing import cli, fileio, rle
 from preprocessing.errors import BadInput
 from preprocessing.images import read_rgb8
 from preprocessing.matching import DecisionParams, Detection, MatcherConfig, decide, describe, detect, instances_of
@@ -65,7 +65,9 @@ def _analyse_star(args) -> Analysed:
 
 def iter_analysed(items: Sequence[tuple[str, str]], config: MatcherConfig = MatcherConfig(), workers: int = 1,
                   progress: bool = True) -> Iterator[Analysed]:
-    """``analyse`` every item, in order, in ``workers`` processes (1: in this process)."""
+    """``analyse`` every item, in order, in ``workers`` processes (1: in this process; never more
+    than the items or the cores: ``cli.worker_count``)."""
+    workers = cli.worker_count(workers, len(items))
     bar = tqdm(total=len(items), desc="matching", unit="img", disable=not progress, file=sys.stderr)
     jobs = [(item, config) for item in items]
     if workers <= 1:

@@ -60,11 +60,21 @@ class Evaluation:
     per_image: pd.DataFrame = field(repr=False)
 
 
+def _whole(value) -> int:
+    """An integer read from a CSV cell (pandas gives 320.0 for a column with a blank): 319.7 is an
+    error, never truncated to 319."""
+    if isinstance(value, str):
+        return int(value)
+    if not float(value).is_integer():
+        raise ValueError(value)
+    return int(value)
+
+
 def solution_size(rec) -> tuple[int, int]:
     """(height, width) of a solution row, or an error naming the row."""
     try:
-        h, w = int(rec.height), int(rec.width)
-    except (TypeError, ValueError):
+        h, w = _whole(rec.height), _whole(rec.width)
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"solution row {rec.case_id!r}: height {rec.height!r} / width {rec.width!r} are not "
                          "integers") from None
     if h < 1 or w < 1:

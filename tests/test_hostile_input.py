@@ -362,3 +362,84 @@ def test_decoder_warnings_are_not_printed_raw(tmp_path, model_dir):
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert errors_by_case(out) == {"cut": "corrupt_image"}
         assert "WARN" not in proc.stderr and "TIFF" not in proc.stderr, proc.stderr[-2000:]
+
+
+# ----------------------------------------------------------------------------- 14: the low items
+
+def test_workers_never_exceed_the_items_or_the_cores():
+    from preprocessing import cli
+
+    assert cli.worker_count(1000, 4) == min(4, os.cpu_count())
+    assert cli.worker_count(1000, 0) == 1 and cli.worker_count(2, 100) == min(2, os.cpu_count())
+
+
+def test_flag_errors_exit_2_in_one_line(tmp_path):
+    for args in (["serving.score", "--input_dir", str(tmp_path), "--no_such_flag"],
+                 ["serving.evaluate", "--solution", "x.csv"],  # --submission missing
+                 ["serving.score", "--input_dir", str(tmp_path), "--workers", "0"]):
+        proc = run(*args)
+        refused(proc)
+
+
+def test_an_empty_run_list_is_unparseable_not_forged(data, tmp_path):
+    from preprocessing import rle
+
+    with pytest.raises(rle.RLEError, match="empty run list"):
+        rle.parse("[]")
+    sol = pd.read_csv(data / "test_solution.csv", dtype=str)
+    sub = tmp_path / "sub.csv"
+    pd.DataFrame({"case_id": sol.case_id, "annotation": ["[]"] + ["authentic"] * (len(sol) - 1)}).to_csv(sub,
+                                                                                                        index=False)
+    proc = run("serving.evaluate", "--solution", str(data / "test_solution.csv"), "--submission", str(sub))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["unparseable"] == 1 and summary["pred_forged"] == 0
+
+
+def test_a_fractional_solution_height_is_refused(data, tmp_path):
+    sol = pd.read_csv(data / "test_solution.csv", dtype=str)
+    sol.loc[0, "height"] = str(int(sol.loc[0, "height"]) - 0.3)  # 319.7: was truncated to 319
+    bad = tmp_path / "solution.csv"
+    sol.to_csv(bad, index=False)
+    sub = tmp_path / "sub.csv"
+    pd.DataFrame({"case_id": sol.case_id, "annotation": "authentic"}).to_csv(sub, index=False)
+    refused(run("serving.evaluate", "--solution", str(bad), "--submission", str(sub)), sol.loc[0, "case_id"],
+            "not integers")
+
+
+def _dead_pid() -> int:
+    """A process id no process has now (a finished child's)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_an_interrupted_runs_staging_files_are_removed_next_time(data, tmp_path):
+    out = tmp_path / "sub.csv"
+    dead, alive = _dead_pid(), os.getpid()
+    left_file = tmp_path / f"sub.csv{outputs.TEMP_MARK}{dead}-0badf00d"
+    left_file.write_text("half a submission")
+    running = tmp_path / f"sub.csv{outputs.TEMP_MARK}{alive}-0badf00d"
+    running.write_text("a job still writing")
+    other = tmp_path / "notes.tmp-1-x"  # not this output's: never touched
+    other.write_text("mine")
+    proc = run("serving.score", "--detector", "matcher", "--input_dir", str(data), "--output", str(out),
+               "--workers", "1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not left_file.exists() and f"removed {left_file}" in proc.stdout
+    assert running.exists() and other.exists()
+    staging = tmp_path / f"report{outputs.TEMP_MARK}{dead}-12345678"
+    (staging / "sub").mkdir(parents=True)
+    (staging / "sub" / "index.html").write_text("half a report")
+    proc = run("preprocessing.report", "--input_dir", str(data), "--output_dir", str(tmp_path / "report"),
+               timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not staging.exists()
+
+
+def test_a_dispatcher_port_out_of_range_is_refused_without_a_bad_hint():
+    from trainer import service
+
+    with pytest.raises(UsageError, match="port 99999 is not a TCP port"):
+        service.address("grpc://localhost:99999")
+    assert service.address("grpc://localhost:5050") == "localhost:5050"

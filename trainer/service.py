@@ -48,6 +48,7 @@ import tensorflow as tf
 from preprocessing.errors import UsageError
 
 PROCESSING_MODE = "distributed_epoch"
+MAX_PORT = 65535  # the largest TCP port
 CONNECT_TIMEOUT_S = 10.0  # how long a trainer or a starting worker waits for the dispatcher to answer
 _GET_VERSION = "/tensorflow.data.DispatcherService/GetVersion"  # the cheapest RPC every dispatcher serves
 
@@ -58,6 +59,8 @@ def address(service: str, flag: str = "--data_service") -> str:
     host, _, port = addr.rpartition(":")
     if (sep and protocol != "grpc") or not host or not port.isdigit():
         raise UsageError(f"{flag} {service}: expected grpc://HOST:PORT (the dispatcher's address)")
+    if not 1 <= int(port) <= MAX_PORT:  # else the hint below would suggest a port no server can take
+        raise UsageError(f"{flag} {service}: port {port} is not a TCP port (1 to {MAX_PORT})")
     return addr
 
 
