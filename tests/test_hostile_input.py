@@ -443,3 +443,14 @@ def test_a_dispatcher_port_out_of_range_is_refused_without_a_bad_hint():
     with pytest.raises(UsageError, match="port 99999 is not a TCP port"):
         service.address("grpc://localhost:99999")
     assert service.address("grpc://localhost:5050") == "localhost:5050"
+
+
+def test_the_report_reads_a_float_tiff(data, odd_images, tmp_path):
+    folder, _ = odd_images
+    for name in ("f32.tif", "g.png"):
+        shutil.copy(folder / name, data / "test_images" / name)
+    out = tmp_path / "report"
+    proc = run("preprocessing.report", "--input_dir", str(data), "--output_dir", str(out), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    problems = pd.read_csv(out / "problems.csv", dtype=str, keep_default_na=False)
+    assert sorted(zip(problems["path"], problems["tag"])) == [("test_images/g.png", "unsupported_image")]

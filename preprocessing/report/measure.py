@@ -10,20 +10,24 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from preprocessing.images import image_size
+from preprocessing.images import image_header
 from preprocessing.report import figures as figs
 
 ELA_QUALITY, ELA_SCALE = 95, 10  # the first seed's error-level analysis
 PEEK_MAX_SIDE = 384  # template matching runs on a downscaled copy (the seed used scale 0.5)
 
 
+UNKNOWN_MODE = "unknown to Pillow"  # the colour mode of the few images only OpenCV reads
+
+
 def header_info(data: bytes, path: str) -> dict:
     """Width, height, colour mode and bits per sample from the file header (no pixel decoding)."""
-    image_size(data, path)  # the one header check: its reasons name the file, not an in-memory buffer
-    with Image.open(io.BytesIO(data)) as im:
-        width, height = im.size
-        mode, fmt = im.mode, im.format
-        rawmode = im.tile[0][3] if im.tile else ""
+    height, width, fmt = image_header(data, path)  # the one header check: its reasons name the file
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            mode, rawmode = im.mode, im.tile[0][3] if im.tile else ""
+    except Exception:  # a TIFF Pillow cannot open (float32 RGB), sized from its directory: depth unknown
+        return {"width": width, "height": height, "mode": UNKNOWN_MODE, "format": fmt, "bits": 0}
     return {"width": width, "height": height, "mode": mode, "format": fmt, "bits": bits_per_sample(mode, rawmode)}
 
 
