@@ -41,11 +41,9 @@ def kind_of(mode: int) -> str:
 
 def check_regular(path: str) -> None:
     """Raise ``NotAFile`` if ``path`` exists and is not a regular file (links followed); a missing
-    path or a dangling link passes (opening it says why). Remote stores hold only files and
-    folders: a folder is refused."""
+    path or a dangling link passes (opening it says why). Remote stores hold no FIFOs or devices
+    (reading a folder there fails at once): nothing to check."""
     if is_remote(path):
-        if filesystem(path).isdir(path):
-            raise NotAFile(path, "a directory")
         return
     try:
         mode = os.stat(path).st_mode
