@@ -187,15 +187,18 @@ def test_score_records_a_fifo_and_completes(data, tmp_path, model_dir, detector)
     assert dict(pd.read_csv(out, dtype=str).values)["p"] == "authentic"
 
 
-def test_beam_job_records_a_fifo_and_completes(data, tmp_path):
-    """Before: the Beam job blocked forever on the FIFO."""
+def test_beam_job_records_a_fifo_and_a_bad_name_and_completes(data, tmp_path):
+    """Before: the Beam job blocked forever on the FIFO, and refused a non-UTF-8 name without naming it."""
     os.mkfifo(data / "train_images" / "authentic" / "p.png")
+    png(data / "train_images" / "authentic" / BAD_NAME, 3)
     out = tmp_path / "records"
     proc = run("preprocessing.main", "--input_dir", str(data), "--output_dir", str(out), "--image_size", "64",
                "--num_shards", "1", "--direct_running_mode=in_memory", timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     errors = [json.loads(line) for line in open(out / "errors.jsonl")]
     assert [(e["case_id"], e["reason"].split(":")[0]) for e in errors] == [("p", "not_a_file")]
+    problems = json.load(open(out / "manifest.json"))["stats"]["discovery_problems"]
+    assert problems["by_reason"] == {"bad_file_name": 1}, problems
 
 
 def test_report_records_a_fifo_a_duplicate_and_a_bad_name(data, tmp_path):
@@ -248,17 +251,6 @@ def test_beam_score_lists_duplicate_ids_and_bad_names_as_errors(data, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     tags = sorted(e["reason"].split(":")[0] for e in read_side_file(str(out), errors_path(str(out))))
     assert tags == ["bad_file_name", "duplicate_image", "duplicate_image"]
-
-
-def test_beam_job_lists_a_bad_name(data, tmp_path):
-    png(data / "train_images" / "authentic" / BAD_NAME, 3)
-    out = tmp_path / "records"
-    proc = run("preprocessing.main", "--input_dir", str(data), "--output_dir", str(out), "--image_size", "64",
-               "--num_shards", "1", "--direct_running_mode=in_memory", timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    manifest = json.load(open(out / "manifest.json"))
-    problems = manifest["stats"]["discovery_problems"]
-    assert problems["by_reason"] == {"bad_file_name": 1}, problems
 
 
 # ----------------------------------------------------------------------------- 5: side files
