@@ -131,10 +131,25 @@ def check_header(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> tuple[
     return height, width, fmt
 
 
+def without_color_profile(data: bytes) -> bytes:
+    """PNG bytes without their ``iCCP`` chunk (other bytes as they are). The profile is never applied
+    (pixels are taken as stored), and libpng prints a raw "libpng warning: iCCP: ..." line to the
+    terminal for each malformed one, common in exported figures."""
+    pos = len(_SIGNATURES[0])
+    while data.startswith(_SIGNATURES[0]) and pos + 8 <= len(data):
+        length, kind = int.from_bytes(data[pos:pos + 4], "big"), bytes(data[pos + 4:pos + 8])
+        if kind == b"iCCP":  # at most one, before the first IDAT
+            return data[:pos] + data[pos + 12 + length:]
+        if kind == b"IDAT":
+            break
+        pos += 12 + length  # length, type, data, CRC
+    return data
+
+
 def decode_rgb8(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes to (H, W, 3) RGB uint8, or raise ``BadInput`` naming the file."""
     check_header(data, path, max_pixels)
-    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    decoded = cv2.imdecode(np.frombuffer(without_color_profile(data), np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise BadInput(path, "corrupt_image: the decoder could not read the pixels (truncated or damaged file)")
     try:

@@ -340,20 +340,28 @@ def test_score_gives_the_same_reasons(odd_images, tmp_path, model_dir):
 
 
 def test_decoder_warnings_are_not_printed_raw(tmp_path, model_dir):
-    """A truncated PNG (OpenCV: "PNG input buffer is incomplete") and a BMP named .png (libtiff: "Not
-    a TIFF file"): each file's error record or row says it; nothing raw reaches the terminal."""
+    """A truncated PNG (OpenCV: "PNG input buffer is incomplete"), a BMP named .png (libtiff: "Not
+    a TIFF file") and a PNG with a malformed colour profile (libpng: "iCCP: too short"): each
+    file's error record or row says what matters; nothing raw reaches the terminal."""
     folder = tmp_path / "imgs"
     folder.mkdir()
     data = cv2.imencode(".png", np.full((40, 40, 3), 128, np.uint8))[1].tobytes()
     (folder / "cut.png").write_bytes(data[: len(data) // 2])
     (folder / "bitmap.png").write_bytes(cv2.imencode(".bmp", np.full((20, 30, 3), 90, np.uint8))[1].tobytes())
+    from PIL import Image
+
+    pixels = np.random.default_rng(2).integers(0, 255, (30, 40, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(folder / "icc.png", icc_profile=b"0" * 200)  # libpng: "iCCP: too short"
+    from preprocessing.images import read_rgb8
+
+    np.testing.assert_array_equal(read_rgb8(str(folder / "icc.png")), pixels)  # the profile is never applied
     for detector in ("network", "matcher"):
         out = tmp_path / detector / "sub.csv"
         proc = run("serving.score", "--detector", detector, "--model_dir", model_dir, "--input_dir", str(folder),
                    "--output", str(out), "--workers", "1")
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert errors_by_case(out) == {"cut": "corrupt_image"}
-        assert "WARN" not in proc.stderr and "TIFF" not in proc.stderr, proc.stderr[-2000:]
+        assert not any(w in proc.stderr for w in ("WARN", "TIFF", "libpng")), proc.stderr[-2000:]
 
 
 # ----------------------------------------------------------------------------- 14: the low items
