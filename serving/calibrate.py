@@ -74,7 +74,8 @@ def calibrate(model_dir: str, data_dir: str | None = None, input_dir: str | None
     model = load(model_dir)
     meta_path = fileio.join(model.export_dir, METADATA_FILE)
     if write:  # before the work: the result must not be lost at the last step
-        outputs.check_file(meta_path, overwrite=True, what="metadata")
+        outputs.check_file(meta_path, overwrite=True, what="metadata",
+                           protected={"--data_dir": data_dir, "--input_dir": input_dir})
     errors: list[dict] = []
     if data_dir:
         samples = calibration.samples_from_records(model, data_dir, batch_size, split, progress)

@@ -115,6 +115,14 @@ def test_trainer_refuses_a_model_dir_inside_the_data_dir(tmp_path):
     assert os.listdir(records) == []
 
 
+def test_calibrate_never_writes_into_its_data(data, model_dir):
+    inside = data / "model"
+    shutil.copytree(model_dir, inside)
+    before = (inside / "export" / "metadata.json").read_bytes()
+    refused(run("serving.calibrate", "--model_dir", str(inside), "--input_dir", str(data)), "inside the --input_dir")
+    assert (inside / "export" / "metadata.json").read_bytes() == before
+
+
 def _special_files(tmp_path) -> list:
     """A FIFO, a socket and (as root) a character device: none may be replaced by --overwrite."""
     import socket
