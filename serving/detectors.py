@@ -20,7 +20,7 @@ from preprocessing.matching import DecisionParams, decide, instances_of
 from serving import matcher
 from serving.fused import FusedParams, fuse
 from serving.postprocess import PostprocessConfig, Prediction
-from serving.submission import ScoreResult
+from serving.submission import ScoreResult, rows_with_errors
 
 DETECTORS = ("network", "matcher", "fused")
 AUTO = "auto"
@@ -87,7 +87,5 @@ def score_items(detector: str, items: Sequence[tuple[str, str]], model=None, set
     for pred in preds:
         rows[pred.case_id], record = fused_outcome(analysed[pred.case_id], pred, settings)
         evidence.append(record)
-    for err in errors:
-        rows.setdefault(err["case_id"], rle.AUTHENTIC)
-    return ScoreResult(sorted(rows.items()), sorted(errors, key=lambda e: e["case_id"])), \
+    return ScoreResult(rows_with_errors(rows, errors), sorted(errors, key=lambda e: e["case_id"])), \
         sorted(evidence, key=lambda e: e["case_id"])

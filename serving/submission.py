@@ -36,7 +36,11 @@ def submission_rows(preds: Iterable[Prediction], errors: Sequence[dict],
 
     ``preds`` may be a stream that appends to ``errors`` as it goes: it is consumed first.
     """
-    rows = {p.case_id: annotation(p, cfg) for p in preds}
+    return rows_with_errors({p.case_id: annotation(p, cfg) for p in preds}, errors)
+
+
+def rows_with_errors(rows: dict[str, str], errors: Sequence[dict]) -> list[tuple[str, str]]:
+    """case_id -> annotation plus an ``authentic`` row for every error record's image, sorted."""
     for err in errors:
         rows.setdefault(err["case_id"], rle.AUTHENTIC)
     return sorted(rows.items())
@@ -44,10 +48,8 @@ def submission_rows(preds: Iterable[Prediction], errors: Sequence[dict],
 
 def with_errors(result: ScoreResult, errors: Sequence[dict]) -> ScoreResult:
     """``result`` with more error records (files discovery refused), each image scored ``authentic``."""
-    rows = dict(result.rows)
-    for err in errors:
-        rows.setdefault(err["case_id"], rle.AUTHENTIC)
-    return ScoreResult(sorted(rows.items()), sorted([*result.errors, *errors], key=lambda e: e["case_id"]))
+    return ScoreResult(rows_with_errors(dict(result.rows), errors),
+                       sorted([*result.errors, *errors], key=lambda e: e["case_id"]))
 
 
 def format_csv(rows: Sequence[tuple[str, str]]) -> str:
@@ -112,7 +114,10 @@ def read_side_file(output: str, path: str) -> list[dict]:
     """The records of the side file ``path`` of the submission ``output``, or ``StaleSideFile`` when
     it was written with another submission (or before side files recorded theirs)."""
     lines = fileio.read_text(path).splitlines()
-    head = json.loads(lines[0]).get(SIDE_HEADER) if lines and lines[0].startswith("{") else None
+    try:
+        head = json.loads(lines[0]).get(SIDE_HEADER) if lines else None
+    except (ValueError, AttributeError):  # not a JSON object
+        head = None
     if not isinstance(head, dict):
         raise StaleSideFile(f"{path} does not say which submission it belongs to (an older run wrote it): "
                             f"not used with {output}")
