@@ -462,3 +462,21 @@ def test_the_report_reads_a_float_tiff(data, odd_images, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     problems = pd.read_csv(out / "problems.csv", dtype=str, keep_default_na=False)
     assert sorted(zip(problems["path"], problems["tag"])) == [("test_images/g.png", "unsupported_image")]
+
+
+def test_pillows_bomb_warning_is_not_printed():
+    """A header of 9500 x 9500 (90 MP: over Pillow's warning bar of ~89 MP, under our 100 MP limit):
+    the size is read without DecompressionBombWarning; our own limit decides."""
+    import warnings
+    import zlib
+
+    from preprocessing.images import image_size
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    ihdr = (9500).to_bytes(4, "big") * 2 + bytes([8, 2, 0, 0, 0])  # 8-bit RGB
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert image_size(data, "big.png") == (9500, 9500)
