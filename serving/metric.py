@@ -16,6 +16,7 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from preprocessing import rle
+from preprocessing.errors import UsageError
 
 
 def f1_matrix(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray]) -> np.ndarray:
@@ -65,10 +66,10 @@ def solution_size(rec) -> tuple[int, int]:
     try:
         h, w = int(rec.height), int(rec.width)
     except (TypeError, ValueError):
-        raise ValueError(f"solution row {rec.case_id!r}: height {rec.height!r} / width {rec.width!r} are not "
+        raise UsageError(f"solution row {rec.case_id!r}: height {rec.height!r} / width {rec.width!r} are not "
                          "integers") from None
     if h < 1 or w < 1:
-        raise ValueError(f"solution row {rec.case_id!r}: height {h} / width {w} must be >= 1")
+        raise UsageError(f"solution row {rec.case_id!r}: height {h} / width {w} must be >= 1")
     return h, w
 
 
@@ -92,14 +93,14 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
     """
     for col in ("case_id", "annotation", "height", "width"):
         if col not in solution.columns:
-            raise ValueError(f"solution is missing column {col!r} (has {list(solution.columns)})")
+            raise UsageError(f"solution is missing column {col!r} (has {list(solution.columns)})")
     for col in ("case_id", "annotation"):
         if col not in submission.columns:
-            raise ValueError(f"submission is missing column {col!r} (has {list(submission.columns)})")
+            raise UsageError(f"submission is missing column {col!r} (has {list(submission.columns)})")
     solution = solution.astype({"case_id": str})
     repeated = _duplicates(solution["case_id"])
     if repeated:
-        raise ValueError(f"solution repeats case id(s) {', '.join(map(repr, repeated[:10]))}: each image must "
+        raise UsageError(f"solution repeats case id(s) {', '.join(map(repr, repeated[:10]))}: each image must "
                          "appear once")
     submission = submission.astype({"case_id": str})
     duplicate_ids = _duplicates(submission["case_id"])  # only the first row of a repeated case_id counts

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 from preprocessing.cli import HELP, option
+from preprocessing.errors import UsageError
 
 ARCHS = ("unet", "seed")
 LOSSES = ("bce_dice", "tversky", "dice", "focal", "bce")
@@ -119,7 +120,7 @@ def from_dict(d: dict) -> TrainConfig:
     unknown = sorted(set(d) - known) + sorted(f"model.{k}" for k in set(model) - {
         f.name for f in dataclasses.fields(ModelConfig)})
     if unknown:
-        raise ValueError(f"unknown configuration fields: {', '.join(unknown)}")
+        raise UsageError(f"unknown configuration fields: {', '.join(unknown)}")
     return TrainConfig(**d, model=ModelConfig(**model))
 
 
@@ -132,7 +133,7 @@ def load(path: str) -> TrainConfig:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such configuration file") from None
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: not a training configuration ({exc})") from exc
+        raise UsageError(f"{path}: not a training configuration ({exc})") from exc
 
 
 def to_json(cfg: TrainConfig) -> str:
