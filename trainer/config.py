@@ -84,6 +84,10 @@ class TrainConfig:
     data_service_compression: bool = option(False, "Snappy-compress the batches the service sends: a third of the "
                                             "bytes on the network, but more of the trainer's CPU time to receive "
                                             "them (README: tf.data service).")
+    data_service_timeout: float = option(60.0, "With --data_service: end the run (one line naming the dispatcher, "
+                                         "the last finished epoch kept for a relaunch) once the dispatcher has not "
+                                         "answered for this many seconds; TensorFlow would retry forever.",
+                                         lower=1.0)
     max_minutes: float = option(0.0, "Stop cleanly after this many minutes (0: no limit).", lower=0.0)
     seed: int = option(42, HELP["seed"])
     steps_per_epoch: int = option(0, "Steps per epoch (0: one pass over the training split).", lower=0)
@@ -106,7 +110,7 @@ class TrainConfig:
         """What decides the trained model: everything but where it runs, where it is written and how it is shown."""
         d = self.to_dict()
         for key in ("model_dir", "verbose", "max_minutes", "cpu_replicas", "strategy", "data_service",
-                    "data_service_compression"):
+                    "data_service_compression", "data_service_timeout"):
             d.pop(key)
         return d
 
