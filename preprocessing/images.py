@@ -11,6 +11,9 @@ orientation ignored so masks stay aligned):
 Images above ``MAX_PIXELS`` are refused before decoding (decompression bombs).
 The size comes from the header via Pillow, which itself refuses headers above
 2 x ``PIL.Image.MAX_IMAGE_PIXELS`` (~179 MP): also reported as ``too_large``.
+Files are checked from their header before they are read whole (``check_file``): junk named
+like an image, or a file larger than any encoding of its header's pixels, is refused having read
+a few bytes, so a 2 GB junk ``x.png`` costs no memory.
 """
 from __future__ import annotations
 
@@ -25,6 +28,11 @@ from preprocessing.errors import BadInput
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MAX_PIXELS = 100_000_000  # 100 MP: ~10k x 10k; larger files are refused, not decoded
+# The most bytes a supported file can spend per pixel (float64 RGBA, uncompressed: 4 x 8) and what it may
+# hold besides its pixels (EXIF, ICC profiles, thumbnails): a larger file is damaged or not what its header
+# says, and is refused before it is read whole.
+MAX_BYTES_PER_PIXEL = 32
+METADATA_ALLOWANCE = 16 << 20
 # Leading bytes of the formats we accept: PNG, JPEG, TIFF (little/big endian).
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
 
@@ -49,21 +57,59 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image shape {a.shape}")
 
 
-def image_size(data: bytes, path: str) -> tuple[int, int]:
-    """(height, width) from the file header only, without decoding the pixels."""
+def image_size(data, path: str) -> tuple[int, int]:
+    """(height, width) from the header only, without decoding the pixels. ``data``: the file's bytes,
+    or the open binary file (Pillow then reads only the header)."""
     import io
 
+    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(source) as im:
             width, height = im.size
     except Image.DecompressionBombError as exc:
         raise BadInput(path, f"too_large: {exc}") from exc
     except Exception as exc:  # PIL raises many types for junk headers
         # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): drop it so reasons are stable.
-        detail = f"{type(exc).__name__}: {re.sub(r' <_io.BytesIO object at 0x[0-9a-f]+>', '', str(exc))}"
-        if bytes(data[:8]).startswith(_SIGNATURES):  # an image file whose header is cut short or damaged
+        detail = f"{type(exc).__name__}: {re.sub(r' <[^<>]* object at 0x[0-9a-f]+>', '', str(exc))}"
+        source.seek(0)
+        if bytes(source.read(8)).startswith(_SIGNATURES):  # an image file whose header is cut short or damaged
             raise BadInput(path, f"corrupt_image: damaged or truncated header ({detail})") from exc
         raise BadInput(path, f"not_an_image: cannot read header ({detail})") from exc
+    return height, width
+
+
+def check_size(height: int, width: int, path: str, max_pixels: int = MAX_PIXELS, file_bytes: int = 0) -> None:
+    """``BadInput`` for a header claiming more than ``max_pixels``, or for a file of ``file_bytes`` that
+    no encoding of that many pixels explains."""
+    if height * width > max_pixels:
+        raise BadInput(path, f"too_large: {width}x{height} = {height * width} pixels exceeds the limit of {max_pixels}")
+    most = height * width * MAX_BYTES_PER_PIXEL + METADATA_ALLOWANCE
+    if file_bytes > most:
+        raise BadInput(path, f"corrupt_image: {file_bytes} bytes, more than any encoding of {width}x{height} pixels "
+                             f"needs ({most}): damaged, or not the image its header describes")
+
+
+def check_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of an image file from its header, having read only the header: ``BadInput``
+    naming the file for an unreadable, empty, junk, oversized or overlong file. Every reader runs it
+    before reading a file whole (memory stays bounded by ``max_pixels``)."""
+    from preprocessing import fileio
+
+    try:
+        with fileio.open_file(path, "rb") as f:
+            f.seek(0, 2)
+            file_bytes = f.tell()
+            if file_bytes == 0:
+                raise BadInput(path, "empty_file: zero bytes")
+            f.seek(0)
+            height, width = image_size(f, path)
+    except BadInput:
+        raise
+    except OSError as exc:
+        raise BadInput(path, f"unreadable: {exc.strerror or exc}") from exc
+    except Exception as exc:  # remote file systems raise their own error types
+        raise BadInput(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
+    check_size(height, width, path, max_pixels, file_bytes)
     return height, width
 
 
@@ -72,8 +118,7 @@ def decode_rgb8(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> np.ndar
     if len(data) == 0:
         raise BadInput(path, "empty_file: zero bytes")
     height, width = image_size(data, path)
-    if height * width > max_pixels:
-        raise BadInput(path, f"too_large: {width}x{height} = {height * width} pixels exceeds the limit of {max_pixels}")
+    check_size(height, width, path, max_pixels, len(data))
     decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if decoded is None or decoded.size == 0:
         raise BadInput(path, "corrupt_image: the decoder could not read the pixels (truncated or damaged file)")
@@ -87,6 +132,7 @@ def read_rgb8(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read and decode an image file to RGB uint8 (see module docstring for the conversion)."""
     from preprocessing import fileio
 
+    check_file(path, max_pixels)  # the header first: a file is read whole only if its size makes sense
     try:
         data = fileio.read_bytes(path)
     except OSError as exc:

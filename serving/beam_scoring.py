@@ -89,8 +89,7 @@ class DecodeFn(beam.DoFn):
         import tensorflow as tf
 
         from preprocessing.errors import BadInput
-        from preprocessing.images import read_rgb8
-        from serving.decode import check_file
+        from preprocessing.images import check_file, read_rgb8
 
         case_id, path, detection = item
         try:
