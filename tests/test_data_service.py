@@ -236,5 +236,5 @@ def test_a_dispatcher_killed_mid_training_ends_the_run_in_bounded_time_with_its_
     # Left as a kill leaves it, which a relaunch resumes (tests/test_train.py): training, epochs logged, a backup.
     assert run_state.read_state(str(model_dir)) == run_state.TRAINING
     assert len(log.read_text().splitlines()) >= 2
-    backup = model_dir / run_state.BACKUP_DIR
-    assert (backup / run_state.BACKUP_WEIGHTS).exists() and (backup / run_state.BACKUP_META).exists()
+    resume = run_state.prepare_backup(str(model_dir))  # what the relaunch reads first: a readable backup
+    assert resume.epoch >= 1 and resume.note.startswith(f"resuming after epoch {resume.epoch}")
