@@ -23,6 +23,8 @@ import shutil
 import sys
 from typing import IO
 
+from preprocessing.errors import BadInput
+
 
 def is_remote(path: str) -> bool:
     return "://" in str(path)
@@ -343,8 +345,12 @@ def read_bytes(path: str) -> bytes:
 
 
 def read_text(path: str) -> str:
-    with open_file(path, "r") as f:
-        return f.read()
+    """The UTF-8 text of a file; other bytes are a ``BadInput`` naming it (not a bare UnicodeDecodeError)."""
+    try:
+        with open_file(path, "r") as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise BadInput(path, f"not UTF-8 text ({exc})") from exc
 
 
 def absolute(path: str) -> str:

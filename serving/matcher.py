@@ -122,10 +122,10 @@ def _pooled(jobs: list, workers: int) -> Iterator[tuple[int, Analysed]]:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     i = running.pop(future)
-                    try:
-                        yield i, future.result()
-                    except BrokenProcessPool:
+                    if isinstance(future.exception(), BrokenProcessPool):
                         suspects.append(i)
+                    else:
+                        yield i, future.result()  # another exception is a bug: it ends the run
             for future, i in running.items():  # still queued or running when the pool broke
                 if future.done() and future.exception() is None:
                     yield i, future.result()

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from preprocessing import fileio, outputs, rle
+from preprocessing.errors import BadInput
 from serving.postprocess import PostprocessConfig, Prediction, annotation
 
 HEADER = ("case_id", "annotation")
@@ -68,8 +69,16 @@ def jsonl(records: Sequence[dict]) -> str:
 
 
 def read_jsonl(path: str) -> list[dict]:
-    """The records of a ``jsonl`` file (blank lines ignored)."""
-    return [json.loads(line) for line in fileio.read_text(path).splitlines() if line.strip()]
+    """The records of a ``jsonl`` file (blank lines ignored); a damaged line is a ``BadInput`` naming
+    the file and the line."""
+    records = []
+    for number, line in enumerate(fileio.read_text(path).splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise BadInput(path, f"line {number} is not JSON ({exc})") from exc
+    return records
 
 
 def write_outputs(output: str, rows: Sequence[tuple[str, str]], errors: Sequence[dict]) -> None:

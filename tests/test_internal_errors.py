@@ -104,3 +104,20 @@ def test_a_user_error_is_one_line_naming_the_file(tmp_path):
                           env=dict(os.environ, PYTHONPATH=REPO), timeout=60)
     assert proc.returncode == 2
     assert proc.stderr == "error: /data/x.png: bad_mask: shape (0, 4, 4)\n"
+
+
+def test_damaged_text_files_are_bad_input_naming_the_file_not_bugs(tmp_path):
+    """A ValueError no longer passes for a user error, so the readers of user-supplied text say which
+    file is wrong themselves (before: a bare JSONDecodeError / UnicodeDecodeError, naming nothing)."""
+    from preprocessing import fileio
+    from preprocessing.errors import BadInput
+    from serving.submission import read_jsonl
+
+    lines = tmp_path / "sub.errors.jsonl"
+    lines.write_text('{"case_id": "a"}\n{oops\n')
+    with pytest.raises(BadInput, match=r"sub.errors.jsonl: line 2 is not JSON"):
+        read_jsonl(str(lines))
+    latin = tmp_path / "metadata.json"
+    latin.write_bytes(b'{"threshold": "\xe9"}')
+    with pytest.raises(BadInput, match=r"metadata.json: not UTF-8 text"):
+        fileio.read_text(str(latin))
