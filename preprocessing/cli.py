@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from absl import app, flags
 
-from preprocessing.errors import BadInput, NotAFile, UsageError
+from preprocessing.errors import BadInput, UsageError
 
 FLAGS = flags.FLAGS
 
@@ -233,17 +233,55 @@ def _drop_known_noise(record: logging.LogRecord) -> bool:
     return not any(text in record.getMessage() for text in KNOWN_NOISE)
 
 
-# What a user can fix: printed as one line naming the flag, the path or the file, exit status 2.
-USER_ERRORS = (UsageError, BadInput, NotAFile, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               FileExistsError, PermissionError, ValueError)
+# What a user can fix, or what the machine lacks (a full disk, a port in use): printed as one line naming
+# the flag, the path, the file or the port, exit status 2. ``ValueError`` is not among them: code raises
+# ``UsageError`` / ``BadInput`` for those, and any other exception is a bug (``internal_error_lines``).
+USER_ERRORS = (UsageError, BadInput, OSError)
+# TensorFlow's errors that say the environment refused (a path on a file system it cannot reach, a missing
+# file, no permission, a service that does not answer), not that the code is wrong: by class name, so this
+# module need not import TensorFlow.
+TF_ENVIRONMENT_ERRORS = ("NotFoundError", "AlreadyExistsError", "PermissionDeniedError", "UnauthenticatedError",
+                         "UnavailableError", "UnimplementedError", "DeadlineExceededError", "ResourceExhaustedError")
+INTERNAL_EXIT = 1  # a bug: as an uncaught exception would exit; user and environment errors exit 2
+
+
+def is_user_error(exc: BaseException) -> bool:
+    if isinstance(exc, USER_ERRORS):
+        return True
+    tf = sys.modules.get("tensorflow")
+    return (tf is not None and isinstance(exc, tf.errors.OpError)
+            and type(exc).__name__ in TF_ENVIRONMENT_ERRORS)
 
 
 def user_error_line(exc: BaseException) -> str:
-    return f"error: {exc}"
+    """One line: the message (naming the path for an OSError that carries one; TensorFlow's first line)."""
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"error: {exc.filename}: {exc.strerror}"
+    message = getattr(exc, "message", None) or str(exc)
+    return f"error: {message.strip().splitlines()[0] if message.strip() else type(exc).__name__}"
+
+
+def internal_error_lines(exc: BaseException, verbose: bool) -> str:
+    """What a bug prints: that it is one, and where its traceback is (on screen with --verbose_logs, else
+    in a log file, so the one-line user errors stay distinguishable from it)."""
+    import tempfile
+
+    head = f"internal error (a bug in copymove, not a problem with your input): {type(exc).__name__}: {exc}"
+    text = "".join(traceback.format_exception(exc))
+    if verbose:
+        return text + head + "\n"
+    try:
+        with tempfile.NamedTemporaryFile("w", prefix="copymove-error-", suffix=".log", delete=False) as f:
+            f.write(text)
+        where = f"traceback in {f.name}"
+    except OSError:
+        where = "rerun with --verbose_logs for the traceback"
+    return f"{head.splitlines()[0]}\n{where}; please report it with the command line\n"
 
 
 def run(main: Callable, flags_parser: Optional[Callable] = None) -> None:
-    """``absl.app.run(main)`` with the shared ``--verbose_logs`` flag and one-line user errors.
+    """``absl.app.run(main)`` with the shared ``--verbose_logs`` flag, one-line user errors and
+    internal errors that say they are bugs.
 
     The command's ``main`` must import TensorFlow (directly or through the libraries it calls)
     only inside itself, so that ``quiet_native_logs`` runs first.
@@ -256,7 +294,10 @@ def run(main: Callable, flags_parser: Optional[Callable] = None) -> None:
         quiet_native_logs(verbose)
         try:
             return main(argv)
-        except USER_ERRORS as exc:
+        except Exception as exc:  # noqa: BLE001  (sorted into user and internal errors right here)
+            if not is_user_error(exc):
+                sys.stderr.write(internal_error_lines(exc, verbose))
+                return INTERNAL_EXIT
             if verbose:
                 traceback.print_exc()
             sys.stderr.write(user_error_line(exc) + "\n")

@@ -13,15 +13,19 @@ it), and atomically with ``os.replace`` on a local disk.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import functools
 import glob as _glob
 import io
 import os
 import shutil
 import stat
+import sys
 from collections.abc import Callable
 from typing import IO
 
-from preprocessing.errors import NotAFile
+from preprocessing.errors import BadInput, NotAFile
 
 
 def is_remote(path: str) -> bool:
@@ -99,6 +103,67 @@ class LocalFS:
         return open(path, mode)
 
 
+# TensorFlow's file-system errors -> the errno of the OSError that names the path (any other: EIO).
+_ERRNO_OF = {"NotFoundError": errno.ENOENT, "PermissionDeniedError": errno.EACCES,
+             "UnauthenticatedError": errno.EACCES, "AlreadyExistsError": errno.EEXIST}
+
+
+@contextlib.contextmanager
+def _named(path: str):
+    """TensorFlow's file-system errors (a NotFoundError without a message, an HTTP failure with a
+    class name of FailedPreconditionError) as an ``OSError`` naming ``path``: every command prints
+    those as one line, and readers that record a bad file (``unreadable``) catch them."""
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as exc:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(exc, tf.errors.OpError):
+            raise
+        detail = (exc.message or "").strip().splitlines()
+        raise OSError(_ERRNO_OF.get(type(exc).__name__, errno.EIO),
+                      f"{type(exc).__name__}" + (f": {detail[0]}" if detail else ""), path) from exc
+
+
+def _naming_the_path(method):
+    """A GFileFS method whose TensorFlow errors name its first argument, the path."""
+    @functools.wraps(method)
+    def wrapper(self, path, *args, **kwargs):
+        with _named(path):
+            return method(self, path, *args, **kwargs)
+    return wrapper
+
+
+class _NamedFile:
+    """A ``tf.io.gfile.GFile`` whose errors (raised lazily, on the first read or write of a remote
+    file) name its path (``_named``)."""
+
+    def __init__(self, f, path: str):
+        self._f, self._path = f, path
+
+    def __getattr__(self, name):
+        attr = getattr(self._f, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            with _named(self._path):
+                return attr(*args, **kwargs)
+        return call
+
+    def __iter__(self):
+        with _named(self._path):
+            yield from self._f
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        with _named(self._path):
+            self._f.close()
+
+
 class GFileFS:
     """Remote paths through ``tf.io.gfile`` (TensorFlow is imported on first use only; tensorflow-io,
     which registers ``s3://`` with TensorFlow, too)."""
@@ -110,43 +175,54 @@ class GFileFS:
 
         return tf.io.gfile
 
+    @_naming_the_path
     def exists(self, path: str) -> bool:
         return self._g.exists(path)
 
+    @_naming_the_path
     def isdir(self, path: str) -> bool:
         return self._g.isdir(path)
 
+    @_naming_the_path
     def listdir(self, path: str) -> list[str]:
         return sorted(n.rstrip("/") for n in self._g.listdir(path))
 
+    @_naming_the_path
     def files_in(self, folder: str) -> list[str]:
         for _, _, names in self._g.walk(folder):  # the first step lists the folder itself
             return sorted(names)
         return []
 
+    @_naming_the_path
     def files_under(self, top: str) -> list[str]:
         out = []
         for d, _, names in self._g.walk(top):
             out += [os.path.relpath(join(d, n), top) for n in names]
         return sorted(out)
 
+    @_naming_the_path
     def glob(self, pattern: str) -> list[str]:
         return sorted(self._g.glob(pattern))
 
+    @_naming_the_path
     def makedirs(self, path: str) -> None:
         self._g.makedirs(path)
 
+    @_naming_the_path
     def remove(self, path: str) -> None:
         self._g.remove(path)
 
+    @_naming_the_path
     def rmtree(self, path: str) -> None:
         self._g.rmtree(path)
 
+    @_naming_the_path
     def rename(self, src: str, dst: str) -> None:
         self._g.rename(src, dst, overwrite=True)
 
+    @_naming_the_path
     def open(self, path: str, mode: str = "r") -> IO:
-        return self._g.GFile(path, mode)
+        return _NamedFile(self._g.GFile(path, mode), path)
 
 
 class BeamFS:
@@ -316,8 +392,12 @@ def read_input(path: str, read: Callable[[str], bytes] = read_bytes) -> bytes:
 
 
 def read_text(path: str) -> str:
-    with open_file(path, "r") as f:
-        return f.read()
+    """The UTF-8 text of a file; other bytes are a ``BadInput`` naming it (not a bare UnicodeDecodeError)."""
+    try:
+        with open_file(path, "r") as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise BadInput(path, f"not UTF-8 text ({exc})") from exc
 
 
 def absolute(path: str) -> str:

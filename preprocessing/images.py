@@ -15,6 +15,9 @@ The size comes from the header via Pillow, which itself refuses headers above
 Pillow cannot open (float32 RGB) are sized from their first directory.
 Refused as ``unsupported_image`` from the header: more than 4 samples per pixel,
 and formats other than PNG, JPEG, TIFF and BMP (a GIF named .png).
+Files are checked from their header before they are read whole (``check_file``): junk named
+like an image, or a file larger than any encoding of its header's pixels, is refused having read
+a few bytes, so a 2 GB junk ``x.png`` costs no memory.
 """
 from __future__ import annotations
 
@@ -32,6 +35,11 @@ from preprocessing.errors import BadInput
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 MAX_PIXELS = 100_000_000  # 100 MP: ~10k x 10k; larger files are refused, not decoded
+# The most bytes a supported file can spend per pixel (float64 RGBA, uncompressed: 4 x 8) and what it may
+# hold besides its pixels (EXIF, ICC profiles, thumbnails): a larger file is damaged or not what its header
+# says, and is refused before it is read whole.
+MAX_BYTES_PER_PIXEL = 32
+METADATA_ALLOWANCE = 16 << 20
 # Leading bytes of the formats we accept: PNG, JPEG, TIFF (little/big endian).
 _SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*")
 
@@ -56,6 +64,8 @@ def to_rgb8(pixels: np.ndarray) -> np.ndarray:
     raise ValueError(f"unsupported image shape {a.shape}")
 
 
+# Bytes of an open TIFF read to find its first directory when Pillow cannot open it (float32 RGB).
+TIFF_HEADER_BYTES = 1 << 20
 MAX_CHANNELS = 4  # gray, gray + alpha, RGB, RGBA: what the conversion above knows what to do with
 # What Pillow calls the formats that are read (whatever the extension says: a BMP named .png is
 # read as training would read it). Anything else Pillow recognises (GIF: which frame of an animation
@@ -85,24 +95,29 @@ def _tiff_header(data: bytes) -> Optional[tuple[int, int, int]]:
     return tags[257], tags[256], tags.get(277, 1)  # SamplesPerPixel
 
 
-def image_header(data: bytes, path: str) -> tuple[int, int, str]:
-    """(height, width, format name) from the file header only, without decoding the pixels."""
+def image_header(data, path: str) -> tuple[int, int, str]:
+    """(height, width, format name) from the file header only, without decoding the pixels. ``data``:
+    the file's bytes, or the open binary file (Pillow then reads only the header)."""
     import io
 
+    source = io.BytesIO(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
     try:
         with warnings.catch_warnings():  # the size is checked against our own limit (MAX_PIXELS) next
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
+            with Image.open(source) as im:
                 width, height = im.size
                 fmt = im.format or ""
                 samples = len(im.getbands())
     except Image.DecompressionBombError as exc:
         raise BadInput(path, f"too_large: {exc}") from exc
     except Exception as exc:  # PIL raises many types for junk headers
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # an open file: its first directories
+            source.seek(0)
+            data = source.read(TIFF_HEADER_BYTES)
         tiff = _tiff_header(data)
         if tiff is None:
             # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): drop it so reasons are stable.
-            detail = f"{type(exc).__name__}: {re.sub(r' <_io.BytesIO object at 0x[0-9a-f]+>', '', str(exc))}"
+            detail = f"{type(exc).__name__}: {re.sub(r' <[^<>]* object at 0x[0-9a-f]+>', '', str(exc))}"
             if bytes(data[:8]).startswith(_SIGNATURES):  # an image file whose header is cut short or damaged
                 raise BadInput(path, f"corrupt_image: damaged or truncated header ({detail})") from exc
             raise BadInput(path, f"not_an_image: cannot read header ({detail})") from exc
@@ -115,8 +130,8 @@ def image_header(data: bytes, path: str) -> tuple[int, int, str]:
     return height, width, fmt
 
 
-def image_size(data: bytes, path: str) -> tuple[int, int]:
-    """(height, width) from the file header only, without decoding the pixels."""
+def image_size(data, path: str) -> tuple[int, int]:
+    """(height, width) from the file header only (bytes or an open binary file)."""
     return image_header(data, path)[:2]
 
 
@@ -126,8 +141,7 @@ def check_header(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> tuple[
     if len(data) == 0:
         raise BadInput(path, "empty_file: zero bytes")
     height, width, fmt = image_header(data, path)
-    if height * width > max_pixels:
-        raise BadInput(path, f"too_large: {width}x{height} = {height * width} pixels exceeds the limit of {max_pixels}")
+    check_size(height, width, path, max_pixels, len(data))
     return height, width, fmt
 
 
@@ -146,6 +160,44 @@ def without_color_profile(data: bytes) -> bytes:
     return data
 
 
+def check_size(height: int, width: int, path: str, max_pixels: int = MAX_PIXELS, file_bytes: int = 0) -> None:
+    """``BadInput`` for a header claiming more than ``max_pixels``, or for a file of ``file_bytes`` that
+    no encoding of that many pixels explains."""
+    if height * width > max_pixels:
+        raise BadInput(path, f"too_large: {width}x{height} = {height * width} pixels exceeds the limit of {max_pixels}")
+    most = height * width * MAX_BYTES_PER_PIXEL + METADATA_ALLOWANCE
+    if file_bytes > most:
+        raise BadInput(path, f"corrupt_image: {file_bytes} bytes, more than any encoding of {width}x{height} pixels "
+                             f"needs ({most}): damaged, or not the image its header describes")
+
+
+def check_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(height, width) of an image file from its header, having read only the header: ``BadInput``
+    naming the file for an unreadable, empty, junk, oversized or overlong file. Every reader runs it
+    before reading a file whole (memory stays bounded by ``max_pixels``)."""
+    from preprocessing import fileio
+
+    try:
+        fileio.check_regular(path)  # a FIFO named like an image would block the open below
+        with fileio.open_file(path, "rb") as f:
+            f.seek(0, 2)
+            file_bytes = f.tell()
+            if file_bytes == 0:
+                raise BadInput(path, "empty_file: zero bytes")
+            f.seek(0)
+            height, width = image_size(f, path)
+    except BadInput:
+        raise
+    except fileio.NotAFile as exc:
+        raise BadInput(path, f"not_a_file: {exc.kind}; only regular files are read") from exc
+    except OSError as exc:
+        raise BadInput(path, f"unreadable: {exc.strerror or exc}") from exc
+    except Exception as exc:  # remote file systems raise their own error types
+        raise BadInput(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
+    check_size(height, width, path, max_pixels, file_bytes)
+    return height, width
+
+
 def decode_rgb8(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode encoded image bytes to (H, W, 3) RGB uint8, or raise ``BadInput`` naming the file."""
     check_header(data, path, max_pixels)
@@ -162,6 +214,7 @@ def read_rgb8(path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Read and decode an image file to RGB uint8 (see module docstring for the conversion)."""
     from preprocessing import fileio
 
+    check_file(path, max_pixels)  # the header first: a file is read whole only if its size makes sense
     return decode_rgb8(fileio.read_input(path), path, max_pixels)
 
 

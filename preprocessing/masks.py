@@ -82,9 +82,9 @@ def parse_mask_array(raw, path: str) -> np.ndarray:
         arr = arr[..., 0]  # (H, W, 1) or (N, H, W, 1): a trailing channel, not a width of 1
     if arr.ndim == 2:
         arr = arr[None]
-    if arr.ndim != 3 or arr.shape[1] == 0 or arr.shape[2] == 0:
-        raise BadInput(path, f"bad_mask: shape {shape}; expected (N, H, W) or (H, W), optionally with a "
-                             "trailing channel of 1")
+    if arr.ndim != 3 or 0 in arr.shape:
+        raise BadInput(path, f"bad_mask: shape {shape}; expected (N, H, W) with N >= 1 instances or (H, W), "
+                             "optionally with a trailing channel of 1")
     return _binary(arr, path)
 
 

@@ -46,6 +46,12 @@ def check_protected(path: str, what: str, protected: Optional[dict]) -> None:
                              f"of the {role} can be replaced")
 
 
+# Bytes the up-front check writes (and removes): a file of zero bytes needs no free space, so an empty
+# probe passed on a full disk and every command failed after its work. 1 MiB also catches a disk about
+# to fill; the outputs themselves are CSV and JSON lines, rarely larger.
+PROBE_BYTES = 1 << 20
+
+
 def _check_replaceable(path: str, what: str) -> None:
     """Only a regular file (or a link to one) is ever replaced: a device, a FIFO or a socket named
     as an output would be destroyed (as root: /dev/null replaced by a file)."""
@@ -57,14 +63,17 @@ def _check_replaceable(path: str, what: str) -> None:
 
 
 def _check_writable(folder: str, what: str, path: str, fs) -> None:
-    """Create the folder if needed and prove a file can be written there (a real test: permissions,
-    read-only mounts and full quotas all show up), before any work starts."""
+    """Create the folder if needed and prove ``PROBE_BYTES`` can be written there (a real test:
+    permissions, read-only mounts, full disks and quotas all show up), before any work starts."""
+    probe = fileio.join(folder, f"{TEMP_MARK}probe-{uuid.uuid4().hex}")
     try:
         fs.makedirs(folder)
-        probe = fileio.join(folder, f"{TEMP_MARK}probe-{uuid.uuid4().hex}")
-        with fs.open(probe, "w") as f:
-            f.write("")
-        fs.remove(probe)
+        try:
+            with fs.open(probe, "wb") as f:
+                f.write(b"\0" * PROBE_BYTES)
+        finally:
+            if fs.exists(probe):
+                fs.remove(probe)
     except OSError as exc:
         raise UsageError(f"cannot write {what} {path}: {exc.strerror or exc}") from exc
     except Exception as exc:  # remote file systems raise their own error types
@@ -138,9 +147,11 @@ def atomic_file(path: str, mode: str = "w") -> Iterator:
         with fs.open(tmp, mode) as f:
             yield f
         fs.rename(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if fs.exists(tmp):
             fs.remove(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write (a full disk) names no file
+            raise OSError(exc.errno, exc.strerror or str(exc), path) from exc
         raise
 
 

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from preprocessing import fileio
 from preprocessing.constants import FORGED, MANIFEST_FILE
+from preprocessing.errors import UsageError
 from preprocessing.schema import FEATURES, READABLE_VERSIONS
 
 
@@ -26,12 +27,12 @@ def read_manifest(data_dir: str) -> dict:
     try:
         manifest = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); rerun `python -m preprocessing.main`") from exc
+        raise UsageError(f"{path}: not valid JSON ({exc}); rerun `python -m preprocessing.main`") from exc
     if not isinstance(manifest, dict):
-        raise ValueError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
+        raise UsageError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
     version = manifest.get("schema_version")
     if version not in READABLE_VERSIONS:
-        raise ValueError(f"{path}: schema_version {version}, but this code reads {READABLE_VERSIONS}")
+        raise UsageError(f"{path}: schema_version {version}, but this code reads {READABLE_VERSIONS}")
     return manifest
 
 
@@ -74,7 +75,7 @@ def resolve_source(data_dir: str, split: str) -> Source:
     if fileio.isdir(data_dir):
         manifest = read_manifest(data_dir)
         if split not in manifest["files"]:
-            raise ValueError(f"split {split!r} not in {data_dir}/{MANIFEST_FILE} (has {sorted(manifest['files'])})")
+            raise UsageError(f"split {split!r} not in {data_dir}/{MANIFEST_FILE} (has {sorted(manifest['files'])})")
         files = _glob(os.path.join(data_dir, manifest["files"][split]))
         compression = "GZIP" if manifest["compression"] == "gzip" else ""
         return Source(files, compression, int(manifest["image_size"]), manifest["encoding"],

@@ -89,8 +89,7 @@ class DecodeFn(beam.DoFn):
         import tensorflow as tf
 
         from preprocessing.errors import BadInput
-        from preprocessing.images import read_rgb8
-        from serving.decode import check_file
+        from preprocessing.images import check_file, read_rgb8
 
         case_id, path, detection = item
         try:
@@ -243,7 +242,19 @@ def run(model_dir: Optional[str], input_dir: str, output: str, batch_size: int =
         for tmp in temps:
             if fileio.exists(tmp):
                 fileio.remove(tmp)
+            remove_beam_temp_dirs(tmp)
     return errors
+
+
+def remove_beam_temp_dirs(path: str) -> None:
+    """Remove the folders ``beam.io.WriteToText(path)`` stages its shards in (``beam-temp-<name>-<uuid>``
+    beside ``path``), which a failed job leaves behind. ``path`` is this run's own temporary name, so
+    only this run's folders match."""
+    folder = fileio.parent(path)
+    prefix = f"beam-temp-{path.rstrip('/').rpartition('/')[2]}-"
+    for name in fileio.listdir(folder) if fileio.isdir(folder) else []:
+        if name.rstrip("/").startswith(prefix):
+            fileio.rmtree(fileio.join(folder, name.rstrip("/")))
 
 
 def read_rows(path: str) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from preprocessing.cases import discover_training_cases
 from preprocessing.constants import AUTHENTIC
-from preprocessing.errors import BadInput
+from preprocessing.errors import BadInput, UsageError
 from preprocessing.masks import forged_instances
 from serving import postprocess
 from serving.metric import image_score
@@ -296,11 +296,11 @@ def cases_of_split(data_dir: str, split: str = "val") -> list:
         list(src.files), src.compression).map(lambda s: tf.io.parse_single_example(s, keys)).as_numpy_iterator()}
     corpus = manifest.get("options", {}).get("input_dir")
     if not corpus:
-        raise ValueError(f"{data_dir}: the manifest does not name the corpus the records came from")
+        raise UsageError(f"{data_dir}: the manifest does not name the corpus the records came from")
     cases, _ = discover_training_cases(corpus)
     found = [c for c in cases if c.key in wanted]
     if len(found) < len(wanted):
-        raise ValueError(f"{corpus}: {len(wanted) - len(found)} of the {split} split's {len(wanted)} cases are no "
+        raise UsageError(f"{corpus}: {len(wanted) - len(found)} of the {split} split's {len(wanted)} cases are no "
                          "longer there")
     return found
 

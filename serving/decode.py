@@ -3,8 +3,7 @@
 The conversion is preprocessing.images' (16-bit -> round(v / 257), gray -> 3
 channels, alpha dropped); only the decoder differs, so tf.data can decode in
 parallel without the GIL:
-- PNG: ``tf.io.decode_png`` at 16 bits (8-bit files come back as v * 257, so
-  the same rounding recovers them exactly);
+- PNG: ``tf.io.decode_png`` at the file's bit depth (8 or 16; 1-4 bit files decode to 8);
 - JPEG: ``tf.io.decode_jpeg`` with the ISLOW DCT (what OpenCV uses; TF's default DCT differs);
 - TIFF: tensorflow-io's ``decode_tiff`` (libtiff RGBA) when it is exact (8-bit,
   or 16-bit colour); 16-bit grayscale and float TIFFs, where libtiff truncates
@@ -12,43 +11,38 @@ parallel without the GIL:
   do CMYK JPEGs. Files TF cannot decode at all (e.g. 1-bit TIFF) fail here and
   the scoring pipelines retry them with preprocessing.images.
 The format is chosen from the file's magic bytes, not its extension; anything
-else (a BMP named .png, ...) goes to preprocessing.images directly, so scoring
-reads whatever training would have read.
-Files are checked (empty, header, size limit) in Python before any decoding,
-so decompression bombs never reach a decoder.
+else (a BMP named .png, ...) also takes the preprocessing.images retry, so
+scoring reads whatever training would have read.
+Files are checked (empty, header, size limit) in Python before any decoding, by
+``preprocessing.images.check_file`` (having read only the header), so decompression bombs never
+reach a decoder.
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from preprocessing import fileio
-from preprocessing.images import MAX_PIXELS, check_header, decode_rgb8, resize_image
+from preprocessing.images import decode_rgb8, resize_image
 from preprocessing.model_input import upscale_one
 
 _PNG_MAGIC = b"\x89PNG"
 _JPEG_MAGIC = b"\xff\xd8"
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*")  # little and big endian
+_PNG_BIT_DEPTH = 24  # offset of the IHDR chunk's bit depth (signature 8, chunk length 4, type 4, size 8)
 _TFIO_UINT8, _TFIO_UINT16 = 4, 17  # tensorflow-io's dtype codes in decode_tiff_info
 
 
-def check_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
-    """(height, width) of an image file from its header, or ``BadInput`` naming the file and the reason.
-
-    Runs before TF decoding: TF's decoders would crash the iterator on junk and
-    happily allocate a decompression bomb (and ``tf.io.read_file`` would block on a FIFO).
-    """
-    return check_header(fileio.read_input(path), path, max_pixels)[:2]
-
-
 def _to_rgb8(pixels: tf.Tensor) -> tf.Tensor:
-    """uint8 or uint16 (H, W, C) -> RGB uint8 (H, W, 3): the preprocessing.images conversion in TF ops."""
-    if pixels.dtype == tf.uint16:
-        pixels = tf.cast((tf.cast(pixels, tf.int32) + 128) // 257, tf.uint8)
+    """uint8 or uint16 (H, W, C) -> RGB uint8 (H, W, 3): the preprocessing.images conversion in TF ops.
+    Alpha is dropped before the 16-bit rounding, and that rounding stays in 16 bits, so a 90 MP image
+    holds no int32 copy (4 bytes a sample: 1 GB)."""
     channels = tf.shape(pixels)[-1]
-    rgb = tf.cond(channels >= 3,
-                  lambda: pixels[:, :, :3],
-                  lambda: tf.repeat(pixels[:, :, :1], 3, axis=2))
+    pixels = tf.cond(channels >= 3, lambda: pixels[:, :, :3], lambda: pixels[:, :, :1])
+    if pixels.dtype == tf.uint16:
+        # round(v / 257) = (v + 128) // 257 = q + (r >= 129) with v = 257 q + r, in uint16 without overflow
+        q = pixels // 257
+        pixels = tf.cast(q, tf.uint8) + tf.cast(pixels - q * 257 >= 129, tf.uint8)
+    rgb = tf.cond(tf.shape(pixels)[-1] == 3, lambda: pixels, lambda: tf.repeat(pixels, 3, axis=2))
     return tf.ensure_shape(rgb, [None, None, 3])
 
 
@@ -85,8 +79,10 @@ def decode_rgb8_tf(data: tf.Tensor) -> tf.Tensor:
     is_jpeg = tf.equal(tf.strings.substr(data, 0, 2), _JPEG_MAGIC)
     is_tiff = tf.reduce_any(tf.equal(tf.strings.substr(data, 0, 4), _TIFF_MAGIC))
 
-    def png():
-        return _to_rgb8(tf.io.decode_png(data, channels=0, dtype=tf.uint16))
+    def png():  # 8-bit files decoded as 8 bits (half the memory of 16), the bit depth read from the header
+        deep = tf.equal(tf.strings.substr(data, _PNG_BIT_DEPTH, 1), b"\x10")
+        return tf.cond(deep, lambda: _to_rgb8(tf.io.decode_png(data, channels=0, dtype=tf.uint16)),
+                       lambda: _to_rgb8(tf.io.decode_png(data, channels=0, dtype=tf.uint8)))
 
     def jpeg():
         # INTEGER_ACCURATE (libjpeg's ISLOW) + fancy upsampling is what OpenCV uses; TF's default differs.

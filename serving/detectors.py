@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from preprocessing import rle
+from preprocessing.errors import UsageError
 from preprocessing.matching import DecisionParams, decide, instances_of
 from serving import matcher
 from serving.fused import FusedParams, fuse
@@ -49,9 +50,9 @@ def resolve(detector: str, settings: Optional[Settings], has_model: bool) -> str
     if detector == AUTO:
         return settings.detector if has_model and settings else "matcher"
     if detector not in DETECTORS:
-        raise ValueError(f"unknown detector {detector!r}; expected one of {DETECTORS + (AUTO,)}")
+        raise UsageError(f"unknown detector {detector!r}; expected one of {DETECTORS + (AUTO,)}")
     if detector in ("network", "fused") and not has_model:
-        raise ValueError(f"--detector {detector} needs --model_dir (an exported model)")
+        raise UsageError(f"--detector {detector} needs --model_dir (an exported model)")
     return detector
 
 

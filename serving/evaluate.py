@@ -13,7 +13,7 @@ import sys
 import pandas as pd
 from absl import flags
 
-from preprocessing import cli, fileio, outputs
+from preprocessing import cli, fileio, outputs, rle
 from preprocessing.errors import UsageError
 from serving.metric import evaluate_frames
 
@@ -61,7 +61,7 @@ def main(argv):
                                                            protected=inputs, what="--per_image_csv")
     try:
         result = evaluate_frames(read_csv(FLAGS.solution, "solution"), read_csv(FLAGS.submission, "submission"))
-    except ValueError as exc:
+    except (UsageError, rle.RLEError) as exc:  # what the two files hold; anything else is a bug
         raise UsageError(f"{FLAGS.solution} / {FLAGS.submission}: {exc}") from exc
     s = result.summary
     print(f"images {s['images']}  oF1 {s['oF1']:.4f}  missing {s['missing']}  unparseable {s['unparseable']}")

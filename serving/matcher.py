@@ -6,15 +6,25 @@ working resolution); ``decide`` (cheap) turns a Detection into pairs with the de
 so calibration can try many of them on cached detections. Every file is accounted for: a
 Detection, or an error record ``{"case_id", "path", "reason"}``.
 
+A worker that dies (killed, out of memory) does not end the run: the images it may have held are
+retried one at a time in a fresh process, and one that kills its process again becomes an error
+record (``worker_crashed``). Workers exit within ``PARENT_POLL_S`` when the process that started
+them dies (``kill``, ``kill -9``), instead of waiting for work forever.
+
 The evidence a reviewer reads (``<output stem>.evidence.jsonl``): per image the verdict and, per
 copy pair, its two instances (their indices in the submission's annotation), the boxes, the
 transform in words and numbers, inlier count, correlation and strength.
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
+import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -26,7 +36,14 @@ from preprocessing.images import read_rgb8
 from preprocessing.matching import DecisionParams, Detection, MatcherConfig, decide, describe, detect, instances_of
 from serving.submission import ScoreResult, evidence_path, read_side_file
 
-CHUNK = 4  # images handed to a worker at a time: amortises the inter-process hop, keeps the bar moving
+IN_FLIGHT = 2  # images queued per worker: keeps each busy while the next one is handed over, and bounds
+#               how many images a crashed worker can take with it into the one-at-a-time retry
+PARENT_POLL_S = 1.0  # how often a worker checks that its parent is alive (the bound on an orphan's life)
+# Test hook: a worker analysing a file of this name kills itself with SIGKILL, as the out-of-memory killer
+# would (tests/test_matcher_workers.py). Unset in normal runs.
+CRASH_TEST_ENV = "COPYMOVE_TEST_KILL_WORKER_ON"
+WORKER_CRASHED = ("worker_crashed: the matcher process reading this image died (killed, e.g. out of memory), "
+                  "also when the image was retried alone")
 
 
 def read_evidence(output: str) -> dict:
@@ -52,6 +69,8 @@ class Analysed:
 def analyse(item: tuple[str, str], config: MatcherConfig = MatcherConfig()) -> Analysed:
     """Read one file (preprocessing.images' conversion) and match it; a bad file is an error record."""
     case_id, path = item
+    if os.environ.get(CRASH_TEST_ENV) and os.path.basename(path) == os.environ[CRASH_TEST_ENV]:
+        os.kill(os.getpid(), signal.SIGKILL)
     try:
         rgb = read_rgb8(path)
     except BadInput as exc:
@@ -61,6 +80,60 @@ def analyse(item: tuple[str, str], config: MatcherConfig = MatcherConfig()) -> A
 
 def _analyse_star(args) -> Analysed:
     return analyse(*args)
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initializer: a thread that ends this worker once ``parent`` is gone (an orphan is
+    re-parented, so its parent pid changes), rather than leaving it blocked on the task queue."""
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent, initargs=(os.getpid(),))
+
+
+def _alone(job) -> Analysed:
+    """``job`` in a process of its own: its Analysed, or a ``worker_crashed`` error record if that
+    process dies too."""
+    with _pool(1) as pool:
+        try:
+            return pool.submit(_analyse_star, job).result()
+        except BrokenProcessPool:
+            case_id, path = job[0]
+            return Analysed(case_id, path, error={"case_id": case_id, "path": path, "reason": WORKER_CRASHED})
+
+
+def _pooled(jobs: list, workers: int) -> Iterator[tuple[int, Analysed]]:
+    """(index, Analysed) of every job, in completion order, in ``workers`` processes. A dead worker
+    breaks the whole pool, and its futures cannot say which image killed it: every image in flight
+    then is retried ``_alone`` and a fresh pool takes the rest."""
+    queue = list(range(len(jobs)))[::-1]
+    while queue:
+        running, suspects = {}, []
+        with _pool(workers) as pool:
+            while (queue or running) and not suspects:
+                while queue and len(running) < workers * IN_FLIGHT:
+                    i = queue.pop()
+                    running[pool.submit(_analyse_star, jobs[i])] = i
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = running.pop(future)
+                    if isinstance(future.exception(), BrokenProcessPool):
+                        suspects.append(i)
+                    else:
+                        yield i, future.result()  # another exception is a bug: it ends the run
+            for future, i in running.items():  # still queued or running when the pool broke
+                if future.done() and future.exception() is None:
+                    yield i, future.result()
+                else:
+                    suspects.append(i)
+        for i in sorted(suspects):
+            yield i, _alone(jobs[i])
 
 
 def iter_analysed(items: Sequence[tuple[str, str]], config: MatcherConfig = MatcherConfig(), workers: int = 1,
@@ -75,10 +148,13 @@ def iter_analysed(items: Sequence[tuple[str, str]], config: MatcherConfig = Matc
             yield _analyse_star(job)
             bar.update(1)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for result in pool.map(_analyse_star, jobs, chunksize=CHUNK):
-                yield result
-                bar.update(1)
+        ready, next_index = {}, 0
+        for i, result in _pooled(jobs, workers):
+            ready[i] = result
+            bar.update(1)
+            while next_index in ready:
+                yield ready.pop(next_index)
+                next_index += 1
     bar.close()
 
 

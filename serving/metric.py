@@ -16,21 +16,45 @@ import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
 from preprocessing import rle
+from preprocessing.errors import UsageError
+from preprocessing.images import MAX_PIXELS
+
+
+def pixels_of(mask: np.ndarray) -> np.ndarray:
+    """The flat indices of a mask's set pixels (the form ``f1_matrix`` scores)."""
+    return np.flatnonzero(np.asarray(mask).reshape(-1) > 0)
+
+
+def _indicator(instances: Sequence[np.ndarray], size: int):
+    """Sparse (instances x pixels) 0/1 matrix of pixel-index arrays."""
+    from scipy.sparse import csr_matrix
+
+    lengths = [len(px) for px in instances]
+    indices = np.concatenate(instances) if sum(lengths) else np.zeros(0, np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    return csr_matrix((np.ones(len(indices), np.float64), indices, indptr), shape=(len(instances), size))
 
 
 def f1_matrix(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray]) -> np.ndarray:
-    """(max(P, G), G) pixel-F1 matrix; rows beyond P are zero padding."""
+    """(max(P, G), G) pixel-F1 matrix; rows beyond P are zero padding. Instances are masks, or
+    arrays of pixel indices (``pixels_of``, ``rle.decode_pixels``: one flattening for both sides);
+    overlaps are counted sparsely, so memory follows the instances' areas, not their number x H x W."""
+    pred, gt = [_flat(m) for m in pred], [_flat(m) for m in gt]
     n_pred, n_gt = len(pred), len(gt)
     out = np.zeros((max(n_pred, n_gt), n_gt), dtype=np.float64)
     if n_pred == 0 or n_gt == 0:
         return out
-    p = np.stack([np.asarray(m).reshape(-1) > 0 for m in pred]).astype(np.float64)
-    g = np.stack([np.asarray(m).reshape(-1) > 0 for m in gt]).astype(np.float64)
-    tp = p @ g.T
-    denom = p.sum(1)[:, None] + g.sum(1)[None, :]  # 2TP + FP + FN
+    size = 1 + max((int(px.max()) for px in pred + gt if len(px)), default=0)
+    tp = (_indicator(pred, size) @ _indicator(gt, size).T).toarray()
+    denom = np.array([len(px) for px in pred], np.float64)[:, None] + np.array([len(px) for px in gt])[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
-        out[:n_pred] = np.where(denom > 0, 2.0 * tp / denom, 0.0)
+        out[:n_pred] = np.where(denom > 0, 2.0 * tp / denom, 0.0)  # 2TP / (2TP + FP + FN)
     return out
+
+
+def _flat(instance: np.ndarray) -> np.ndarray:
+    a = np.asarray(instance)
+    return a.astype(np.int64) if a.ndim == 1 else pixels_of(a)
 
 
 def instance_of1(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray]) -> float:
@@ -75,10 +99,13 @@ def solution_size(rec) -> tuple[int, int]:
     try:
         h, w = _whole(rec.height), _whole(rec.width)
     except (TypeError, ValueError, OverflowError):
-        raise ValueError(f"solution row {rec.case_id!r}: height {rec.height!r} / width {rec.width!r} are not "
+        raise UsageError(f"solution row {rec.case_id!r}: height {rec.height!r} / width {rec.width!r} are not "
                          "integers") from None
     if h < 1 or w < 1:
-        raise ValueError(f"solution row {rec.case_id!r}: height {h} / width {w} must be >= 1")
+        raise UsageError(f"solution row {rec.case_id!r}: height {h} / width {w} must be >= 1")
+    if h * w > MAX_PIXELS:
+        raise UsageError(f"solution row {rec.case_id!r}: {w}x{h} = {h * w} pixels exceeds the limit of {MAX_PIXELS} "
+                         "(no image that large is read by any command: preprocessing.images.MAX_PIXELS)")
     return h, w
 
 
@@ -102,14 +129,14 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
     """
     for col in ("case_id", "annotation", "height", "width"):
         if col not in solution.columns:
-            raise ValueError(f"solution is missing column {col!r} (has {list(solution.columns)})")
+            raise UsageError(f"solution is missing column {col!r} (has {list(solution.columns)})")
     for col in ("case_id", "annotation"):
         if col not in submission.columns:
-            raise ValueError(f"submission is missing column {col!r} (has {list(submission.columns)})")
+            raise UsageError(f"submission is missing column {col!r} (has {list(submission.columns)})")
     solution = solution.astype({"case_id": str})
     repeated = _duplicates(solution["case_id"])
     if repeated:
-        raise ValueError(f"solution repeats case id(s) {', '.join(map(repr, repeated[:10]))}: each image must "
+        raise UsageError(f"solution repeats case id(s) {', '.join(map(repr, repeated[:10]))}: each image must "
                          "appear once")
     submission = submission.astype({"case_id": str})
     duplicate_ids = _duplicates(submission["case_id"])  # only the first row of a repeated case_id counts
@@ -118,7 +145,7 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
     for rec in solution.itertuples(index=False):
         h, w = solution_size(rec)
         try:
-            gt = rle.decode(str(rec.annotation), h, w)
+            gt = rle.decode_pixels(str(rec.annotation), h, w)
         except rle.RLEError as exc:  # the ground truth itself is broken: stop, naming the row
             raise rle.RLEError(f"solution row {rec.case_id!r}: {exc}") from exc
         row = {"case_id": rec.case_id, "true_forged": bool(gt), "status": "ok", "pred_forged": False}
@@ -127,7 +154,7 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
         else:
             try:
                 ann = sub.loc[rec.case_id]
-                pred = rle.decode("" if pd.isna(ann) else str(ann), h, w)
+                pred = rle.decode_pixels("" if pd.isna(ann) else str(ann), h, w)
                 row.update(pred_forged=bool(pred), score=image_score(pred, gt))
             except rle.RLEError as exc:
                 row.update(status="unparseable", score=0.0, error=str(exc))

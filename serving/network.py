@@ -17,8 +17,8 @@ from tqdm import tqdm
 from preprocessing.cases import discover_test_images
 from preprocessing.constants import EVIDENCE_CHANNELS
 from preprocessing.errors import BadInput
-from preprocessing.images import MAX_PIXELS, read_rgb8
-from serving.decode import check_file, decode_rgb8_tf, resize_to_model
+from preprocessing.images import MAX_PIXELS, check_file, read_rgb8
+from serving.decode import decode_rgb8_tf, resize_to_model
 from serving.postprocess import PostprocessConfig, Prediction
 from serving.saved_model import ExportedModel, load
 from serving.submission import ScoreResult, submission_rows

@@ -87,7 +87,7 @@ def score_submission(sub_path: str, root: str, cases: list[Case], tests: list[tu
     sub = read_csv(sub_path, "submission")
     for col in ("case_id", "annotation"):
         if col not in sub.columns:
-            raise ValueError(f"{sub_path}: submission is missing column {col!r} (has {list(sub.columns)})")
+            raise UsageError(f"{sub_path}: submission is missing column {col!r} (has {list(sub.columns)})")
     repeated = sorted(set(sub.loc[sub["case_id"].duplicated(), "case_id"]))
     sub = sub.drop_duplicates("case_id", keep="first")
     solution, test_paths = load_solution(root), dict(tests)

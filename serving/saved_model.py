@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from preprocessing import fileio, outputs
+from preprocessing.errors import UsageError
 from serving.postprocess import PostprocessConfig
 
 EXPORT_SUBDIR = "export"
@@ -33,9 +34,9 @@ def read_metadata(export_dir: str) -> dict:
     try:
         meta = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+        raise UsageError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or "image_size" not in meta:
-        raise ValueError(f"{path}: not an export's metadata (no image_size)")
+        raise UsageError(f"{path}: not an export's metadata (no image_size)")
     return meta
 
 
@@ -73,7 +74,7 @@ class ExportedModel:
         inputs = {"images": tf.convert_to_tensor(images, tf.uint8)}
         if self.uses_evidence:
             if evidence is None:
-                raise ValueError(f"{self.export_dir}: this model takes the matcher's evidence map as input")
+                raise UsageError(f"{self.export_dir}: this model takes the matcher's evidence map as input")
             inputs["evidence"] = tf.convert_to_tensor(evidence, tf.uint8)
         out = self.signature(**inputs)
         probs = out["probabilities"].numpy()[..., 0]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from preprocessing import fileio, outputs, rle
-from preprocessing.errors import UsageError
+from preprocessing.errors import BadInput, UsageError
 from serving.postprocess import PostprocessConfig, Prediction, annotation
 
 HEADER = ("case_id", "annotation")
@@ -96,9 +96,16 @@ def jsonl(records: Sequence[dict]) -> str:
 
 
 def read_jsonl(path: str) -> list[dict]:
-    """The records of a ``jsonl`` file (blank lines and a side file's header line ignored)."""
-    records = [json.loads(line) for line in fileio.read_text(path).splitlines() if line.strip()]
-    return [r for r in records if SIDE_HEADER not in r]
+    """The records of a ``jsonl`` file (blank lines and a side file's header line ignored); a damaged
+    line is a ``BadInput`` naming the file and the line."""
+    records = []
+    for number, line in enumerate(fileio.read_text(path).splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise BadInput(path, f"line {number} is not JSON ({exc})") from exc
+    return [r for r in records if not (isinstance(r, dict) and SIDE_HEADER in r)]
 
 
 def _digest(data: bytes) -> str:

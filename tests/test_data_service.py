@@ -176,3 +176,65 @@ def test_an_unreachable_dispatcher_is_named_in_one_line_in_bounded_time(records_
     assert "\n" not in message
     with pytest.raises(UsageError, match="expected grpc://HOST:PORT"):
         service.address("localhost")
+
+
+def test_a_port_in_use_is_named_in_one_line():
+    """Before: ``RuntimeError: Could not start gRPC server`` after a page of gRPC's JSON."""
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-m", "trainer.data_service", f"--port={port}"], cwd=REPO,
+                              env=dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES=""), capture_output=True,
+                              text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: --port {port}: cannot listen on this port (Address "
+                                                    "already in use); choose another, or 0 for any free port")
+    assert "Traceback" not in proc.stderr and "gRPC" not in proc.stderr
+
+
+LOST_AFTER_S = 3  # the test run's --data_service_timeout
+
+
+def test_a_dispatcher_killed_mid_training_ends_the_run_in_bounded_time_with_its_epochs_kept(records_dir, tmp_path):
+    """A real dispatcher and worker (``trainer.data_service``), a real ``trainer.main``; the dispatcher
+    gets SIGKILL after the first finished epoch. Before: "Failed to heartbeat" every second, forever."""
+    port, worker_port = free_port(), free_port()
+    dispatcher, line = start(f"--port={port}", "--host=localhost")
+    worker, _ = start(f"--port={worker_port}", f"--dispatcher=localhost:{port}", "--host=localhost")
+    model_dir = tmp_path / "m"
+    address = f"grpc://localhost:{port}"
+    trainer = subprocess.Popen(
+        [sys.executable, "-m", "trainer.main", "--data_dir", records_dir, "--model_dir", str(model_dir),
+         "--data_service", address, f"--data_service_timeout={LOST_AFTER_S}", "--width=4", "--depth=2",
+         "--noself_correlation", "--nomatch_field", "--epochs=1000", "--batch_size=4", "--steps_per_epoch=2",
+         "--precision=float32", "--verbose=0"],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO, CUDA_VISIBLE_DEVICES=""), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        log = model_dir / run_state.CSV_LOG
+        deadline = time.monotonic() + 240
+        while trainer.poll() is None and time.monotonic() < deadline and (
+                not log.exists() or len(log.read_text().splitlines()) < 2):  # a header and a finished epoch
+            time.sleep(0.2)
+        assert trainer.poll() is None, trainer.communicate()[1][-3000:]
+        dispatcher.kill()
+        killed = time.monotonic()
+        _, err = trainer.communicate(timeout=LOST_AFTER_S + 2 * service.PROBE_EVERY_S + 60)
+        took = time.monotonic() - killed
+    finally:
+        for proc in (trainer, dispatcher, worker):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert trainer.returncode == service.LOST_EXIT
+    assert took < LOST_AFTER_S + 2 * service.PROBE_EVERY_S + 20  # the bound, plus this shared machine's slack
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: --data_service {address}: the tf.data service dispatcher has not answered "
+                           f"for {LOST_AFTER_S} s"), err[-3000:]
+    assert str(model_dir) in last
+    # Left as a kill leaves it, which a relaunch resumes (tests/test_train.py): training, epochs logged, a backup.
+    assert run_state.read_state(str(model_dir)) == run_state.TRAINING
+    assert len(log.read_text().splitlines()) >= 2
+    resume = run_state.prepare_backup(str(model_dir))  # what the relaunch reads first: a readable backup
+    assert resume.epoch >= 1 and resume.note.startswith(f"resuming after epoch {resume.epoch}")

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 
 from preprocessing.cli import HELP, option
+from preprocessing.errors import UsageError
 
 ARCHS = ("unet", "seed")
 LOSSES = ("bce_dice", "tversky", "dice", "focal", "bce")
@@ -83,6 +84,10 @@ class TrainConfig:
     data_service_compression: bool = option(False, "Snappy-compress the batches the service sends: a third of the "
                                             "bytes on the network, but more of the trainer's CPU time to receive "
                                             "them (README: tf.data service).")
+    data_service_timeout: float = option(60.0, "With --data_service: end the run (one line naming the dispatcher, "
+                                         "the last finished epoch kept for a relaunch) once the dispatcher has not "
+                                         "answered for this many seconds; TensorFlow would retry forever.",
+                                         lower=1.0)
     max_minutes: float = option(0.0, "Stop cleanly after this many minutes (0: no limit).", lower=0.0)
     seed: int = option(42, HELP["seed"])
     steps_per_epoch: int = option(0, "Steps per epoch (0: one pass over the training split).", lower=0)
@@ -105,7 +110,7 @@ class TrainConfig:
         """What decides the trained model: everything but where it runs, where it is written and how it is shown."""
         d = self.to_dict()
         for key in ("model_dir", "verbose", "max_minutes", "cpu_replicas", "strategy", "data_service",
-                    "data_service_compression"):
+                    "data_service_compression", "data_service_timeout"):
             d.pop(key)
         return d
 
@@ -119,7 +124,7 @@ def from_dict(d: dict) -> TrainConfig:
     unknown = sorted(set(d) - known) + sorted(f"model.{k}" for k in set(model) - {
         f.name for f in dataclasses.fields(ModelConfig)})
     if unknown:
-        raise ValueError(f"unknown configuration fields: {', '.join(unknown)}")
+        raise UsageError(f"unknown configuration fields: {', '.join(unknown)}")
     return TrainConfig(**d, model=ModelConfig(**model))
 
 
@@ -132,7 +137,7 @@ def load(path: str) -> TrainConfig:
     except FileNotFoundError:
         raise FileNotFoundError(f"{path}: no such configuration file") from None
     except (json.JSONDecodeError, TypeError, ValueError) as exc:
-        raise ValueError(f"{path}: not a training configuration ({exc})") from exc
+        raise UsageError(f"{path}: not a training configuration ({exc})") from exc
 
 
 def to_json(cfg: TrainConfig) -> str:

@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from preprocessing import model_input, schema
 from preprocessing.constants import EVIDENCE_CHANNELS, FORGED
+from preprocessing.errors import UsageError
 from preprocessing.records import Source, resolve_source
 from trainer import augment
 
@@ -68,9 +69,9 @@ def _balanced(records: tf.data.Dataset, src: Source, fraction: float, epoch_size
     """Sample forged records with probability ``fraction`` (repeating them as needed) for an epoch
     of ``epoch_size`` records, so an epoch has the same number of steps as without balancing."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"forged_fraction must be in (0, 1), got {fraction}")
+        raise UsageError(f"forged_fraction must be in (0, 1), got {fraction}")
     if not src.counts.get("forged") or not src.counts.get("authentic"):
-        raise ValueError(f"class balancing needs both classes; split counts are {src.counts}")
+        raise UsageError(f"class balancing needs both classes; split counts are {src.counts}")
     forged = records.filter(_is_forged).repeat().shuffle(shuffle_buffer, seed=seed)
     authentic = records.filter(lambda f, r: tf.logical_not(_is_forged(f, r))).repeat().shuffle(
         shuffle_buffer, seed=seed)
@@ -147,9 +148,9 @@ def make_dataset(data_dir: str, split: str, global_batch_size: int, training: bo
     src = resolve_source(data_dir, split)
     batch_size = input_context.get_per_replica_batch_size(global_batch_size) if input_context else global_batch_size
     if batch_size < 1:
-        raise ValueError(f"global batch {global_batch_size} gives per-replica batch {batch_size}")
+        raise UsageError(f"global batch {global_batch_size} gives per-replica batch {batch_size}")
     if src.image_size == 0 and batch_size > 1:
-        raise ValueError(f"{data_dir}: records of several sizes and no model size (image_size 0); batches "
+        raise UsageError(f"{data_dir}: records of several sizes and no model size (image_size 0); batches "
                          "need one: read the directory with its manifest.json, or rerun preprocessing.main "
                          "with --image_size")
     augment_jpeg = training if augment_jpeg is None else augment_jpeg

@@ -6,6 +6,7 @@ import os
 
 import tensorflow as tf
 
+from preprocessing.errors import UsageError
 from trainer.config import PRECISIONS, STRATEGIES
 
 WORKERS_DIR = "workers"  # where non-chief workers write their (identical) files
@@ -33,7 +34,7 @@ def resolve_precision(name: str) -> str:
     older GPUs; on CPUs mixed_bfloat16 where the CPU has bf16 instructions (benchmarks/train_step.py
     measured it faster than float32 on this machine's AVX512-BF16 CPU), else float32."""
     if name not in PRECISIONS:
-        raise ValueError(f"unknown precision {name!r}; expected one of {PRECISIONS}")
+        raise UsageError(f"unknown precision {name!r}; expected one of {PRECISIONS}")
     if name != "auto":
         return name
     gpus = tf.config.list_physical_devices("GPU")
@@ -50,7 +51,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     runtime (listing logical devices does), so it is decided first.
     """
     if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
+        raise UsageError(f"unknown strategy {name!r}; expected one of {STRATEGIES}")
     if name == "multi_worker" or (name == "auto" and os.environ.get("TF_CONFIG")):
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_logical_devices("GPU")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from preprocessing.errors import UsageError
 from trainer.config import LOSSES
 
 EPS = 1e-7
@@ -67,7 +68,7 @@ def get_loss(name: str):
     table = {"bce_dice": bce_dice_loss, "tversky": tversky_loss, "dice": dice_loss,
              "focal": focal_loss, "bce": bce}
     if name not in table:
-        raise ValueError(f"unknown loss {name!r}; expected one of {LOSSES}")
+        raise UsageError(f"unknown loss {name!r}; expected one of {LOSSES}")
     return table[name]
 
 

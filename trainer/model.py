@@ -31,6 +31,7 @@ from keras import layers
 
 from preprocessing import model_input
 from preprocessing.constants import EVIDENCE_CHANNELS
+from preprocessing.errors import UsageError
 from trainer.augment import random_flips
 from trainer.config import ARCHS, ModelConfig
 from trainer.distribute import is_multi_worker
@@ -224,9 +225,9 @@ def build_unet(cfg: ModelConfig) -> ForgeryModel:
     """Dual-stream U-Net: RGB and noise-residual encoders (and, with ``cfg.evidence``, a third for the
     matcher's evidence map) fused at every scale, a skip-connected decoder."""
     if cfg.image_size % (2 ** cfg.depth):
-        raise ValueError(f"image_size {cfg.image_size} must be divisible by 2**depth = {2 ** cfg.depth}")
+        raise UsageError(f"image_size {cfg.image_size} must be divisible by 2**depth = {2 ** cfg.depth}")
     if any(lv < 0 for lv in cfg.correlation_levels):
-        raise ValueError(f"correlation_levels {cfg.correlation_levels} must be >= 0")
+        raise UsageError(f"correlation_levels {cfg.correlation_levels} must be >= 0")
     inputs, images, evidence = model_inputs(cfg)
     rgb = ScaleRGB(name="scale_rgb")(images)
     noise = NoiseResidual(name="noise_residual")(images)
@@ -320,7 +321,7 @@ def build_model(cfg: ModelConfig) -> ForgeryModel:
         return build_unet(cfg)
     if cfg.arch == "seed":
         return build_seed(cfg)  # never with evidence (ModelConfig turns it off for this arch)
-    raise ValueError(f"unknown arch {cfg.arch!r}; expected one of {ARCHS}")
+    raise UsageError(f"unknown arch {cfg.arch!r}; expected one of {ARCHS}")
 
 
 def has_image_head(cfg: ModelConfig) -> bool:

@@ -41,7 +41,7 @@ def read_state(model_dir: str) -> str:
     try:
         return json.loads(fileio.read_text(path))["stage"]
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ValueError(f"{path}: damaged run state ({exc}); remove it to resume from the backup") from exc
+        raise UsageError(f"{path}: damaged run state ({exc}); remove it to resume from the backup") from exc
 
 
 def write_state(model_dir: str, stage: str, **extra) -> None:

@@ -41,7 +41,12 @@ batches have one shape. Runs that share a cluster get different job names.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import sys
+import threading
+import time
 
 import tensorflow as tf
 
@@ -64,19 +69,29 @@ def address(service: str, flag: str = "--data_service") -> str:
     return addr
 
 
-def check_dispatcher(service: str, flag: str = "--data_service", timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Raise a one-line UsageError naming ``service`` unless a tf.data dispatcher answers there within
-    ``timeout`` seconds. (TF's own client retries registering a dataset forever, silently.)"""
+def _ask_dispatcher(addr: str, timeout: float):
+    """None if a tf.data dispatcher at HOST:PORT ``addr`` answers within ``timeout`` seconds, else the
+    gRPC status code of the failure."""
     import grpc  # a dependency of TensorFlow
 
-    addr = address(service, flag)
     with grpc.insecure_channel(addr) as channel:
         get_version = channel.unary_unary(_GET_VERSION, request_serializer=bytes, response_deserializer=bytes)
         try:
             get_version(b"", timeout=timeout, wait_for_ready=True)
-            return
+            return None
         except grpc.RpcError as exc:
-            code = exc.code()
+            return exc.code()
+
+
+def check_dispatcher(service: str, flag: str = "--data_service", timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise a one-line UsageError naming ``service`` unless a tf.data dispatcher answers there within
+    ``timeout`` seconds. (TF's own client retries registering a dataset forever, silently.)"""
+    import grpc
+
+    addr = address(service, flag)
+    code = _ask_dispatcher(addr, timeout)
+    if code is None:
+        return
     if code == grpc.StatusCode.UNIMPLEMENTED:
         what = "answers, but is not a tf.data service dispatcher (a worker's port?)"
     else:
@@ -85,9 +100,73 @@ def check_dispatcher(service: str, flag: str = "--data_service", timeout: float 
                      f"--port {addr.rpartition(':')[2]}`")
 
 
+PROBE_EVERY_S = 2.0  # how often a training run asks its dispatcher whether it is still there
+LOST_EXIT = 2  # the exit status of a run ended because its dispatcher went away (as for other one-line errors)
+
+
+@contextlib.contextmanager
+def dispatcher_watch(service: str, timeout: float, model_dir: str):
+    """While the block runs, a thread asks the dispatcher at ``service`` for its version every
+    ``PROBE_EVERY_S``; once it has not answered for ``timeout`` seconds, the thread prints one line naming
+    the address and ends the process (exit status ``LOST_EXIT``). So a run whose dispatcher dies ends
+    within ``timeout + 2 * PROBE_EVERY_S`` seconds instead of hanging: TensorFlow's client retries forever
+    inside a C++ call the main thread cannot leave, so nothing gentler than ending the process can stop
+    it. The run is then as after a kill: the last finished epoch is in ``model_dir``, and relaunching the
+    same command resumes from it."""
+    addr = address(service)
+    stopped = threading.Event()
+
+    def watch():
+        answered = time.monotonic()
+        while not stopped.wait(PROBE_EVERY_S):
+            if _ask_dispatcher(addr, PROBE_EVERY_S) is None:
+                answered = time.monotonic()
+            elif time.monotonic() - answered >= timeout and not stopped.is_set():
+                sys.stderr.write(
+                    f"error: --data_service {service}: the tf.data service dispatcher has not answered for "
+                    f"{timeout:g} s (--data_service_timeout); training stopped. The last finished epoch is kept "
+                    f"in {model_dir}: restart the dispatcher and its workers, then relaunch the same command to "
+                    "resume from it\n")
+                sys.stderr.flush()
+                sys.stdout.flush()
+                os._exit(LOST_EXIT)
+
+    thread = threading.Thread(target=watch, daemon=True, name="dispatcher-watch")
+    thread.start()
+    try:
+        yield
+    finally:
+        stopped.set()
+
+
+def _port_refused(port: int, why: str) -> UsageError:
+    return UsageError(f"--port {port}: cannot listen on this port ({why}); choose another, or 0 for any free port")
+
+
+def _listening(start, port: int):
+    """``start()`` (a server listening on ``port``), refused in one line naming the port when the port is
+    taken: probed first (gRPC's own failure prints a page of JSON from C++ before TensorFlow's bare
+    "Could not start gRPC server"; gRPC's SO_REUSEPORT would even let two servers share a port)."""
+    import socket
+
+    if port:
+        try:
+            with socket.socket() as probe:
+                probe.bind(("", port))
+        except OSError as exc:
+            raise _port_refused(port, exc.strerror or str(exc)) from exc
+    try:
+        return start()
+    except RuntimeError as exc:
+        if "Could not start gRPC server" not in str(exc):
+            raise
+        raise _port_refused(port, "in use by another process, or not allowed") from exc
+
+
 def start_dispatcher(port: int = 0) -> tf.data.experimental.service.DispatchServer:
     """A running dispatcher on ``port`` (0: any free port; ``server.target`` is ``grpc://localhost:PORT``)."""
-    return tf.data.experimental.service.DispatchServer(tf.data.experimental.service.DispatcherConfig(port=port))
+    config = tf.data.experimental.service.DispatcherConfig(port=port)
+    return _listening(lambda: tf.data.experimental.service.DispatchServer(config), port)
 
 
 def start_worker(dispatcher: str, port: int = 0, host: str = "localhost") -> tf.data.experimental.service.WorkerServer:
@@ -96,7 +175,7 @@ def start_worker(dispatcher: str, port: int = 0, host: str = "localhost") -> tf.
     check_dispatcher(dispatcher, flag="--dispatcher")
     config = tf.data.experimental.service.WorkerConfig(dispatcher_address=address(dispatcher, "--dispatcher"),
                                                        worker_address=f"{host}:%port%", port=port)
-    return tf.data.experimental.service.WorkerServer(config)
+    return _listening(lambda: tf.data.experimental.service.WorkerServer(config), port)
 
 
 def job_name(cfg) -> str:

@@ -6,6 +6,7 @@ callbacks are ``trainer.callbacks``; what survives a kill is ``trainer.run_state
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field, replace
 from typing import Optional
@@ -217,8 +218,11 @@ def run(cfg: TrainConfig, strategy=None, callbacks: tuple = ()) -> TrainResult:
         val_ids = data.make_dataset(cfg.data_dir, "val", cfg.batch_size, training=False, with_ids=True,
                                     evidence=cfg.model.evidence)
         all_callbacks = make_callbacks(cfg, out_dir, strategy, val_ids, pp_cfg, steps * cfg.batch_size, callbacks)
-        hist = _fit(model, cfg, x=train_ds, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_ds,
-                    validation_steps=val_steps, callbacks=all_callbacks, verbose=cfg.verbose)
+        watch = (service.dispatcher_watch(cfg.data_service, cfg.data_service_timeout, cfg.model_dir)
+                 if cfg.data_service else contextlib.nullcontext())
+        with watch:
+            hist = _fit(model, cfg, x=train_ds, epochs=cfg.epochs, steps_per_epoch=steps, validation_data=val_ds,
+                        validation_steps=val_steps, callbacks=all_callbacks, verbose=cfg.verbose)
         epochs_run = len(hist.history.get("loss", []))
         if chief:
             run_state.write_state(cfg.model_dir, run_state.TRAINED)

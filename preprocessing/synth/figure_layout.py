@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from preprocessing.errors import UsageError
 from preprocessing.synth.figure_page import Box
 
 FIGURE_WIDTH = (400, 1500)  # px: the width of real compound figures
@@ -33,9 +34,9 @@ ASPECT = {"micrograph": (0.7, 1.05), "fluorescence": (0.8, 1.05), "blot": (0.55,
 def width_range(min_size: int, max_size: int) -> tuple[int, int]:
     """The page widths the size options allow (see the module docstring); ValueError if none."""
     if min_size > max_size:
-        raise ValueError(f"min_size {min_size} exceeds max_size {max_size}")
+        raise UsageError(f"min_size {min_size} exceeds max_size {max_size}")
     if max_size < FIGURE_MIN_SIDE:
-        raise ValueError(f"figures need max_size >= {FIGURE_MIN_SIDE}, got {max_size}")
+        raise UsageError(f"figures need max_size >= {FIGURE_MIN_SIDE}, got {max_size}")
     lo = max(min_size, FIGURE_MIN_SIDE, FIGURE_WIDTH[0] if max_size >= FIGURE_WIDTH[0] else 0)
     return lo, max_size
 

@@ -12,6 +12,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from preprocessing.errors import UsageError
 from preprocessing.synth import base, copymove
 from preprocessing.synth.figure_page import Box
 
@@ -57,7 +58,7 @@ def view(key: str) -> np.ndarray:
     name, _, variant = key.partition(":")
     img = base._science_image(name)
     if img is None:
-        raise ValueError(f"scikit-image sample {name!r} is not available offline")
+        raise UsageError(f"scikit-image sample {name!r} is not available offline")
     if variant == "":
         out = img.astype(np.float32)
     elif variant == "gray":
