@@ -13,10 +13,10 @@ from tiny_model import export_tiny
 from preprocessing.cases import discover_training_cases
 from preprocessing.records import read_manifest
 from serving.calibrate import calibrate
-from serving.calibration import Evaluator, Sample, pessimistic, samples_from_records, search
 from serving.metric import image_score
 from serving.postprocess import PostprocessConfig, Prediction, instances, union_instances
 from serving.saved_model import load, read_metadata
+from serving.tuning import NetworkEvaluator, NetworkSample, pessimistic, samples_from_records, search_network
 
 
 @pytest.fixture()
@@ -45,7 +45,7 @@ def _blob_sample(case_id, gt_boxes, blob_boxes, peak, image_score_=None, size=32
         m = np.zeros((size, size), np.uint8)
         m[y0:y1, x0:x1] = 1
         gt.append(m)
-    return Sample(Prediction(case_id, (size, size), prob, image_score_), gt)
+    return NetworkSample(Prediction(case_id, (size, size), prob, image_score_), gt)
 
 
 def test_search_finds_the_known_optimum():
@@ -61,7 +61,8 @@ def test_search_finds_the_known_optimum():
         _blob_sample("f2", [(4, 24, 4, 14), (4, 24, 18, 28)], [(4, 24, 4, 14), (4, 24, 18, 28)], 0.9),
     ]
     base = PostprocessConfig()
-    best, before, after = search(samples, base, thresholds=[0.3, 0.45, 0.7], min_areas=[8, 32, 64], progress=False)
+    best, before, after = search_network(samples, base, thresholds=[0.3, 0.45, 0.7], min_areas=[8, 32, 64],
+                                         progress=False)[:3]
     assert before == pytest.approx(0.5)
     assert after == pytest.approx(1.0)
     # First perfect point of the grid: drop the speck by area, the faint blob by the bar midway 0.6 -> 0.9.
@@ -74,7 +75,7 @@ def test_search_finds_the_known_optimum():
 def test_search_keeps_defaults_when_nothing_beats_them():
     samples = [_blob_sample("f", [(0, 16, 0, 16)], [(0, 16, 0, 16)], 0.9), _blob_sample("a", [], [], 0.0)]
     base = PostprocessConfig()
-    best, before, after = search(samples, base, progress=False)
+    best, before, after = search_network(samples, base, progress=False)[:3]
     assert before == after == 1.0 and best == base
 
 
@@ -88,8 +89,8 @@ def test_search_moves_only_on_evidence(specks, margin_se, moves):
     clean = [_blob_sample(f"a{i}", [], [], 0.0) for i in range(9 - specks)]
     samples = [forged, *bad, *clean]
     base = PostprocessConfig()
-    best, before, after = search(samples, base, thresholds=[0.45], min_areas=[32, 64], progress=False,
-                                 margin_se=margin_se)
+    best, before, after = search_network(samples, base, thresholds=[0.45], min_areas=[32, 64], progress=False,
+                                         margin_se=margin_se)[:3]
     assert before == pytest.approx(1 - specks / 10)
     if moves:
         assert best != base and after == pytest.approx(1.0)  # min_area 64, or a bar between 0.9 and 0.95
@@ -107,7 +108,7 @@ def test_calibrate_records_never_lowers_of1(model_dir, records_dir):
     assert len(samples) == manifest["counts"]["val"]["total"]
     assert sum(bool(s.gt) for s in samples) == manifest["counts"]["val"]["forged"]
     # The fast evaluator is exactly the real post-processing + the real metric.
-    ev = Evaluator(samples)
+    ev = NetworkEvaluator(samples)
     for cfg in (PostprocessConfig(), PostprocessConfig(0.6, 8, 0.75), PostprocessConfig(0.3, 0, 0.0, 1)):
         direct = np.mean([image_score(instances(s.pred.prob, s.pred.orig_hw, cfg, s.pred.image_score), s.gt)
                           for s in samples])
@@ -132,7 +133,7 @@ def test_calibrate_cli_on_labelled_folder(model_dir, synth_dir):
                            "--input_dir", synth_dir, "--batch_size", "8", "--thresholds", "0.4,0.6",
                            "--min_areas", "16,64"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "before: oF1" in proc.stdout and "after:  oF1" in proc.stdout
+    assert "network oF1:" in proc.stdout and "network after:" in proc.stdout
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     cases, _ = discover_training_cases(synth_dir)
     assert report["images"] + report["skipped"] == len(cases)
@@ -157,7 +158,7 @@ def test_a_forged_image_without_a_usable_mask_is_skipped_and_listed_not_authenti
     empty, gone = masks[0][:-4], masks[1][:-4]
     np.save(os.path.join(root, "train_masks", empty + ".npy"), np.zeros((1, 8, 8), np.uint8))
     os.remove(os.path.join(root, "train_masks", gone + ".npy"))
-    from serving.calibration import samples_from_folder
+    from serving.tuning import samples_from_folder
 
     samples, errors = samples_from_folder(load(model_dir), root, progress=False)
     skipped = {e["case_id"]: e["reason"].split(":")[0] for e in errors}
