@@ -23,7 +23,7 @@ What each search varies:
   reference: the defaults;
 - the fused decision (``search_fused``): ``serving.fused.FusedParams``; reference: the defaults
   (the matcher alone);
-- the detector (``choose_detector``): ``serving.detectors.DETECTORS`` in their order, simplest first.
+- the detector (``choose_detector``): ``SIMPLEST_FIRST`` in order, each against the current choice.
 
 Ground truth: from records, the 4-connected components of the stored union mask (records keep only
 the union), at the records' resolution; from a labelled folder or for the matcher, the real instance
@@ -55,6 +55,9 @@ DEFAULT_MIN_AREAS = (0, 4, 8, 16, 32, 64, 128, 256, 512)
 # SE keeps a move that one image of a few dozen makes out, yet lets a gain most images share through.
 DEFAULT_MARGIN_SE = 1.0
 TIE = 1e-12  # score differences below this are ties, which the reference wins
+# The detectors from simplest to most complex, as issue 24 ranks them: the fused verdict needs both
+# others; the matcher is ranked above the network. ``choose_detector`` moves along it only on evidence.
+SIMPLEST_FIRST = ("network", "matcher", "fused")
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -537,13 +540,11 @@ def tuning_cases(data_dir: str | None, input_dir: str | None, split: str) -> tup
 
 def choose_detector(scores: dict[str, np.ndarray], margin_se: float = DEFAULT_MARGIN_SE) -> tuple[str, list[dict]]:
     """The default detector from each detector's per-image scores on the same validation images:
-    ``serving.detectors.DETECTORS`` in order, simplest first; each more complex one replaces the
+    ``SIMPLEST_FIRST`` in order; each more complex one replaces the
     current choice only when it beats it by more than ``margin_se`` standard errors of the paired
     difference. Returns the choice and every comparison made."""
-    from serving.detectors import DETECTORS
-
-    chosen, steps = DETECTORS[0], []
-    for candidate in DETECTORS[1:]:
+    chosen, steps = SIMPLEST_FIRST[0], []
+    for candidate in SIMPLEST_FIRST[1:]:
         diff = paired_difference(scores[candidate], scores[chosen])
         won = diff.beats(margin_se)
         steps.append({"candidate": candidate, "against": chosen, "chosen": won, **diff.to_dict()})

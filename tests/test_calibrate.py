@@ -169,3 +169,94 @@ def test_a_forged_image_without_a_usable_mask_is_skipped_and_listed_not_authenti
     assert len(samples) + len(errors) == len(cases)  # the counts add up
     report = calibrate(model_dir, input_dir=root, thresholds=[0.5], min_areas=[16], progress=False)
     assert {e["case_id"] for e in report["skipped_cases"]} == set(skipped)
+
+
+# ----------------------------------------------------------------------------- the detectors and the matcher
+
+def test_choose_detector_keeps_the_simpler_one_unless_beaten_by_the_margin():
+    """Ten validation images. The matcher fixing one image the network misses is a gain of 0.1 with a
+    standard error of 0.1: within one SE, so the network (the simpler detector) stays; fixing three is
+    a gain of 0.3 with an SE of 0.15, and the matcher is chosen. A fused verdict one image better than
+    that matcher stays unchosen."""
+    from serving.detectors import DETECTORS
+    from serving.tuning import SIMPLEST_FIRST, choose_detector, paired_difference
+
+    assert sorted(SIMPLEST_FIRST) == sorted(DETECTORS)  # every detector has its rank
+
+    network = np.zeros(10)
+    one_better, three_better = network.copy(), network.copy()
+    one_better[0] = 1.0
+    three_better[:3] = 1.0
+    fused = three_better.copy()
+    fused[5] = 1.0
+    chosen, steps = choose_detector({"network": network, "matcher": one_better, "fused": one_better})
+    assert chosen == "network" and [s["chosen"] for s in steps] == [False, False]
+    assert steps[0]["mean_difference"] == pytest.approx(0.1) and steps[0]["se"] == pytest.approx(0.1)
+    assert choose_detector({"network": network, "matcher": one_better, "fused": one_better}, margin_se=0.0)[0] \
+        == "matcher"  # without the margin, one lucky image decides
+    chosen, steps = choose_detector({"network": network, "matcher": three_better, "fused": fused})
+    assert chosen == "matcher" and [(s["candidate"], s["against"], s["chosen"]) for s in steps] == \
+        [("matcher", "network", True), ("fused", "matcher", False)]
+    assert steps[0]["se"] == pytest.approx(np.std(three_better, ddof=1) / np.sqrt(10))
+    assert paired_difference(fused, three_better).beats(1.0) is False
+
+
+def _split_keys(records_dir: str) -> dict:
+    """split -> the label/case_id keys its records hold (read from the TFRecords themselves)."""
+    import tensorflow as tf
+
+    from preprocessing import records, schema
+
+    out, keys = {}, {k: schema.FEATURES[k] for k in ("case_id", "label")}
+    for split in ("train", "val"):
+        src = records.resolve_source(records_dir, split)
+        out[split] = {f"{'forged' if r['label'] else 'authentic'}/{r['case_id'].decode()}" for r in
+                      tf.data.TFRecordDataset(list(src.files), src.compression)
+                      .map(lambda s: tf.io.parse_single_example(s, keys)).as_numpy_iterator()}
+    return out
+
+
+def test_calibrate_tunes_the_matcher_on_both_splits_and_reports_paired_differences(model_dir, records_dir):
+    """The matcher is tuned on the originals of the train and the val split (found through the records'
+    case ids and the manifest's corpus); the network, the fused decision and the detector choice on val.
+    Every move and every detector step carries its paired difference and standard error."""
+    import io
+
+    from preprocessing.matching import DecisionParams
+    from serving import tuning
+    from serving.fused import FusedParams
+
+    keys = _split_keys(records_dir)
+    by_split = tuning.cases_by_split(records_dir)
+    assert {s: {c.key for c in cases} for s, cases in by_split.items()} == keys
+    assert all(os.path.isfile(c.image_path) for cases in by_split.values() for c in cases)
+
+    out = io.StringIO()
+    report = calibrate(model_dir, data_dir=records_dir, batch_size=8, progress=False, detectors=True,
+                       thresholds=[0.5], min_areas=[16], stream=out)
+    det = report["detectors"]
+    manifest = read_manifest(records_dir)
+    assert det["matcher"]["images"] + det["matcher"]["skipped"] == len(keys["train"]) + len(keys["val"])
+    assert det["matcher"]["by_split"]["train"] > 0 and det["matcher"]["by_split"]["val"] > 0
+    assert det["images"] + det["skipped"] == manifest["counts"]["val"]["total"]
+    for search in (report, det["matcher"], det["fused"]):
+        assert set(search["difference"]) == {"images", "mean_difference", "se", "in_se"}
+        assert search["oF1_after"] - search["oF1_before"] == pytest.approx(search["difference"]["mean_difference"])
+        moved = search["difference"]["mean_difference"] > 0
+        # a move is a gain beyond one standard error; the highest candidate is at least as good as the choice
+        assert not moved or search["difference"]["mean_difference"] > search["difference"]["se"]
+        assert search["highest"]["oF1"] >= search["oF1_after"] - 1e-12
+    assert [s["candidate"] for s in det["choice"]] == ["matcher", "fused"]
+    for step in det["choice"]:
+        assert step["chosen"] == (step["mean_difference"] - step["se"] > 1e-12)
+    text = out.getvalue()
+    assert "matcher tuned on:" in text and "matcher vs network:" in text and "default detector:" in text
+    meta = read_metadata(os.path.join(model_dir, "export"))
+    assert meta["detector"] == det["detector"] and meta["calibration"]["detectors"]["choice"] == det["choice"]
+    assert meta["matcher"] == det["matcher"]["after"] and meta["fused"] == det["fused"]["after"]
+
+    # A margin no candidate can clear: the defaults and the simplest detector stay, whatever scored higher.
+    kept = calibrate(model_dir, data_dir=records_dir, batch_size=8, progress=False, detectors=True,
+                     thresholds=[0.5], min_areas=[16], margin_se=1e6, stream=io.StringIO())["detectors"]
+    assert kept["matcher"]["after"] == DecisionParams().to_dict() and kept["fused"]["after"] == FusedParams().to_dict()
+    assert kept["detector"] == "network"
