@@ -28,7 +28,8 @@ def define_flags() -> None:
     from serving.tuning import DEFAULT_MARGIN_SE, DEFAULT_MIN_AREAS, DEFAULT_THRESHOLDS
 
     cli.define_model_dir()
-    flags.DEFINE_string("data_dir", None, "The Beam job's output (manifest.json + TFRecords).")
+    flags.DEFINE_string("data_dir", None, "The Beam job's output (manifest.json + TFRecords); the original images "
+                        "are found again in the corpus folder its manifest names.")
     flags.DEFINE_string("input_dir", None, "Or: labelled images + masks in the competition layout.")
     flags.DEFINE_string("split", "val", "The records split the network, the fused decision and the default detector "
                         "are judged on (with --data_dir); the matcher is tuned on every split.")

@@ -80,6 +80,8 @@ class Difference:
 
 
 def paired_difference(scores: np.ndarray, reference: np.ndarray) -> Difference:
+    """Per-image ``scores - reference`` summarised: paired, because both score the same images, so
+    what every image shares cancels and only the disagreement counts."""
     diff = np.asarray(scores, float) - np.asarray(reference, float)
     n = len(diff)
     se = float(np.std(diff, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
