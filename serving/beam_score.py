@@ -6,7 +6,7 @@
 
 Same flags, detectors, decoding, model, post-processing and files as serving.score, so the output
 is identical on the same images (``--workers`` is serving.score's: here Beam's own options set the
-parallelism); the pipeline is ``serving.beam_scoring``. Flags this module does not know are
+parallelism); the pipeline is ``serving.beam_pipeline``. Flags this module does not know are
 handed to Beam. Every output file is written under a temporary name and renamed when the job has
 finished; the output paths are checked before any work (``preprocessing.outputs``).
 """
@@ -22,20 +22,20 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     from preprocessing.beam_runner import quiet_local_workers
-    from serving import beam_scoring  # Beam and TensorFlow: only now, after logging is set up
+    from serving import beam_pipeline  # Beam and TensorFlow: only now, after logging is set up
     from serving.submission import ScoreResult, report
 
     output, items, refused = check_paths()
     detector, settings = settings_from_flags()
     print(f"Beam options {argv[1:]}")
     pipeline_args = quiet_local_workers(argv[1:], FLAGS.verbose_logs)
-    errors = beam_scoring.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, None, pipeline_args,
+    errors = beam_pipeline.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, None, pipeline_args,
                               items=items, detector=detector, settings=settings, refused=refused)
     if detector != "network":
         from serving.submission import evidence_path
 
         print(f"evidence (which region copies which): {evidence_path(output)}")
-    return report(output, ScoreResult(beam_scoring.read_rows(output), errors), FLAGS.strict)
+    return report(output, ScoreResult(beam_pipeline.read_rows(output), errors), FLAGS.strict)
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -116,11 +116,13 @@ def resize_to_model(image: tf.Tensor, size: int) -> tf.Tensor:
     return tf.ensure_shape(out, [size, size, 3])
 
 
-def load_for_model(path: tf.Tensor, size: int) -> tf.Tensor:
-    """File path -> model-ready uint8 (size, size, 3) image."""
-    return resize_to_model(decode_rgb8_tf(tf.io.read_file(path)), size)
+def load_for_model(path: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """File path -> (model-ready uint8 (size, size, 3) image, the decoded image's (H, W)): what every
+    scoring pipeline (serving.network's tf.data, serving.beam_pipeline's workers) reads a file with."""
+    image = decode_rgb8_tf(tf.io.read_file(path))
+    return resize_to_model(image, size), tf.shape(image)[:2]
 
 
 def decode_file_eager(path: str, size: int) -> np.ndarray:
-    """The same decode + resize, eagerly for one file (Beam workers, the fallback path)."""
-    return load_for_model(tf.constant(path), size).numpy()
+    """The same decode + resize, eagerly for one file."""
+    return load_for_model(tf.constant(path), size)[0].numpy()

@@ -3,7 +3,7 @@
 The matcher sees native resolution and exact geometry but is fooled by legitimate repeats it was
 not told about, and draws region edges by rule; the network learns what a forgery in this corpus
 looks like but, at 128-256 px, cannot see most copies. The fused decision (``FusedParams``, a few
-numbers calibrated on validation data with the pessimistic rule of ``serving.calibration``):
+numbers calibrated on validation data with the pessimistic rule of ``serving.tuning``):
 
 1. the matcher's pairs (``preprocessing.matching.decide`` with its calibrated parameters) make the
    image forged only if the network agrees: its image-level evidence (the image head's score, or

@@ -18,7 +18,7 @@ from preprocessing.cases import discover_test_images
 from preprocessing.constants import EVIDENCE_CHANNELS
 from preprocessing.errors import BadInput
 from preprocessing.images import MAX_PIXELS, check_file, read_rgb8
-from serving.decode import decode_rgb8_tf, resize_to_model
+from serving.decode import load_for_model, resize_to_model
 from serving.postprocess import PostprocessConfig, Prediction
 from serving.saved_model import ExportedModel, load
 from serving.submission import ScoreResult, submission_rows
@@ -73,8 +73,8 @@ def image_dataset(items: Sequence[tuple[str, str]], image_size: int, batch_size:
     paths = tf.constant([p for _, p in items], tf.string)
 
     def load_one(case_id, path):
-        image = decode_rgb8_tf(tf.io.read_file(path))
-        out = (case_id, resize_to_model(image, image_size), tf.shape(image)[:2])
+        image, hw = load_for_model(path, image_size)
+        out = (case_id, image, hw)
         if evidence_for is None:
             return out
         return out + (resize_to_model(_evidence_tensor(case_id, evidence_for), image_size),)

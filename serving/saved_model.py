@@ -2,6 +2,20 @@
 
 Only TensorFlow is needed: a SavedModel written by ``trainer.export`` must be
 enough to score images (this module never imports ``trainer``).
+
+The signature (``serving_default``), as metadata.json's ``inputs`` records it (``signature_contract``):
+- ``images``: uint8 [N, S, S, 3], S = metadata.json's ``image_size``: each image decoded to RGB
+  uint8 at its own size (``preprocessing.images.read_rgb8``), then brought to S x S by
+  ``serving.decode.resize_to_model`` (what training saw);
+- ``evidence`` (only for a model trained with the matcher's evidence stream): uint8 [N, S, S, 3],
+  the planes ``preprocessing.constants.EVIDENCE_CHANNELS``, computed by
+  ``preprocessing.matching.evidence.evidence_of(rgb)`` on that same RGB image at its own size (the
+  matcher's default ``MatcherConfig``; never on the S x S image), then brought to S x S by
+  ``serving.decode.resize_to_model`` exactly as the image;
+- outputs ``probabilities`` float32 [N, S, S, 1] and, with an image-level head, ``image_score``
+  float32 [N].
+A plain TensorFlow user therefore needs ``tf.saved_model.load`` and, for the evidence, the project's
+``preprocessing`` and ``serving.decode`` (not ``trainer``); docs/calibration.md shows the lines.
 """
 from __future__ import annotations
 
@@ -38,6 +52,28 @@ def read_metadata(export_dir: str) -> dict:
     if not isinstance(meta, dict) or "image_size" not in meta:
         raise UsageError(f"{path}: not an export's metadata (no image_size)")
     return meta
+
+
+# How a caller computes each input of the signature (recorded in metadata.json's ``inputs``).
+IMAGES_RECIPE = ("RGB uint8 at the image's own size (preprocessing.images.read_rgb8), then "
+                 "serving.decode.resize_to_model(image, image_size)")
+EVIDENCE_RECIPE = ("preprocessing.matching.evidence.evidence_of(rgb) on the same RGB uint8 image at its own size "
+                   "(never on the resized one), then serving.decode.resize_to_model(evidence, image_size), exactly "
+                   "as the image")
+
+
+def signature_contract(image_size: int, evidence_channels: tuple | None, image_score: bool) -> dict:
+    """metadata.json's ``inputs`` and ``outputs``: the signature's tensors and, for each input, the
+    functions that compute it (``evidence_channels``: the evidence planes' names, None without that input)."""
+    square = [None, int(image_size), int(image_size)]
+    inputs = {"images": {"dtype": "uint8", "shape": square + [3], "computed_by": IMAGES_RECIPE}}
+    if evidence_channels is not None:
+        inputs["evidence"] = {"dtype": "uint8", "shape": square + [len(evidence_channels)],
+                              "channels": list(evidence_channels), "computed_by": EVIDENCE_RECIPE}
+    outputs = {"probabilities": {"dtype": "float32", "shape": square + [1]}}
+    if image_score:
+        outputs["image_score"] = {"dtype": "float32", "shape": [None]}
+    return {"inputs": inputs, "outputs": outputs}
 
 
 def write_metadata(export_dir: str, meta: dict) -> None:

@@ -13,10 +13,10 @@ from tiny_model import export_tiny
 from preprocessing.cases import discover_training_cases
 from preprocessing.records import read_manifest
 from serving.calibrate import calibrate
-from serving.calibration import Evaluator, Sample, pessimistic, samples_from_records, search
 from serving.metric import image_score
 from serving.postprocess import PostprocessConfig, Prediction, instances, union_instances
 from serving.saved_model import load, read_metadata
+from serving.tuning import NetworkEvaluator, NetworkSample, pessimistic, samples_from_records, search_network
 
 
 @pytest.fixture()
@@ -45,7 +45,7 @@ def _blob_sample(case_id, gt_boxes, blob_boxes, peak, image_score_=None, size=32
         m = np.zeros((size, size), np.uint8)
         m[y0:y1, x0:x1] = 1
         gt.append(m)
-    return Sample(Prediction(case_id, (size, size), prob, image_score_), gt)
+    return NetworkSample(Prediction(case_id, (size, size), prob, image_score_), gt)
 
 
 def test_search_finds_the_known_optimum():
@@ -61,7 +61,8 @@ def test_search_finds_the_known_optimum():
         _blob_sample("f2", [(4, 24, 4, 14), (4, 24, 18, 28)], [(4, 24, 4, 14), (4, 24, 18, 28)], 0.9),
     ]
     base = PostprocessConfig()
-    best, before, after = search(samples, base, thresholds=[0.3, 0.45, 0.7], min_areas=[8, 32, 64], progress=False)
+    best, before, after = search_network(samples, base, thresholds=[0.3, 0.45, 0.7], min_areas=[8, 32, 64],
+                                         progress=False)[:3]
     assert before == pytest.approx(0.5)
     assert after == pytest.approx(1.0)
     # First perfect point of the grid: drop the speck by area, the faint blob by the bar midway 0.6 -> 0.9.
@@ -74,7 +75,7 @@ def test_search_finds_the_known_optimum():
 def test_search_keeps_defaults_when_nothing_beats_them():
     samples = [_blob_sample("f", [(0, 16, 0, 16)], [(0, 16, 0, 16)], 0.9), _blob_sample("a", [], [], 0.0)]
     base = PostprocessConfig()
-    best, before, after = search(samples, base, progress=False)
+    best, before, after = search_network(samples, base, progress=False)[:3]
     assert before == after == 1.0 and best == base
 
 
@@ -88,8 +89,8 @@ def test_search_moves_only_on_evidence(specks, margin_se, moves):
     clean = [_blob_sample(f"a{i}", [], [], 0.0) for i in range(9 - specks)]
     samples = [forged, *bad, *clean]
     base = PostprocessConfig()
-    best, before, after = search(samples, base, thresholds=[0.45], min_areas=[32, 64], progress=False,
-                                 margin_se=margin_se)
+    best, before, after = search_network(samples, base, thresholds=[0.45], min_areas=[32, 64], progress=False,
+                                         margin_se=margin_se)[:3]
     assert before == pytest.approx(1 - specks / 10)
     if moves:
         assert best != base and after == pytest.approx(1.0)  # min_area 64, or a bar between 0.9 and 0.95
@@ -107,7 +108,7 @@ def test_calibrate_records_never_lowers_of1(model_dir, records_dir):
     assert len(samples) == manifest["counts"]["val"]["total"]
     assert sum(bool(s.gt) for s in samples) == manifest["counts"]["val"]["forged"]
     # The fast evaluator is exactly the real post-processing + the real metric.
-    ev = Evaluator(samples)
+    ev = NetworkEvaluator(samples)
     for cfg in (PostprocessConfig(), PostprocessConfig(0.6, 8, 0.75), PostprocessConfig(0.3, 0, 0.0, 1)):
         direct = np.mean([image_score(instances(s.pred.prob, s.pred.orig_hw, cfg, s.pred.image_score), s.gt)
                           for s in samples])
@@ -132,7 +133,7 @@ def test_calibrate_cli_on_labelled_folder(model_dir, synth_dir):
                            "--input_dir", synth_dir, "--batch_size", "8", "--thresholds", "0.4,0.6",
                            "--min_areas", "16,64"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "before: oF1" in proc.stdout and "after:  oF1" in proc.stdout
+    assert "network oF1:" in proc.stdout and "network after:" in proc.stdout
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     cases, _ = discover_training_cases(synth_dir)
     assert report["images"] + report["skipped"] == len(cases)
@@ -157,7 +158,7 @@ def test_a_forged_image_without_a_usable_mask_is_skipped_and_listed_not_authenti
     empty, gone = masks[0][:-4], masks[1][:-4]
     np.save(os.path.join(root, "train_masks", empty + ".npy"), np.zeros((1, 8, 8), np.uint8))
     os.remove(os.path.join(root, "train_masks", gone + ".npy"))
-    from serving.calibration import samples_from_folder
+    from serving.tuning import samples_from_folder
 
     samples, errors = samples_from_folder(load(model_dir), root, progress=False)
     skipped = {e["case_id"]: e["reason"].split(":")[0] for e in errors}
@@ -168,3 +169,148 @@ def test_a_forged_image_without_a_usable_mask_is_skipped_and_listed_not_authenti
     assert len(samples) + len(errors) == len(cases)  # the counts add up
     report = calibrate(model_dir, input_dir=root, thresholds=[0.5], min_areas=[16], progress=False)
     assert {e["case_id"] for e in report["skipped_cases"]} == set(skipped)
+
+
+# ----------------------------------------------------------------------------- the detectors and the matcher
+
+def test_choose_detector_keeps_the_simpler_one_unless_beaten_by_the_margin():
+    """Ten validation images. The matcher fixing one image the network misses is a gain of 0.1 with a
+    standard error of 0.1: within one SE, so the network (the simpler detector) stays; fixing three is
+    a gain of 0.3 with an SE of 0.15, and the matcher is chosen. A fused verdict one image better than
+    that matcher stays unchosen."""
+    from serving.detectors import DETECTORS
+    from serving.tuning import SIMPLEST_FIRST, choose_detector, paired_difference
+
+    assert sorted(SIMPLEST_FIRST) == sorted(DETECTORS)  # every detector has its rank
+
+    network = np.zeros(10)
+    one_better, three_better = network.copy(), network.copy()
+    one_better[0] = 1.0
+    three_better[:3] = 1.0
+    fused = three_better.copy()
+    fused[5] = 1.0
+    chosen, steps = choose_detector({"network": network, "matcher": one_better, "fused": one_better})
+    assert chosen == "network" and [s["chosen"] for s in steps] == [False, False]
+    assert steps[0]["mean_difference"] == pytest.approx(0.1) and steps[0]["se"] == pytest.approx(0.1)
+    assert choose_detector({"network": network, "matcher": one_better, "fused": one_better}, margin_se=0.0)[0] \
+        == "matcher"  # without the margin, one lucky image decides
+    chosen, steps = choose_detector({"network": network, "matcher": three_better, "fused": fused})
+    assert chosen == "matcher" and [(s["candidate"], s["against"], s["chosen"]) for s in steps] == \
+        [("matcher", "network", True), ("fused", "matcher", False)]
+    assert steps[0]["se"] == pytest.approx(np.std(three_better, ddof=1) / np.sqrt(10))
+    assert paired_difference(fused, three_better).beats(1.0) is False
+
+
+def _split_keys(records_dir: str) -> dict:
+    """split -> the label/case_id keys its records hold (read from the TFRecords themselves)."""
+    import tensorflow as tf
+
+    from preprocessing import records, schema
+
+    out, keys = {}, {k: schema.FEATURES[k] for k in ("case_id", "label")}
+    for split in ("train", "val"):
+        src = records.resolve_source(records_dir, split)
+        out[split] = {f"{'forged' if r['label'] else 'authentic'}/{r['case_id'].decode()}" for r in
+                      tf.data.TFRecordDataset(list(src.files), src.compression)
+                      .map(lambda s: tf.io.parse_single_example(s, keys)).as_numpy_iterator()}
+    return out
+
+
+def test_calibrate_tunes_the_matcher_on_both_splits_and_reports_paired_differences(model_dir, records_dir):
+    """The matcher is tuned on the originals of the train and the val split (found through the records'
+    case ids and the manifest's corpus); the network, the fused decision and the detector choice on val.
+    Every move and every detector step carries its paired difference and standard error."""
+    import io
+
+    from preprocessing.matching import DecisionParams
+    from serving import tuning
+    from serving.fused import FusedParams
+
+    keys = _split_keys(records_dir)
+    by_split = tuning.cases_by_split(records_dir)
+    assert {s: {c.key for c in cases} for s, cases in by_split.items()} == keys
+    assert all(os.path.isfile(c.image_path) for cases in by_split.values() for c in cases)
+
+    out = io.StringIO()
+    report = calibrate(model_dir, data_dir=records_dir, batch_size=8, progress=False, detectors=True,
+                       thresholds=[0.5], min_areas=[16], stream=out)
+    det = report["detectors"]
+    manifest = read_manifest(records_dir)
+    assert det["matcher"]["images"] + det["matcher"]["skipped"] == len(keys["train"]) + len(keys["val"])
+    assert det["matcher"]["by_split"]["train"] > 0 and det["matcher"]["by_split"]["val"] > 0
+    assert det["images"] + det["skipped"] == manifest["counts"]["val"]["total"]
+    for search in (report, det["matcher"], det["fused"]):
+        assert set(search["difference"]) == {"images", "mean_difference", "se", "in_se"}
+        assert search["oF1_after"] - search["oF1_before"] == pytest.approx(search["difference"]["mean_difference"])
+        moved = search["difference"]["mean_difference"] > 0
+        # a move is a gain beyond one standard error; the highest candidate is at least as good as the choice
+        assert not moved or search["difference"]["mean_difference"] > search["difference"]["se"]
+        assert search["highest"]["oF1"] >= search["oF1_after"] - 1e-12
+    assert [s["candidate"] for s in det["choice"]] == ["matcher", "fused"]
+    for step in det["choice"]:
+        assert step["chosen"] == (step["mean_difference"] - step["se"] > 1e-12)
+    text = out.getvalue()
+    assert "matcher tuned on:" in text and "matcher vs network:" in text and "default detector:" in text
+    meta = read_metadata(os.path.join(model_dir, "export"))
+    assert meta["detector"] == det["detector"] and meta["calibration"]["detectors"]["choice"] == det["choice"]
+    assert meta["matcher"] == det["matcher"]["after"] and meta["fused"] == det["fused"]["after"]
+
+    # A margin no candidate can clear: the defaults and the simplest detector stay, whatever scored higher.
+    kept = calibrate(model_dir, data_dir=records_dir, batch_size=8, progress=False, detectors=True,
+                     thresholds=[0.5], min_areas=[16], margin_se=1e6, stream=io.StringIO())["detectors"]
+    assert kept["matcher"]["after"] == DecisionParams().to_dict() and kept["fused"]["after"] == FusedParams().to_dict()
+    assert kept["detector"] == "network"
+
+
+def _textured(rng, shape=(200, 240)) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(rng.integers(0, 256, (*shape, 3), dtype=np.uint8), (5, 5), 0)
+
+
+def _labelled_folder(root: str, weak: int, clear: int = 0, authentic: int = 0, seed: int = 5) -> str:
+    """A competition-layout folder of real PNGs and masks: ``clear`` forged images with an exact
+    copy (the matcher's defaults find them), ``weak`` forged images whose copy carries noise (only 6-7
+    inliers: the defaults' min_inliers 8 misses them, a looser setting finds them) and authentic ones."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    for sub in ("train_images/forged", "train_images/authentic", "train_masks"):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for k in range(weak + clear):
+        img = _textured(rng)
+        block = img[20:80, 30:100].astype(float) + (rng.normal(0, 20, (60, 70, 3)) if k < weak else 0)
+        img[120:180, 150:220] = np.clip(block, 0, 255).astype(np.uint8)
+        masks = np.zeros((2, 200, 240), np.uint8)
+        masks[0, 20:80, 30:100] = masks[1, 120:180, 150:220] = 1
+        cv2.imwrite(os.path.join(root, "train_images/forged", f"{seed}{100 + k}.png"), img)
+        np.save(os.path.join(root, "train_masks", f"{seed}{100 + k}.npy"), masks)
+    for k in range(authentic):
+        cv2.imwrite(os.path.join(root, "train_images/authentic", f"{seed}{200 + k}.png"), _textured(rng))
+    return root
+
+
+def test_one_lucky_image_does_not_loosen_the_matchers_defaults(tmp_path):
+    """Loosening min_inliers finds one more copy in five images: a gain of one SE, within the margin, so
+    the matcher's search keeps the defaults (and reports what it passed over); with three such images it
+    loosens. Real PNGs and masks, matched once each, as ``calibrate_detectors`` does."""
+    from preprocessing.matching import DecisionParams
+    from serving import tuning
+
+    defaults = DecisionParams()
+    one = _labelled_folder(str(tmp_path / "one"), weak=1, clear=2, authentic=2)
+    samples, errors = tuning.matcher_samples(discover_training_cases(one)[0], progress=False)
+    assert len(samples) == 5 and not errors
+    kept = tuning.search_matcher(samples, progress=False).to_dict()
+    assert kept["after"] == defaults.to_dict() and kept["oF1_after"] == kept["oF1_before"]
+    highest = kept["highest"]
+    assert highest["difference"]["mean_difference"] == pytest.approx(highest["oF1"] - kept["oF1_before"])
+    assert highest["difference"]["mean_difference"] > 0
+    assert highest["params"]["min_inliers"] < defaults.min_inliers  # a looser setting scored higher...
+    assert highest["difference"]["in_se"] == pytest.approx(1.0)  # ...by one image: one standard error
+    assert tuning.search_matcher(samples, progress=False, margin_se=0.0).params.min_inliers < 8  # no margin: moves
+
+    two_more = _labelled_folder(str(tmp_path / "two_more"), weak=2, seed=6)
+    more, _ = tuning.matcher_samples(discover_training_cases(two_more)[0], progress=False)
+    moved = tuning.search_matcher(samples + more, progress=False)
+    assert moved.params.min_inliers < 8 and moved.difference.beats(tuning.DEFAULT_MARGIN_SE)

@@ -131,7 +131,7 @@ def test_calibrate_checks_metadata_first_and_prints_before_writing(model_dir, re
                "--min_areas", "0,16")
     assert proc.returncode == 0, proc.stderr[-2000:]
     lines = proc.stdout.splitlines()
-    after = next(i for i, line in enumerate(lines) if "after:  oF1" in line)
+    after = next(i for i, line in enumerate(lines) if "network after:" in line)
     written = next(i for i, line in enumerate(lines) if "written to" in line)
     assert after < written  # the chosen values are on screen before the file is replaced
     meta = os.path.join(model_dir, "export", "metadata.json")

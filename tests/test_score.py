@@ -182,7 +182,7 @@ def test_metadata_defaults_and_overrides(tiny_model_dir, messy_dir):
 
 def test_beam_score_identical_to_score(tiny_model_dir, messy_dir, synth_dir, tmp_path):
     """serving.beam_score (RunInference, in-memory runner) writes byte-identical files to serving.score."""
-    from serving.beam_scoring import run
+    from serving.beam_pipeline import run
 
     folder = tmp_path / "mixed"
     shutil.copytree(messy_dir, folder)

@@ -1,9 +1,14 @@
 """SavedModel export: a signature that takes uint8 images and needs no project code to load.
 
-``MODEL_DIR/export/`` holds the SavedModel (``serving_default``: ``images``
-uint8 [None, S, S, 3] -> ``probabilities`` float32 [None, S, S, 1], plus
-``image_score`` float32 [None] when the model has an image-level head) and
-``metadata.json`` (image size, post-processing defaults, model flags, ...).
+``MODEL_DIR/export/`` holds the SavedModel and ``metadata.json`` (image size, post-processing
+defaults, model flags, and under ``inputs`` / ``outputs`` the signature's tensors with the
+functions that compute each input: ``serving.saved_model.signature_contract``). ``serving_default``:
+- ``images`` uint8 [None, S, S, 3] -> ``probabilities`` float32 [None, S, S, 1], plus
+  ``image_score`` float32 [None] when the model has an image-level head;
+- a model trained with the matcher's evidence stream takes ``(images, evidence)``: ``evidence``
+  uint8 [None, S, S, 3] is ``preprocessing.matching.evidence.evidence_of(rgb)`` on the RGB image at
+  its own size, brought to S x S by ``serving.decode.resize_to_model`` exactly as the image
+  (``serving.saved_model`` says it in full).
 Written with Keras 3's ExportArchive: ``tf.saved_model.save`` on a Keras 3
 model loses input names and dtypes.
 """
@@ -16,8 +21,9 @@ import keras
 import tensorflow as tf
 
 from preprocessing import fileio, outputs
+from preprocessing.constants import EVIDENCE_CHANNELS
 from serving.postprocess import PostprocessConfig
-from serving.saved_model import write_metadata
+from serving.saved_model import signature_contract, write_metadata
 
 
 def git_commit() -> str:
@@ -53,7 +59,8 @@ def export_model(model: keras.Model, export_dir: str, image_size: int, metadata:
             return result
         return {"probabilities": tf.cast(out, tf.float32)}
 
-    if isinstance(model.input, dict) and "evidence" in model.input:  # the matcher's map as a second input
+    takes_evidence = isinstance(model.input, dict) and "evidence" in model.input
+    if takes_evidence:  # the matcher's map as a second input
         channels = model.input["evidence"].shape[-1]
         evidence_spec = tf.TensorSpec([None, image_size, image_size, channels], tf.uint8, name="evidence")
 
@@ -70,6 +77,8 @@ def export_model(model: keras.Model, export_dir: str, image_size: int, metadata:
         "image_size": int(image_size),
         "postprocess": PostprocessConfig().to_dict(),
         "git_commit": git_commit(),
+        **signature_contract(image_size, EVIDENCE_CHANNELS if takes_evidence else None,
+                             isinstance(model.output, dict) and "image" in model.output),
         **metadata,
     }
     write_metadata(staging, meta)

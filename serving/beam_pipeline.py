@@ -74,13 +74,10 @@ class DecodeFn(beam.DoFn):
     def setup(self):
         import tensorflow as tf
 
-        from serving.decode import decode_rgb8_tf, resize_to_model
+        from serving.decode import load_for_model, resize_to_model
 
-        def load(path):
-            image = decode_rgb8_tf(tf.io.read_file(path))
-            return resize_to_model(image, self._size), tf.shape(image)[:2]
-
-        self._load = tf.function(load, input_signature=[tf.TensorSpec([], tf.string)])
+        self._load = tf.function(lambda path: load_for_model(path, self._size),
+                                 input_signature=[tf.TensorSpec([], tf.string)])
         self._resize = resize_to_model
         self._decoded = beam.metrics.Metrics.counter(COUNTERS, "images_decoded")
         self._bad = beam.metrics.Metrics.counter(COUNTERS, "images_unreadable")
