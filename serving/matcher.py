@@ -15,27 +15,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from tqdm import tqdm
 
-from preprocessing import fileio, rle
+from preprocessing import rle
 from preprocessing.errors import BadInput
 from preprocessing.images import read_rgb8
 from preprocessing.matching import DecisionParams, Detection, MatcherConfig, decide, describe, detect, instances_of
-from serving.submission import ScoreResult, evidence_path, read_jsonl
+from serving.submission import ScoreResult
 
 CHUNK = 4  # images handed to a worker at a time: amortises the inter-process hop, keeps the bar moving
-
-
-def read_evidence(output: str) -> dict:
-    """case_id -> evidence record from the file beside the submission ``output``; {} when the
-    detector wrote none (the network)."""
-    path = evidence_path(output)
-    if not fileio.exists(path):
-        return {}
-    return {r["case_id"]: r for r in read_jsonl(path)}
 
 
 @dataclass
@@ -86,38 +77,24 @@ def detections_of(items: Sequence[tuple[str, str]], config: MatcherConfig = Matc
     return {a.case_id: a.detection for a in iter_analysed(items, config, workers, progress) if a.detection}
 
 
-@dataclass
-class Verdict:
-    """The decision for one image: its instances (source, copy, source, copy, ...) and the pairs."""
-
-    case_id: str
-    annotation: str
-    pairs: list = field(default_factory=list)
-
-
-def verdict(a: Analysed, params: DecisionParams) -> Verdict:
-    pairs = decide(a.detection, params)
-    return Verdict(a.case_id, rle.encode(instances_of(pairs, a.detection.shape)) if pairs else rle.AUTHENTIC, pairs)
-
-
-def evidence_record(a: Analysed, v: Verdict) -> dict:
-    """What a reviewer reads about one image (one line of the evidence file)."""
-    pairs = []
-    for k, p in enumerate(v.pairs):
-        pairs.append({"source_instance": 2 * k, "copy_instance": 2 * k + 1, "description": describe(p),
-                      **p.to_dict()})
+def evidence_record(a: Analysed, pairs: Sequence) -> dict:
+    """What a reviewer reads about one image (one line of the evidence file): its verdict and, per
+    decided pair, its two instances (``2k`` source, ``2k + 1`` copy in the annotation)."""
+    described = [{"source_instance": 2 * k, "copy_instance": 2 * k + 1, "description": describe(p), **p.to_dict()}
+                 for k, p in enumerate(pairs)]
     det = a.detection
     return {"case_id": a.case_id, "path": a.path, "height": det.shape[0], "width": det.shape[1],
-            "verdict": "forged" if v.pairs else "authentic", "pairs": pairs,
+            "verdict": "forged" if pairs else "authentic", "pairs": described,
             "panels": [{"box": list(p.box), "kind": p.kind} for p in det.panels],
             "candidates": len(det.candidates)}
 
 
 def outcome(a: Analysed, params: DecisionParams) -> tuple[str, dict]:
     """One analysed image -> (its annotation, its evidence record): the matcher detector's whole
-    per-image decision (``serving.score`` and ``serving.beam_score`` both call it)."""
-    v = verdict(a, params)
-    return v.annotation, evidence_record(a, v)
+    per-image decision (``score_items`` and the Beam scoring job both call it)."""
+    pairs = decide(a.detection, params)
+    annotation = rle.encode(instances_of(pairs, a.detection.shape)) if pairs else rle.AUTHENTIC
+    return annotation, evidence_record(a, pairs)
 
 
 def score_items(items: Sequence[tuple[str, str]], params: DecisionParams = DecisionParams(),

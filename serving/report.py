@@ -133,7 +133,7 @@ def review_cards(sub_path: str, review: dict, root: str, cases: list[Case], test
     that were flagged leading, each predicted pair drawn from source to copy with the transform in
     words when the detector wrote ``<submission stem>.evidence.jsonl``; pictures as REVIEW_PNGS."""
     from serving import pictures
-    from serving.matcher import read_evidence
+    from serving.submission import read_evidence
 
     evidence = read_evidence(sub_path)
     picked = pictures.review_order({c: r.truth_forged for c, r in review.items()},

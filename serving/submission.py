@@ -72,6 +72,15 @@ def read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in fileio.read_text(path).splitlines() if line.strip()]
 
 
+def read_evidence(output: str) -> dict:
+    """case_id -> evidence record from the file beside the submission ``output``; {} when the
+    detector wrote none (the network)."""
+    path = evidence_path(output)
+    if not fileio.exists(path):
+        return {}
+    return {r["case_id"]: r for r in read_jsonl(path)}
+
+
 def write_outputs(output: str, rows: Sequence[tuple[str, str]], errors: Sequence[dict]) -> None:
     outputs.write_text(output, format_csv(rows))
     outputs.write_text(errors_path(output), jsonl(errors))
