@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from preprocessing import rle
-from preprocessing.cli import Recorded, option
+from preprocessing.hyperparams import Recorded, option
 from preprocessing.matching import DecisionParams, decide, instances_of
 from serving import matcher, postprocess
 from serving.postprocess import NEVER, PostprocessConfig, Prediction
