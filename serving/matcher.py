@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from tqdm import tqdm
@@ -77,6 +77,20 @@ def detections_of(items: Sequence[tuple[str, str]], config: MatcherConfig = Matc
     return {a.case_id: a.detection for a in iter_analysed(items, config, workers, progress) if a.detection}
 
 
+@dataclass
+class Verdict:
+    """The decision for one image: its instances (source, copy, source, copy, ...) and the pairs."""
+
+    case_id: str
+    annotation: str
+    pairs: list = field(default_factory=list)
+
+
+def verdict(a: Analysed, params: DecisionParams) -> Verdict:
+    pairs = decide(a.detection, params)
+    return Verdict(a.case_id, rle.encode(instances_of(pairs, a.detection.shape)) if pairs else rle.AUTHENTIC, pairs)
+
+
 def evidence_record(a: Analysed, pairs: Sequence) -> dict:
     """What a reviewer reads about one image (one line of the evidence file): its verdict and, per
     decided pair, its two instances (``2k`` source, ``2k + 1`` copy in the annotation)."""
@@ -92,9 +106,8 @@ def evidence_record(a: Analysed, pairs: Sequence) -> dict:
 def outcome(a: Analysed, params: DecisionParams) -> tuple[str, dict]:
     """One analysed image -> (its annotation, its evidence record): the matcher detector's whole
     per-image decision (``score_items`` and the Beam scoring job both call it)."""
-    pairs = decide(a.detection, params)
-    annotation = rle.encode(instances_of(pairs, a.detection.shape)) if pairs else rle.AUTHENTIC
-    return annotation, evidence_record(a, pairs)
+    v = verdict(a, params)
+    return v.annotation, evidence_record(a, v.pairs)
 
 
 def score_items(items: Sequence[tuple[str, str]], params: DecisionParams = DecisionParams(),
