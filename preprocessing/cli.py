@@ -2,10 +2,10 @@
 ``serving.score``, ...): flags derived from config dataclasses, the flags several commands share,
 one-line errors and quiet native logs.
 
-Why: a default is written once, in the config dataclass that uses it (``option(...)`` records its
-help text, allowed values and bounds), and ``define_flags`` turns the dataclass into absl flags, so
-a flag can never drift from its config. Flags that several commands share and that belong to no
-config (``--model_dir``, ``--overwrite``, ``--verbose_logs``) are defined here, once.
+Why: a default is written once, in the config dataclass that uses it (``preprocessing.hyperparams``'
+``option(...)`` records its help text, allowed values and bounds), and ``define_flags`` turns the
+dataclass into absl flags, so a flag can never drift from its config. Flags that several commands
+share and that belong to no config (``--model_dir``, ``--overwrite``, ``--verbose_logs``) are defined here, once.
 
 Nothing here imports TensorFlow: the commands define their flags, parse them, and only then
 import the heavy libraries, after ``quiet_native_logs`` has decided what TensorFlow may print.
@@ -18,64 +18,18 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Optional
 
 from absl import app, flags
 
+from preprocessing import hyperparams
 from preprocessing.errors import BadInput, UsageError
 
 FLAGS = flags.FLAGS
 
-# Help texts of options that several commands share: written once, so they cannot drift. (Their
-# defaults belong to each command's config: a scoring batch and a training batch differ.)
-HELP = {
-    "seed": "Random seed; the same seed gives the same result.",
-    "batch_size": "Images per batch (in training: the global batch, split across replicas).",
-    "max_pixels": "Refuse images with more pixels than this, from the header alone (decompression bombs).",
-}
-# Options that several commands share with one default and one help text: (default, help).
-SHARED = {
-    "allow_pickle_masks": (False, "Load pickled .npy masks. A pickled file can run code when loaded: trusted "
-                                  "data only."),
-}
-
-
-def option(default: Any, help: str, *, choices: Optional[tuple] = None, lower: Optional[float] = None,
-           upper: Optional[float] = None, item: type = str, flag: bool = True) -> Any:
-    """A dataclass field that also describes its command-line flag (``define_flags``).
-
-    ``choices``: the allowed values (an enum flag); ``lower``/``upper``: inclusive bounds checked
-    when the flag is parsed; ``item``: the element type of a tuple (a comma-separated list flag);
-    ``flag=False``: a config value that is not a flag (set by code).
-    """
-    meta = {"help": help, "choices": choices, "lower": lower, "upper": upper, "item": item, "flag": flag}
-    if isinstance(default, (list, dict, set)):
-        raise TypeError("mutable defaults: use a tuple")
-    return dataclasses.field(default=default, metadata=meta)
-
-
-class Recorded:
-    """JSON round trip for config dataclasses kept in metadata files and calibration records;
-    unknown keys are ignored so that records written by other versions still load."""
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Optional[dict]):
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in (d or {}).items() if k in names})
-
-
-def shared_option(name: str) -> Any:
-    """The ``option`` of a shared flag, for a config dataclass field of that name."""
-    default, help_text = SHARED[name]
-    return option(default, help_text)
-
-
 def define_shared(name: str, flag_values=FLAGS) -> None:
     """Define a shared flag for a command that has no config dataclass holding it."""
-    default, help_text = SHARED[name]
+    default, help_text = hyperparams.SHARED[name]
     flags.DEFINE_bool(name, default, help_text, flag_values=flag_values)
 
 
@@ -155,18 +109,6 @@ def overrides_from_flags(cls, flag_values=FLAGS) -> dict:
     """The ``define_override_flags`` flags that were given: {field: value}."""
     return {f.name: flag_values[f.name].value for f, _ in _flag_fields(cls)
             if f.name in flag_values and flag_values[f.name].value is not None}
-
-
-def changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the fields whose values differ between two nested config dicts."""
-    out = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += changed_fields(a, b, f"{prefix}{key}.")
-        elif (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
-            out.append(f"{prefix}{key} ({a!r} -> {b!r})")
-    return out
 
 
 # ----------------------------------------------------------------------------- shared flags

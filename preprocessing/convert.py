@@ -13,9 +13,9 @@ import numpy as np
 
 from preprocessing import fileio
 from preprocessing.cases import split_key
-from preprocessing.cli import HELP, option, shared_option
 from preprocessing.constants import COMPRESSIONS, ENCODINGS, FORGED, SPLITS
 from preprocessing.errors import BadInput
+from preprocessing.hyperparams import HELP, option, shared_option
 from preprocessing.images import MAX_PIXELS, decode_rgb8, resize_image, resize_mask
 from preprocessing.masks import forged_instances
 

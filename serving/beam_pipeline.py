@@ -22,8 +22,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from preprocessing import fileio, outputs, rle
 from preprocessing.beam_runner import local_runner
 from preprocessing.cases import discover_test_images
-from serving import matcher
-from serving.detectors import Settings, fused_outcome
+from serving import fused, matcher
+from serving.detectors import Settings
 from serving.postprocess import PostprocessConfig, Prediction, annotation
 from serving.saved_model import export_dir_of, read_metadata
 from serving.submission import errors_path, evidence_path, format_csv, jsonl, publish, read_jsonl
@@ -139,7 +139,8 @@ def fused_decision(joined: tuple, settings: Settings) -> Iterable[tuple[str, str
     nothing for an image the network could not decode (its error record is on the side)."""
     case_id, parts = joined
     if parts["prediction"]:
-        yield (case_id, *fused_outcome(parts["analysed"][0], parts["prediction"][0], settings))
+        yield (case_id, *fused.outcome(parts["analysed"][0], parts["prediction"][0], settings.matcher,
+                                       settings.postprocess, settings.fused))
 
 
 def matcher_decision(keyed: tuple, settings: Settings) -> tuple[str, str, dict]:

@@ -18,7 +18,7 @@ import sys
 
 from absl import flags
 
-from preprocessing import cli, fileio, outputs
+from preprocessing import cli, fileio, hyperparams, outputs
 from preprocessing.errors import UsageError
 
 FLAGS = flags.FLAGS
@@ -33,7 +33,7 @@ def define_flags() -> None:
     flags.DEFINE_string("input_dir", None, "Or: labelled images + masks in the competition layout.")
     flags.DEFINE_string("split", "val", "The records split the network, the fused decision and the default detector "
                         "are judged on (with --data_dir); the matcher is tuned on every split.")
-    flags.DEFINE_integer("batch_size", 32, cli.HELP["batch_size"], lower_bound=1)
+    flags.DEFINE_integer("batch_size", 32, hyperparams.HELP["batch_size"], lower_bound=1)
     flags.DEFINE_list("thresholds", [str(t) for t in DEFAULT_THRESHOLDS], "Pixel thresholds to try (0..1).")
     flags.DEFINE_list("min_areas", [str(a) for a in DEFAULT_MIN_AREAS], "Minimum areas (model px) to try (>= 0).")
     flags.DEFINE_float("margin_se", DEFAULT_MARGIN_SE, "Move off the current values (or the simpler detector) only "

@@ -27,9 +27,8 @@ from absl import flags
 from preprocessing import cli, outputs, rle
 from preprocessing.images import read_rgb8
 from serving import pictures
-from serving.matcher import read_evidence
 from serving.metric import image_score
-from serving.submission import ERRORS_SUFFIX, EVIDENCE_SUFFIX
+from serving.submission import ERRORS_SUFFIX, EVIDENCE_SUFFIX, read_evidence
 
 _OUT = flags.DEFINE_string("output_dir", "demo_out", "Where everything goes (a new or empty folder, or an earlier "
                            "demo's with --overwrite).")

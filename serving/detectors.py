@@ -4,6 +4,9 @@
 - ``matcher``: native-resolution matching (``serving.matcher``) with its decision parameters;
 - ``fused``: the matcher's instances confirmed and refined by the network (``serving.fused``).
 
+Each module owns its decision and has one shape, ``score_items(items, ...)`` -> (rows and errors,
+evidence records); this module only picks one and hands it its settings.
+
 Their settings live in the export's metadata.json (``Settings``): ``postprocess``, ``matcher``,
 ``fused`` and ``detector``, the one that scored best on validation data when ``serving.calibrate``
 ran. ``auto`` means that detector (the network for an export never calibrated for the others, the
@@ -15,13 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Optional
 
-from preprocessing import rle
 from preprocessing.errors import UsageError
-from preprocessing.matching import DecisionParams, decide, instances_of
-from serving import matcher
-from serving.fused import FusedParams, fuse
-from serving.postprocess import PostprocessConfig, Prediction
-from serving.submission import ScoreResult, rows_with_errors
+from preprocessing.matching import DecisionParams
+from serving import fused, matcher
+from serving.fused import FusedParams
+from serving.postprocess import PostprocessConfig
+from serving.submission import ScoreResult
 
 DETECTORS = ("network", "matcher", "fused")
 AUTO = "auto"
@@ -56,37 +58,15 @@ def resolve(detector: str, settings: Optional[Settings], has_model: bool) -> str
     return detector
 
 
-def fused_outcome(a, pred: Prediction, settings: Settings) -> tuple[str, dict]:
-    """One image's matcher analysis (``serving.matcher.Analysed``) and network output -> (its
-    annotation, its evidence record, with ``decided_by``): the fused detector's whole per-image
-    decision (``serving.score`` and ``serving.beam_score`` both call it)."""
-    pairs = decide(a.detection, settings.matcher)
-    instances, source = fuse(pairs, instances_of(pairs, a.detection.shape), pred, settings.postprocess,
-                             settings.fused)
-    annotation = rle.encode(instances)
-    kept = pairs if source == "matcher" else []
-    record = matcher.evidence_record(a, matcher.Verdict(pred.case_id, annotation, kept))
-    return annotation, dict(record, decided_by=source)
-
-
 def score_items(detector: str, items: Sequence[tuple[str, str]], model=None, settings: Settings = Settings(),
                 workers: int = 1, batch_size: int = 16, progress: bool = True) -> tuple[ScoreResult, list[dict]]:
-    """Submission rows for every item and, for the matcher and the fused detector, the evidence
-    records a reviewer reads (``serving.matcher.evidence_record``)."""
+    """Submission rows for every item and the evidence records a reviewer reads (none from the
+    network): ``detector``'s own ``score_items`` with its settings."""
     if detector == "matcher":
         return matcher.score_items(items, settings.matcher, workers=workers, progress=progress)
-    from serving import network  # TensorFlow: only for a detector that needs it
-
     if detector == "network":
-        return network.score_images(model, "", batch_size, settings.postprocess, progress, items, workers), []
-    analysed = {a.case_id: a for a in matcher.iter_analysed(items, workers=workers, progress=progress)}
-    detections = {cid: a.detection for cid, a in analysed.items() if a.detection}
-    errors: list[dict] = [a.error for a in analysed.values() if a.error]
-    readable = [item for item in items if item[0] in detections]
-    preds = network.iter_predictions(model, readable, batch_size, errors, progress, detections, workers)
-    rows, evidence = {}, []
-    for pred in preds:
-        rows[pred.case_id], record = fused_outcome(analysed[pred.case_id], pred, settings)
-        evidence.append(record)
-    return ScoreResult(rows_with_errors(rows, errors), sorted(errors, key=lambda e: e["case_id"])), \
-        sorted(evidence, key=lambda e: e["case_id"])
+        from serving import network  # TensorFlow: only for a detector that needs it
+
+        return network.score_items(items, model, settings.postprocess, batch_size, workers, progress)
+    return fused.score_items(items, model, settings.matcher, settings.postprocess, settings.fused, batch_size,
+                             workers, progress)

@@ -15,6 +15,9 @@ numbers calibrated on validation data with the pessimistic rule of ``serving.tun
 3. without a matcher pair, the network's own instances count only when it is very confident
    (``network_only_bar``).
 The defaults reproduce the matcher alone: calibration moves off them only on evidence.
+
+``outcome`` is one image's whole decision (``score_items`` and the Beam scoring job both call it):
+its annotation and the evidence record a reviewer reads, with ``decided_by``.
 """
 from __future__ import annotations
 
@@ -25,9 +28,12 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from preprocessing.cli import Recorded, option
-from serving import postprocess
+from preprocessing import rle
+from preprocessing.hyperparams import Recorded, option
+from preprocessing.matching import DecisionParams, decide, instances_of
+from serving import matcher, postprocess
 from serving.postprocess import NEVER, PostprocessConfig, Prediction
+from serving.submission import ScoreResult, rows_with_errors
 
 REFINE_BAND_PX = 6  # the edge band (original pixels) in which the network may move a matcher region's edge
 
@@ -90,3 +96,38 @@ def fuse(pairs: Sequence, matcher_instances: Sequence[np.ndarray], pred: Predict
         if own:
             return own, "network"
     return [], "none"
+
+
+def outcome(a: matcher.Analysed, pred: Prediction, decision: DecisionParams, net_cfg: PostprocessConfig,
+            params: FusedParams) -> tuple[str, dict]:
+    """One image's matcher analysis and network output -> (its annotation, its evidence record with
+    ``decided_by``). The record lists the matcher's pairs only when they decided."""
+    pairs = decide(a.detection, decision)
+    instances, source = fuse(pairs, instances_of(pairs, a.detection.shape), pred, net_cfg, params)
+    record = matcher.evidence_record(a, pairs if source == "matcher" else [])
+    return rle.encode(instances), dict(record, decided_by=source)
+
+
+def score_items(items: Sequence[tuple[str, str]], model, decision: DecisionParams = DecisionParams(),
+                net_cfg: Optional[PostprocessConfig] = None, params: FusedParams = FusedParams(),
+                batch_size: int = 16, workers: int = 1, progress: bool = True) -> tuple[ScoreResult, list[dict]]:
+    """Submission rows for every item (unreadable files ``authentic``) and the evidence records.
+
+    The matcher runs first (``workers`` processes); the network (``model``, an exported model) then
+    sees the readable images, with the matcher's evidence maps when it takes them. ``net_cfg``
+    defaults to the export's post-processing.
+    """
+    from serving import network  # TensorFlow: only when the network runs
+
+    analysed = {a.case_id: a for a in matcher.iter_analysed(items, workers=workers, progress=progress)}
+    detections = {cid: a.detection for cid, a in analysed.items() if a.detection}
+    errors: list[dict] = [a.error for a in analysed.values() if a.error]
+    readable = [item for item in items if item[0] in detections]
+    preds = network.iter_predictions(model, readable, batch_size, errors, progress, detections, workers)
+    net_cfg = net_cfg or model.postprocess
+    rows, evidence = {}, []
+    for pred in preds:
+        rows[pred.case_id], record = outcome(analysed[pred.case_id], pred, decision, net_cfg, params)
+        evidence.append(record)
+    return (ScoreResult(rows_with_errors(rows, errors), sorted(errors, key=lambda e: e["case_id"])),
+            sorted(evidence, key=lambda e: e["case_id"]))

@@ -30,11 +30,11 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from preprocessing import cli, fileio, rle
+from preprocessing import cli, rle
 from preprocessing.errors import BadInput
 from preprocessing.images import read_rgb8
 from preprocessing.matching import DecisionParams, Detection, MatcherConfig, decide, describe, detect, instances_of
-from serving.submission import ScoreResult, evidence_path, read_side_file
+from serving.submission import ScoreResult
 
 IN_FLIGHT = 2  # images queued per worker: keeps each busy while the next one is handed over, and bounds
 #               how many images a crashed worker can take with it into the one-at-a-time retry
@@ -44,16 +44,6 @@ PARENT_POLL_S = 1.0  # how often a worker checks that its parent is alive (the b
 CRASH_TEST_ENV = "COPYMOVE_TEST_KILL_WORKER_ON"
 WORKER_CRASHED = ("worker_crashed: the matcher process reading this image died (killed, e.g. out of memory), "
                   "also when the image was retried alone")
-
-
-def read_evidence(output: str) -> dict:
-    """case_id -> evidence record from the file beside the submission ``output``; {} when the
-    detector wrote none (the network); ``submission.StaleSideFile`` when the file there belongs to
-    another submission."""
-    path = evidence_path(output)
-    if not fileio.exists(path):
-        return {}
-    return {r["case_id"]: r for r in read_side_file(output, path)}
 
 
 @dataclass
@@ -179,24 +169,23 @@ def verdict(a: Analysed, params: DecisionParams) -> Verdict:
     return Verdict(a.case_id, rle.encode(instances_of(pairs, a.detection.shape)) if pairs else rle.AUTHENTIC, pairs)
 
 
-def evidence_record(a: Analysed, v: Verdict) -> dict:
-    """What a reviewer reads about one image (one line of the evidence file)."""
-    pairs = []
-    for k, p in enumerate(v.pairs):
-        pairs.append({"source_instance": 2 * k, "copy_instance": 2 * k + 1, "description": describe(p),
-                      **p.to_dict()})
+def evidence_record(a: Analysed, pairs: Sequence) -> dict:
+    """What a reviewer reads about one image (one line of the evidence file): its verdict and, per
+    decided pair, its two instances (``2k`` source, ``2k + 1`` copy in the annotation)."""
+    described = [{"source_instance": 2 * k, "copy_instance": 2 * k + 1, "description": describe(p), **p.to_dict()}
+                 for k, p in enumerate(pairs)]
     det = a.detection
     return {"case_id": a.case_id, "path": a.path, "height": det.shape[0], "width": det.shape[1],
-            "verdict": "forged" if v.pairs else "authentic", "pairs": pairs,
+            "verdict": "forged" if pairs else "authentic", "pairs": described,
             "panels": [{"box": list(p.box), "kind": p.kind} for p in det.panels],
             "candidates": len(det.candidates)}
 
 
 def outcome(a: Analysed, params: DecisionParams) -> tuple[str, dict]:
     """One analysed image -> (its annotation, its evidence record): the matcher detector's whole
-    per-image decision (``serving.score`` and ``serving.beam_score`` both call it)."""
+    per-image decision (``score_items`` and the Beam scoring job both call it)."""
     v = verdict(a, params)
-    return v.annotation, evidence_record(a, v)
+    return v.annotation, evidence_record(a, v.pairs)
 
 
 def score_items(items: Sequence[tuple[str, str]], params: DecisionParams = DecisionParams(),

@@ -21,7 +21,7 @@ from preprocessing.images import MAX_PIXELS, check_file, read_rgb8
 from serving.decode import load_for_model, resize_to_model
 from serving.postprocess import PostprocessConfig, Prediction
 from serving.saved_model import ExportedModel, load
-from serving.submission import ScoreResult, submission_rows
+from serving.submission import ScoreResult, submission_rows, with_errors
 
 PRECHECK_THREADS = 8  # header checks are file I/O: threads overlap it, and the OS cache then serves tf.data
 
@@ -156,21 +156,21 @@ def predict_items(model: ExportedModel, items: Sequence[tuple[str, str]], batch_
     return preds, errors
 
 
-def score_images(model: ExportedModel, input_dir: str, batch_size: int = 16,
-                 cfg: Optional[PostprocessConfig] = None, progress: bool = True,
-                 items: Optional[Sequence[tuple[str, str]]] = None, workers: int = 1) -> ScoreResult:
-    """Score every image in ``input_dir`` (or its ``test_images/``), or the given (case_id, path)
-    ``items``; ``cfg`` defaults to metadata.json's post-processing. ``workers``: processes for the
-    matcher when the model takes its evidence."""
+def score_items(items: Sequence[tuple[str, str]], model: ExportedModel, cfg: Optional[PostprocessConfig] = None,
+                batch_size: int = 16, workers: int = 1, progress: bool = True) -> tuple[ScoreResult, list[dict]]:
+    """Submission rows for every (case_id, path) item (unreadable files ``authentic``) and the
+    evidence records, which the network has none of: the shape of every detector's ``score_items``.
+    ``cfg`` defaults to metadata.json's post-processing; ``workers``: processes for the matcher
+    when the model takes its evidence."""
     errors: list[dict] = []
-    if items is None:
-        items, problems = discover_test_images(input_dir)
-        errors += [pr.record() for pr in problems]
     stream = iter_predictions(model, items, batch_size, errors, progress, workers=workers)
-    return ScoreResult(submission_rows(stream, errors, cfg or model.postprocess), errors)
+    return ScoreResult(submission_rows(stream, errors, cfg or model.postprocess), errors), []
 
 
 def score_folder(model_dir: str, input_dir: str, batch_size: int = 16,
                  cfg: Optional[PostprocessConfig] = None, progress: bool = True) -> ScoreResult:
-    """``score_images`` with the model loaded from ``model_dir``."""
-    return score_images(load(model_dir), input_dir, batch_size, cfg, progress)
+    """``score_items`` for every image in ``input_dir`` (or its ``test_images/``), with the model
+    loaded from ``model_dir``."""
+    items, problems = discover_test_images(input_dir)
+    result, _ = score_items(items, load(model_dir), cfg, batch_size, progress=progress)
+    return with_errors(result, [pr.record() for pr in problems])

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from preprocessing import rle
-from preprocessing.cli import Recorded, option
+from preprocessing.hyperparams import Recorded, option
 
 NEVER = 1.01  # an image-level bar above every probability: everything authentic
 

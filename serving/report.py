@@ -135,8 +135,7 @@ def review_cards(sub_path: str, review: dict, root: str, cases: list[Case], test
     words when the detector wrote ``<submission stem>.evidence.jsonl`` for this very CSV (another
     run's evidence file is refused, with a line in ``notes``); pictures as REVIEW_PNGS."""
     from serving import pictures
-    from serving.matcher import read_evidence
-    from serving.submission import StaleSideFile
+    from serving.submission import StaleSideFile, read_evidence
 
     try:
         evidence = read_evidence(sub_path)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Optional
 
 from absl import flags
 
-from preprocessing import cli, outputs
+from preprocessing import cli, hyperparams, outputs
 from preprocessing.errors import UsageError
 from serving.postprocess import PostprocessConfig
 
@@ -40,7 +40,7 @@ def define_flags() -> None:
                       "(the matcher without a model); network, matcher (native-resolution matching) or fused.")
     cli.define_workers()
     flags.DEFINE_string("output", "submission.csv", "Submission CSV to write (errors go to <stem>.errors.jsonl).")
-    flags.DEFINE_integer("batch_size", 16, cli.HELP["batch_size"], lower_bound=1)
+    flags.DEFINE_integer("batch_size", 16, hyperparams.HELP["batch_size"], lower_bound=1)
     cli.define_override_flags(PostprocessConfig, default_from="the export's metadata.json")
     flags.DEFINE_bool("strict", False, "Exit non-zero if any file could not be read.")
     flags.DEFINE_bool("allow_empty", False, "Accept an input folder without images (writes a header-only CSV).")

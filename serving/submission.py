@@ -156,6 +156,16 @@ def write_outputs(output: str, rows: Sequence[tuple[str, str]], errors: Sequence
                                        evidence_path(output): None if evidence is None else jsonl(evidence)})
 
 
+def read_evidence(output: str) -> dict:
+    """case_id -> evidence record from the file beside the submission ``output``; {} when the
+    detector wrote none (the network); ``StaleSideFile`` when the file there belongs to another
+    submission."""
+    path = evidence_path(output)
+    if not fileio.exists(path):
+        return {}
+    return {r["case_id"]: r for r in read_side_file(output, path)}
+
+
 def report(output: str, result: ScoreResult, strict: bool) -> int:
     """Print the summary; the exit code (non-zero only with --strict and errors)."""
     forged = sum(a != rle.AUTHENTIC for _, a in result.rows)

@@ -61,3 +61,28 @@ def test_the_check_sees_a_wrong_way_import(tmp_path, monkeypatch):
     (fake / "bad.py").write_text("import os\n\ndef f():\n    from serving import metric\n")
     monkeypatch.setattr(__import__(__name__), "REPO", str(tmp_path))
     assert violations("preprocessing") == ["preprocessing/bad.py:4 imports serving"]
+
+
+# Library code with configs but no command line: it reads the config vocabulary
+# (preprocessing.hyperparams), never the CLI layer (preprocessing.cli, absl).
+NO_COMMAND_LINE = ["preprocessing/hyperparams.py", *package_files("preprocessing/matching"), "serving/fused.py",
+                   "serving/postprocess.py", "trainer/config.py"]
+
+
+def cli_imports(path: str) -> list[str]:
+    """Imports of absl or preprocessing.cli, written either way (``from preprocessing import cli`` too)."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), filename=path)
+    names = [(n.lineno, a.name) for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    names += [(n.lineno, f"{n.module}.{a.name}") for n in ast.walk(tree)
+              if isinstance(n, ast.ImportFrom) and n.module for a in n.names]
+    return [f"{os.path.relpath(path, REPO)}:{line} imports {name}" for line, name in names
+            if name.split(".")[0] == "absl" or name.startswith("preprocessing.cli")]
+
+
+def test_configs_do_not_import_the_command_line_layer():
+    assert all(os.path.exists(p if os.path.isabs(p) else os.path.join(REPO, p)) for p in NO_COMMAND_LINE)
+    found = [v for p in NO_COMMAND_LINE for v in cli_imports(p if os.path.isabs(p) else os.path.join(REPO, p))]
+    assert not found, "config modules importing the CLI layer:\n  " + "\n  ".join(found)
+    assert cli_imports(os.path.join(REPO, "serving", "score.py"))  # the check sees both spellings
+    assert cli_imports(os.path.join(REPO, "preprocessing", "cli.py"))

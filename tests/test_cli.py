@@ -9,7 +9,7 @@ import sys
 import pytest
 from absl import flags
 
-from preprocessing import cli
+from preprocessing import cli, hyperparams
 from preprocessing.convert import ConvertConfig, OutputConfig
 from trainer.config import ModelConfig, TrainConfig
 
@@ -51,7 +51,7 @@ def test_changed_fields_name_what_differs():
     old = TrainConfig(data_dir="d", model_dir="m").reproducible_dict()
     new = dataclasses.replace(TrainConfig(data_dir="d", model_dir="m"), epochs=3,
                               model=ModelConfig(width=8)).reproducible_dict()
-    assert cli.changed_fields(old, new) == ["epochs (50 -> 3)", "model.width (32 -> 8)"]
+    assert hyperparams.changed_fields(old, new) == ["epochs (50 -> 3)", "model.width (32 -> 8)"]
 
 
 def test_commands_keep_tensorflows_start_up_lines_out_of_sight(tmp_path):

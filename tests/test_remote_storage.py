@@ -48,6 +48,7 @@ def test_beam_job_reads_and_writes_through_a_beam_file_system(beam_run):
 
 
 def test_train_calibrate_and_score_on_ram(beam_run, small_synth_dir, tmp_path):
+    from preprocessing.cases import discover_test_images
     from serving import calibrate, network
     from serving.saved_model import load
     from serving.submission import write_outputs
@@ -75,9 +76,9 @@ def test_train_calibrate_and_score_on_ram(beam_run, small_synth_dir, tmp_path):
     assert load(model_dir).metadata["calibration"]["oF1_after"] == report["oF1_after"]  # written to ram://
 
     model = load(model_dir)
-    remote = network.score_images(model, images, batch_size=4, progress=False)
+    remote, _ = network.score_items(discover_test_images(images), model, batch_size=4, progress=False)
     write_outputs(f"{RAM}/out/submission.csv", remote.rows, remote.errors)
-    local = network.score_images(model, os.path.join(small_synth_dir, "test_images"), batch_size=4, progress=False)
+    local, _ = network.score_items(discover_test_images(small_synth_dir), model, batch_size=4, progress=False)
     assert remote.rows == local.rows and len(remote.rows) == len(os.listdir(os.path.join(small_synth_dir,
                                                                                          "test_images")))
     with tf.io.gfile.GFile(f"{RAM}/out/submission.csv") as f:

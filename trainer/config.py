@@ -11,8 +11,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from preprocessing.cli import HELP, option
 from preprocessing.errors import UsageError
+from preprocessing.hyperparams import HELP, option
 
 ARCHS = ("unet", "seed")
 LOSSES = ("bce_dice", "tversky", "dice", "focal", "bce")

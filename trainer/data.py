@@ -22,6 +22,9 @@ us annotate with the file name.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Optional
+
 import tensorflow as tf
 
 from preprocessing import model_input, schema
@@ -213,10 +216,19 @@ def batch_for_model(examples: tf.data.Dataset, batch_size: int, training: bool, 
 
 
 def distributed_dataset(strategy: tf.distribute.Strategy, data_dir: str, split: str, global_batch_size: int,
-                        training: bool, **kwargs) -> tf.distribute.DistributedDataset:
+                        training: bool, *, context: Optional[Callable] = None, then: Optional[Callable] = None,
+                        **kwargs) -> tf.distribute.DistributedDataset:
     """``make_dataset`` per input worker via ``strategy.distribute_datasets_from_function``: each
-    worker batches at the per-replica size and reads its own shard (files if there are enough)."""
+    worker batches at the per-replica size and reads its own shard (files if there are enough).
+
+    Training's one path to its data (``trainer.train``), so what the tests check is what it runs:
+    ``context`` rewrites a worker's ``InputContext`` first (the tf.data service reads the whole
+    dataset, ``trainer.service.whole_dataset``); ``then`` finishes each worker's dataset (training
+    selects the model's targets, repeats, and hands it to the service).
+    """
     def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make_dataset(data_dir, split, global_batch_size, training, input_context=input_context, **kwargs)
+        ctx = context(input_context) if context else input_context
+        ds = make_dataset(data_dir, split, global_batch_size, training, input_context=ctx, **kwargs)
+        return then(ds) if then else ds
 
     return strategy.distribute_datasets_from_function(dataset_fn)

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from preprocessing import cli, fileio, outputs
+from preprocessing import fileio, hyperparams, outputs
 from preprocessing.errors import UsageError
 from trainer import config
 from trainer.distribute import WORKERS_DIR
@@ -64,7 +64,7 @@ def check_model_dir(cfg: config.TrainConfig) -> None:
                              f"{config.CONFIG_FILE}: it is not a run of this trainer; choose a new or empty directory")
         return
     saved = config.load(saved_path)
-    diff = cli.changed_fields(saved.reproducible_dict(), cfg.reproducible_dict())
+    diff = hyperparams.changed_fields(saved.reproducible_dict(), cfg.reproducible_dict())
     if diff:
         raise UsageError(f"{model_dir} holds a run with a different configuration: {', '.join(diff)}. Relaunch "
                          f"with the same values (e.g. --config {saved_path}), or use another --model_dir")

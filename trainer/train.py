@@ -69,14 +69,12 @@ def _repeated(strategy, cfg: TrainConfig, split: str, training: bool, output_nam
         kwargs.update(cache=False)  # a worker's share of the files changes every epoch
     job = service.job_name(cfg) if remote else None
 
-    def dataset_fn(ctx):
-        if remote:
-            ctx = service.whole_dataset(ctx)  # the shared job splits the files across trainers
-        ds = data.make_dataset(cfg.data_dir, split, cfg.batch_size, training, input_context=ctx, **kwargs)
+    def finish(ds: tf.data.Dataset) -> tf.data.Dataset:
         ds = select_targets(ds, output_names).repeat()
         return service.distribute(ds, cfg.data_service, job, cfg.data_service_compression) if remote else ds
 
-    return strategy.distribute_datasets_from_function(dataset_fn)
+    return data.distributed_dataset(strategy, cfg.data_dir, split, cfg.batch_size, training,
+                                    context=service.whole_dataset if remote else None, then=finish, **kwargs)
 
 
 class _policy:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from preprocessing.cli import Recorded
+from preprocessing.hyperparams import Recorded
 
 # ----------------------------------------------------------------------------- working resolution
 

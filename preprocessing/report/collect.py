@@ -12,10 +12,10 @@ from tqdm import tqdm
 
 from preprocessing import fileio
 from preprocessing.cases import Case
-from preprocessing.cli import HELP, option, shared_option
 from preprocessing.constants import AUTHENTIC, FORGED, LABEL_NAMES
 from preprocessing.errors import BadInput
 from preprocessing.features import noise_residual
+from preprocessing.hyperparams import HELP, option, shared_option
 from preprocessing.images import MAX_PIXELS, decode_rgb8
 from preprocessing.masks import forged_instances
 from preprocessing.report import figures as figs

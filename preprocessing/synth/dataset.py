@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 
 from preprocessing import outputs, rle
-from preprocessing.cli import HELP, option
 from preprocessing.errors import UsageError
+from preprocessing.hyperparams import HELP, option
 from preprocessing.synth.base import MIN_REGION_STD, available_science_images, make_base
 from preprocessing.synth.copymove import forge
 
