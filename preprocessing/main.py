@@ -11,7 +11,6 @@ Flags this module does not know are handed to Beam unchanged; the job itself is
 from __future__ import annotations
 
 import logging
-import sys
 
 from absl import flags
 
@@ -31,12 +30,8 @@ def define_flags() -> None:
 
 
 def parse(argv: list[str]) -> list[str]:
-    """Parse our flags; everything else is a Beam pipeline option."""
-    try:
-        return FLAGS(argv, known_only=True)
-    except flags.Error as exc:
-        sys.stderr.write(f"FATAL Flags parsing error: {exc}\nPass --helpfull to see the flags.\n")
-        sys.exit(1)
+    """Parse our flags; everything else is a Beam pipeline option (errors: ``cli.run`` reports them)."""
+    return FLAGS(argv, known_only=True)
 
 
 def main(argv: list[str]) -> None:

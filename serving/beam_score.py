@@ -1,7 +1,7 @@
 """Batch scoring as a Beam pipeline (RunInference), for corpora that need a cluster.
 
-    python -m serving.beam_score [--model_dir MODEL_DIR] --input_dir IMAGES --output submission.csv \
-        [--detector auto|network|matcher|fused] [--batch_size 16] [--threshold T] [--min_area A] \
+    python -m serving.beam_score [--model_dir MODEL_DIR] --input_dir IMAGES --output submission.csv
+        [--detector auto|network|matcher|fused] [--batch_size 16] [--threshold T] [--min_area A]
         [--strict] [--overwrite] [Beam pipeline options...]
 
 Same flags, detectors, decoding, model, post-processing and files as serving.score, so the output

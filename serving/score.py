@@ -1,7 +1,7 @@
 """Batch scoring: a folder of images -> the competition submission.csv.
 
-    python -m serving.score [--model_dir MODEL_DIR] --input_dir IMAGES --output submission.csv \
-        [--detector auto|network|matcher|fused] [--workers N] [--batch_size 16] \
+    python -m serving.score [--model_dir MODEL_DIR] --input_dir IMAGES --output submission.csv
+        [--detector auto|network|matcher|fused] [--workers N] [--batch_size 16]
         [--threshold T] [--min_area A] [--image_threshold B] [--strict] [--allow_empty] [--overwrite]
 
 The detectors are ``serving.detectors``'s: the network (MODEL_DIR/export, loaded with

@@ -1,4 +1,8 @@
-"""``python -m preprocessing.synth``: write a synthetic dataset (see the package docstring)."""
+"""Write a synthetic copy-move dataset in the competition layout (more: the package docstring).
+
+    python -m preprocessing.synth --output_dir DIR [--num_train 200] [--num_test 50] [--seed 0]
+        [--style mixed|figures|photos] [--min_size 100] [--max_size 1500] [--overwrite]
+"""
 from __future__ import annotations
 
 from absl import flags
