@@ -16,6 +16,7 @@ import keras
 import tensorflow as tf
 
 from preprocessing import fileio, outputs
+from preprocessing.version import __version__
 from serving.postprocess import PostprocessConfig
 from serving.saved_model import write_metadata
 
@@ -70,6 +71,7 @@ def export_model(model: keras.Model, export_dir: str, image_size: int, metadata:
         "image_size": int(image_size),
         "postprocess": PostprocessConfig().to_dict(),
         "git_commit": git_commit(),
+        "copymove_version": __version__,
         **metadata,
     }
     write_metadata(staging, meta)
