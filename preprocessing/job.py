@@ -22,6 +22,7 @@ from preprocessing.cases import discover_training_cases
 from preprocessing.constants import COMPRESSIONS, ERRORS_FILE, MANIFEST_FILE, SPLITS
 from preprocessing.convert import MAX_LISTED, ConvertConfig, OutputConfig, reason_tag
 from preprocessing.errors import UsageError
+from preprocessing.progress import heartbeat
 
 _LOG = logging.getLogger(__name__)
 SHARD_GLOB = "{split}-*-of-*.tfrecord*"
@@ -159,8 +160,9 @@ def run_pipeline(input_dir: str, output_dir: str, pipeline_args: list[str] | Non
         p = beam.Pipeline(runner=local_runner(beam_options), options=beam_options)
         pl.build(p, [c.to_dict() for c in cases], staging, cfg, compression=out.compression,
                  num_shards=out.num_shards)
-        result = p.run()
-        result.wait_until_finish()
+        with heartbeat(f"preprocess: converting {len(cases)} cases"):
+            result = p.run()
+            result.wait_until_finish()
 
         stats_path = FileSystems.join(staging, STATS_FILE)
         summary = _read_json(stats_path)
