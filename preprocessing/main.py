@@ -12,6 +12,7 @@ Flags this module does not know are handed to Beam unchanged; the job itself is
 from __future__ import annotations
 
 import logging
+import sys
 
 from absl import flags
 
@@ -35,11 +36,22 @@ def parse(argv: list[str]) -> list[str]:
     return FLAGS(argv, known_only=True)
 
 
+def show_progress_lines() -> None:
+    """The job's INFO lines (``preprocessing.*`` loggers, not every worker's) as plain ``preprocess: ...``
+    lines on stdout, beside the summary, without absl's timestamp and thread prefix."""
+    progress = logging.getLogger("preprocessing")
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("preprocess: %(message)s"))
+    progress.addHandler(handler)
+    progress.setLevel(logging.INFO)
+    progress.propagate = False
+
+
 def main(argv: list[str]) -> None:
     from preprocessing.beam_runner import quiet_local_workers, quiet_worker_stderr, use_local_cores
     from preprocessing.job import run_pipeline  # Beam: only now, after logging is set up
 
-    logging.getLogger("preprocessing").setLevel(logging.INFO)  # our progress lines, not every worker's
+    show_progress_lines()
     options = {**cli.from_flags(ConvertConfig).__dict__, **cli.from_flags(OutputConfig).__dict__}
     pipeline_args = quiet_local_workers(use_local_cores(argv[1:]), FLAGS.verbose_logs)
     with quiet_worker_stderr(enabled=not FLAGS.verbose_logs):
