@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    from preprocessing.beam_runner import quiet_local_workers
+    from preprocessing.beam_runner import quiet_local_workers, quiet_worker_stderr
     from serving import beam_scoring  # Beam and TensorFlow: only now, after logging is set up
     from serving.submission import ScoreResult, report
 
@@ -29,8 +29,9 @@ def main(argv):
     detector, settings = settings_from_flags()
     print(f"Beam options {argv[1:]}")
     pipeline_args = quiet_local_workers(argv[1:], FLAGS.verbose_logs)
-    errors = beam_scoring.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, None, pipeline_args,
-                              items=items, detector=detector, settings=settings)
+    with quiet_worker_stderr(enabled=not FLAGS.verbose_logs):
+        errors = beam_scoring.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, None, pipeline_args,
+                                  items=items, detector=detector, settings=settings)
     if detector != "network":
         from serving.submission import evidence_path
 
