@@ -7,6 +7,7 @@ import csv
 import io
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -24,6 +25,13 @@ def test_a_silent_stretch_gets_progress_lines_and_a_short_one_none():
     with heartbeat("export", every=5, stream=quick):
         pass
     assert quick.getvalue() == ""
+    reporting = io.StringIO()  # work that reports often (an epoch line each time) needs no heartbeat
+    with heartbeat("training", every=1.0, stream=reporting) as beat:
+        for epoch in range(8):
+            time.sleep(0.05)
+            beat.restart(f"epoch {epoch + 2}")
+        time.sleep(1.4)
+    assert reporting.getvalue() == "epoch 9: still running, 1 s\n", reporting.getvalue()
 
 
 def test_local_runs_use_every_core_unless_told_otherwise():

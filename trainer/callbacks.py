@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from preprocessing import fileio
+from preprocessing.progress import Heartbeat
 from serving import postprocess
 from trainer import run_state
 from trainer.config import TrainConfig
@@ -90,8 +91,15 @@ class EpochSummary(keras.callbacks.Callback):
         self.better = max if monitor_mode(monitor) == "max" else min
         self.best_value, self.best_epoch = best.get(monitor), best.get("epoch")  # an earlier launch's best
 
+    def on_train_begin(self, logs=None):
+        self.beat = Heartbeat("training").start()  # an epoch (or building the graph) can take minutes
+
+    def on_train_end(self, logs=None):
+        self.beat.stop()
+
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.monotonic()
+        self.beat.restart(f"epoch {epoch + 1}/{self.epochs}")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -104,6 +112,7 @@ class EpochSummary(keras.callbacks.Callback):
               f"{_pick(logs, 'val_of1'):.4f} (authentic {_pick(logs, 'val_of1_authentic'):.2f}, forged "
               f"{_pick(logs, 'val_of1_forged'):.2f}), lr {learning_rate(self.model):.1e}, "
               f"{time.monotonic() - self.t0:.0f} s | best {self.monitor} {best}", file=self.stream, flush=True)
+        self.beat.restart("training")
 
 
 class CSVLog(keras.callbacks.CSVLogger):

@@ -18,7 +18,10 @@ def main(argv):
     cfg = cli.from_flags(SynthConfig)
     s = generate(FLAGS.output_dir, cfg.num_train, cfg.num_test, cfg.seed, cfg.min_size, cfg.max_size,
                  style=cfg.style, overwrite=FLAGS.overwrite)
-    print(f"wrote {FLAGS.output_dir}: train {s['train']}  test {s['test']}  copy-moves {s['operations']}")
+    train, test = s["train"], s["test"]
+    print(f"wrote {FLAGS.output_dir}: train {train['images']} images ({train['forged']} forged, {train['authentic']} "
+          f"authentic, {train['pairs']} forged/authentic pairs), test {test['images']} ({test['forged']} forged), "
+          f"{s['operations']} copy-moves")
 
 
 def define_flags() -> None:
