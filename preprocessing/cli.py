@@ -320,6 +320,12 @@ def run(main: Callable, flags_parser: Optional[Callable] = None) -> None:
     app.run(wrapped, flags_parser=_parser(flags_parser))
 
 
+def settings_text(settings: dict) -> str:
+    """A config's values for the console: ``threshold 0.45, min_area 32`` (floats to 4 significant
+    digits), not a dict dump; the exact values are in the files the command reads or writes."""
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items())
+
+
 def command_line(module: str, argv: Optional[list] = None) -> list[str]:
     """The command as a user would paste it: ``python -m module args...`` (for manifests and logs)."""
     return ["python", "-m", module] + list(sys.argv[1:] if argv is None else argv)

@@ -66,6 +66,12 @@ def pasteable(module: str, args: list[str]) -> str:
     return " ".join(["python", "-m", module, *(shlex.quote(a) for a in args)])
 
 
+def shown(path: str) -> str:
+    """A path as the user should read it: relative to the current folder when inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
 def json_object(line: str) -> Optional[dict]:
     """The JSON object a command prints as its last line for scripts, or None for any other line."""
     if not line.startswith("{"):
@@ -92,7 +98,7 @@ def run_step(n: int, total: int, title: str, module: str, args: list[str], summa
         elif summary:
             os.makedirs(os.path.dirname(summary), exist_ok=True)
             outputs.write_text(summary, line)
-            print(f"  | full summary (JSON): {os.path.relpath(summary)}", flush=True)
+            print(f"  | full summary (JSON): {shown(summary)}", flush=True)
     if proc.wait() != 0:
         raise StepFailed(f"step {n} ({title}) failed with exit code {proc.returncode}: {' '.join(cmd)}")
     print(f"  done in {time.time() - start:.0f} s", flush=True)
@@ -225,8 +231,7 @@ def main(argv):
     for label, path in (("dataset", data), ("TFRecords + manifest", records), ("model + export", model),
                         *((f"submission ({d})", os.path.join(out, f"submission_{d}.csv")) for _, d in DETECTOR_ROWS),
                         ("baseline", baseline), ("predictions", page), ("summaries (JSON)", summaries)):
-        rel = os.path.relpath(path)
-        print(f"  {label:<28} {path if rel.startswith('..') else rel}")
+        print(f"  {label:<28} {shown(path)}")
 
 
 if __name__ == "__main__":

@@ -101,11 +101,12 @@ def settings_from_flags() -> tuple[str, Settings]:
         cfg, note = flag_postprocess(meta)
         settings = replace(settings, postprocess=cfg)
         print(f"model {export_dir_of(FLAGS.model_dir)} (input {meta['image_size']} px), "
-              f"post-processing {cfg.to_dict()}")
+              f"post-processing: {cli.settings_text(cfg.to_dict())}")
         if note:
             print(note)
-    print(f"detector {detector}" + (f", decision {settings.matcher.to_dict()}" if detector != "network" else "")
-          + (f", fused {settings.fused.to_dict()}" if detector == "fused" else ""))
+    print(f"detector {detector}" + (f"; decision: {cli.settings_text(settings.matcher.to_dict())}"
+                                    if detector != "network" else "")
+          + (f"; fused: {cli.settings_text(settings.fused.to_dict())}" if detector == "fused" else ""))
     return detector, settings
 
 
