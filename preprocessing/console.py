@@ -13,6 +13,7 @@ strings and imports none of them, which keeps the one-way layer rule (tests/test
 from __future__ import annotations
 
 import importlib.util
+import os
 import runpy
 import sys
 from typing import Optional
@@ -39,14 +40,18 @@ USAGE_STATUS = 2  # the status of every usage error, as in the commands themselv
 
 
 def _main_file(module: str) -> Optional[str]:
-    """The file ``python -m module`` runs (a package's ``__main__.py``), found without importing it."""
+    """The file ``python -m module`` runs (a package's ``__main__.py``), found without running it (a
+    missing dependency then shows as the command's own import error, not as a missing command)."""
     try:
         spec = importlib.util.find_spec(module)
-        if spec is not None and spec.submodule_search_locations:  # a package: its __main__
-            spec = importlib.util.find_spec(f"{module}.__main__")
-    except ImportError:
+    except ModuleNotFoundError:  # a parent package is not there
         return None
-    return spec.origin if spec is not None else None
+    if spec is None or spec.origin is None:
+        return None
+    if spec.submodule_search_locations:  # a package: python -m runs its __main__.py
+        path = os.path.join(os.path.dirname(spec.origin), "__main__.py")
+        return path if os.path.exists(path) else None
+    return spec.origin
 
 
 def overview() -> str:
