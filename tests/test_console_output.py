@@ -79,3 +79,24 @@ def test_one_line_per_epoch_names_the_monitor_and_its_best_epoch_from_1(tmp_path
     best = best_logged(log, "val_loss", "min")
     assert best["epoch"] == int(np.argmin(losses)) + 1 and best["monitor"] == "val_loss"  # 1-based, named
     assert lines[-1].endswith(f"(epoch {best['epoch']})")  # the console's best is the log's best
+
+
+def test_the_demo_shows_a_commands_summary_as_lines_and_keeps_its_json_in_a_file(tmp_path, capsys, monkeypatch):
+    """A real step (serving.evaluate on a two-row solution): its table is echoed, its JSON line is not."""
+    import json
+    import os
+
+    from serving import demo
+
+    monkeypatch.setenv("PYTHONPATH", os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    (tmp_path / "sol.csv").write_text("case_id,annotation,height,width\na,authentic,4,4\nb,\"[1, 2]\",4,4\n")
+    (tmp_path / "sub.csv").write_text("case_id,annotation\na,authentic\nb,authentic\n")
+    summary = str(tmp_path / "summaries" / "evaluate.json")
+    stdout = demo.run_step(6, 7, "evaluate", "serving.evaluate", ["--solution", str(tmp_path / "sol.csv"),
+                                                                   "--submission", str(tmp_path / "sub.csv")],
+                           summary=summary)
+    shown = capsys.readouterr().out
+    assert "oF1 0.5000" in shown and "full summary (JSON): " in shown
+    assert not any(line.removeprefix("  | ").startswith("{") for line in shown.splitlines()), shown
+    with open(summary) as f:
+        assert json.load(f) == demo.last_json(stdout) and demo.last_json(stdout)["oF1"] == 0.5
