@@ -1,13 +1,32 @@
 """Install the copy-move forgery pipeline: preprocessing (Beam), trainer (TF), serving."""
+import os
+import re
+
 from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 TF_VERSION = "2.17.1"
 BEAM_VERSION = "2.77.0"  # also the SDK image the Dockerfile builds on (tests/test_packaging.py checks)
 
+
+def read(path: str) -> str:
+    with open(os.path.join(HERE, path), encoding="utf-8") as f:
+        return f.read()
+
+
+def version() -> str:
+    """preprocessing/version.py's ``__version__``, read as text: installing must not import the package."""
+    return re.search(r'^__version__ = "([^"]+)"$', read("preprocessing/version.py"), re.M).group(1)
+
+
 setup(
     name="copymove",
-    version="0.1.0",
+    version=version(),
     description="Copy-move forgery segmentation for scientific images (Beam + TensorFlow)",
+    long_description=read("README.md"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["preprocessing", "preprocessing.*", "trainer", "trainer.*", "serving",
                                     "serving.*"]),
@@ -26,6 +45,7 @@ setup(
         "pillow",
         "tqdm",
     ],
+    entry_points={"console_scripts": ["copymove = preprocessing.console:main"]},
     extras_require={
         "gpu": [f"tensorflow[and-cuda]=={TF_VERSION}"],
         "gcp": [f"apache-beam[gcp]=={BEAM_VERSION}"],  # gs:// in the Beam job, Dataflow

@@ -221,12 +221,78 @@ def internal_error_lines(exc: BaseException, verbose: bool) -> str:
     return f"{head.splitlines()[0]}\n{where}; please report it with the command line\n"
 
 
+HELP_FLAGS = ("help", "helpshort", "h", "?")  # absl's short help, plus the -h every user tries first
+FULL_HELP_FLAGS = ("helpfull",)
+PACKAGES = ("preprocessing", "trainer", "serving")  # flags defined here are the command's own
+
+
+def _requested_help(argv: list[str]) -> Optional[str]:
+    """"short" or "full" when the arguments (before a ``--``) ask for help, else None."""
+    for arg in argv[1:]:
+        if arg == "--":
+            return None
+        name = arg.lstrip("-").split("=")[0] if arg.startswith("-") else ""
+        if name in HELP_FLAGS:
+            return "short"
+        if name in FULL_HELP_FLAGS:
+            return "full"
+    return None
+
+
+def _own_flags(flag_values=FLAGS) -> list:
+    """The flags this project's modules defined (the command's own and the shared ones it uses),
+    not absl's or a library's."""
+    main_module = sys.argv[0]
+    return [flag for module, module_flags in flag_values.flags_by_module_dict().items()
+            if module == main_module or module.split(".")[0] in PACKAGES for flag in module_flags]
+
+
+def print_help(full: bool = False, flag_values=FLAGS) -> None:
+    """The command's docstring and its flags (``--helpfull``: every flag, absl's and libraries' too).
+
+    absl's ``--help`` lists only the flags defined in the ``__main__`` module itself, so flags derived
+    from config dataclasses (defined here) or shared with another command were hidden: every flag a
+    project module defined is made a key flag of the main module first."""
+    main_module = sys.argv[0]
+    for flag in _own_flags(flag_values):
+        flag_values.register_key_flag_for_module(main_module, flag)
+    if full:
+        app.usage(writeto_stdout=True)
+        return
+    doc = (sys.modules["__main__"].__doc__ or "").rstrip()
+    listing = [line for line in flag_values.module_help(main_module).splitlines()
+               if line.strip() and line.strip() != f"{main_module}:"]  # absl heads the list with a file path
+    print(f"{doc}\n\nflags:\n" + "\n".join(listing))
+    print("\nTry --helpfull to get a list of all flags (absl's and the libraries' too).")
+
+
+def _parser(flags_parser: Optional[Callable]) -> Callable:
+    """The command's flag parser with help that exits 0 and flag errors as one line, exit status 2."""
+    def parse(argv: list[str]) -> list[str]:
+        wanted = _requested_help(argv)
+        if wanted:
+            try:
+                print_help(full=wanted == "full")
+                sys.stdout.flush()
+            except BrokenPipeError:  # ``--help | head``: the reader has what it wanted
+                sys.stdout = open(os.devnull, "w")
+            sys.exit(0)
+        try:
+            return flags_parser(argv) if flags_parser else FLAGS(argv)
+        except flags.Error as exc:
+            message = " ".join(str(exc).split())
+            sys.stderr.write(f"error: {message}\nPass --help to see this command's flags.\n")
+            sys.exit(2)
+    return parse
+
+
 def run(main: Callable, flags_parser: Optional[Callable] = None) -> None:
-    """``absl.app.run(main)`` with the shared ``--verbose_logs`` flag, one-line user errors and
-    internal errors that say they are bugs.
+    """``absl.app.run(main)`` with the shared ``--verbose_logs`` flag, help that lists the command's
+    flags and exits 0, one-line user errors (exit status 2) and internal errors that say they are bugs.
 
     The command's ``main`` must import TensorFlow (directly or through the libraries it calls)
-    only inside itself, so that ``quiet_native_logs`` runs first.
+    only inside itself, so that ``quiet_native_logs`` runs first. ``flags_parser`` (e.g. one that
+    leaves unknown flags to Beam) may raise ``flags.Error``; it is reported here.
     """
     if "verbose_logs" not in FLAGS:
         define_verbose_logs()
@@ -245,22 +311,13 @@ def run(main: Callable, flags_parser: Optional[Callable] = None) -> None:
             sys.stderr.write(user_error_line(exc) + "\n")
             return 2
 
-    app.run(wrapped, flags_parser=_flag_errors_exit_2(flags_parser or FLAGS))
+    app.run(wrapped, flags_parser=_parser(flags_parser))
 
 
-FLAG_ERROR_STATUS = 2  # what the README promises for any command line that cannot be carried out
-
-
-def _flag_errors_exit_2(parse: Callable) -> Callable:
-    """A flag parser whose errors (unknown flag, bad value, missing required flag) are one line and
-    exit status 2, like every other user error (absl's own exit 1 with the whole usage text)."""
-    def parser(argv):
-        try:
-            return parse(argv)
-        except flags.Error as exc:
-            sys.stderr.write(f"error: {' '.join(str(exc).split())} (--help lists the flags)\n")
-            sys.exit(FLAG_ERROR_STATUS)
-    return parser
+def settings_text(settings: dict) -> str:
+    """A config's values for the console: ``threshold 0.45, min_area 32`` (floats to 4 significant
+    digits), not a dict dump; the exact values are in the files the command reads or writes."""
+    return ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in settings.items())
 
 
 def command_line(module: str, argv: Optional[list] = None) -> list[str]:

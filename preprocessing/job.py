@@ -22,6 +22,7 @@ from preprocessing.cases import discover_training_cases
 from preprocessing.constants import COMPRESSIONS, ERRORS_FILE, MANIFEST_FILE, SPLITS
 from preprocessing.convert import MAX_LISTED, ConvertConfig, OutputConfig, reason_tag
 from preprocessing.errors import UsageError
+from preprocessing.progress import heartbeat
 
 _LOG = logging.getLogger(__name__)
 SHARD_GLOB = "{split}-*-of-*.tfrecord*"
@@ -132,6 +133,11 @@ def split_configs(**options) -> tuple[ConvertConfig, OutputConfig]:
     return tuple(c(**{k: v for k, v in options.items() if k in names}) for c, names in fields.items())
 
 
+def _listing(counts: dict, before: str = "", after: str = "") -> str:
+    """``{"train": 2, "val": 1}`` as ``train 2, val 1`` for the console ("" when empty)."""
+    return f"{before}{', '.join(f'{k} {v}' for k, v in counts.items())}{after}" if counts else ""
+
+
 def run_pipeline(input_dir: str, output_dir: str, pipeline_args: list[str] | None = None, overwrite: bool = False,
                  command: list[str] | None = None, **options) -> dict:
     """Run the job (DirectRunner unless ``pipeline_args`` say otherwise) and return the manifest it wrote.
@@ -159,8 +165,9 @@ def run_pipeline(input_dir: str, output_dir: str, pipeline_args: list[str] | Non
         p = beam.Pipeline(runner=local_runner(beam_options), options=beam_options)
         pl.build(p, [c.to_dict() for c in cases], staging, cfg, compression=out.compression,
                  num_shards=out.num_shards)
-        result = p.run()
-        result.wait_until_finish()
+        with heartbeat(f"preprocess: converting {len(cases)} cases"):
+            result = p.run()
+            result.wait_until_finish()
 
         stats_path = FileSystems.join(staging, STATS_FILE)
         summary = _read_json(stats_path)
@@ -172,12 +179,12 @@ def run_pipeline(input_dir: str, output_dir: str, pipeline_args: list[str] | Non
 
     counters = _counters(result)
     if counters:
-        _LOG.info("counters: %s", json.dumps(dict(sorted(counters.items()))))
+        _LOG.info("counters: %s", _listing(dict(sorted(counters.items()))))
     counts = manifest["counts"]
     line = (f"preprocess: discovered={len(cases)} written={manifest['written']} "
             f"(train={counts['train']['total']} val={counts['val']['total']}) "
-            f"errors={manifest['errors']} {json.dumps(manifest['errors_by_reason'])} "
-            f"shards={json.dumps(manifest['num_shards'])} -> {output_dir}")
+            f"errors={manifest['errors']}{_listing(manifest['errors_by_reason'], ' (', ')')} "
+            f"shards={_listing(manifest['num_shards'])} -> {output_dir}")
     print(line, flush=True)
     for split in SPLITS:
         if counts[split]["total"] == 0:

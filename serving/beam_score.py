@@ -1,7 +1,7 @@
 """Batch scoring as a Beam pipeline (RunInference), for corpora that need a cluster.
 
-    python -m serving.beam_score [--model_dir MODEL_DIR] --input_dir IMAGES --output submission.csv \
-        [--detector auto|network|matcher|fused] [--batch_size 16] [--threshold T] [--min_area A] \
+    python -m serving.beam_score [--model_dir MODEL_DIR] --input_dir IMAGES --output submission.csv
+        [--detector auto|network|matcher|fused] [--batch_size 16] [--threshold T] [--min_area A]
         [--strict] [--overwrite] [Beam pipeline options...]
 
 Same flags, detectors, decoding, model, post-processing and files as serving.score, so the output
@@ -21,7 +21,7 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    from preprocessing.beam_runner import quiet_local_workers
+    from preprocessing.beam_runner import quiet_local_workers, quiet_worker_stderr
     from serving import beam_pipeline  # Beam and TensorFlow: only now, after logging is set up
     from serving.submission import ScoreResult, report
 
@@ -29,8 +29,10 @@ def main(argv):
     detector, settings = settings_from_flags()
     print(f"Beam options {argv[1:]}")
     pipeline_args = quiet_local_workers(argv[1:], FLAGS.verbose_logs)
-    errors = beam_pipeline.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, None, pipeline_args,
-                              items=items, detector=detector, settings=settings, refused=refused)
+    with quiet_worker_stderr(enabled=not FLAGS.verbose_logs):
+        errors = beam_pipeline.run(FLAGS.model_dir, FLAGS.input_dir, output, FLAGS.batch_size, None, pipeline_args,
+                                   items=items, detector=detector, settings=settings,
+                                   refused=refused)
     if detector != "network":
         from serving.submission import evidence_path
 

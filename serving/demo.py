@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import pandas as pd
 from absl import flags
@@ -46,7 +47,7 @@ _SAMPLES = flags.DEFINE_integer("html_samples", 16, "Test images shown in predic
 cli.define_overwrite()
 
 # What the demo writes in its output folder (the only entries --overwrite removes).
-OWNED = ("data", "records", "model", "predictions.html")
+OWNED = ("data", "records", "model", "summaries", "predictions.html")
 OWNED_SUFFIXES = (".csv", ERRORS_SUFFIX, EVIDENCE_SUFFIX)
 
 
@@ -64,20 +65,47 @@ def pasteable(module: str, args: list[str]) -> str:
     return " ".join(["python", "-m", module, *(shlex.quote(a) for a in args)])
 
 
-def run_step(n: int, total: int, title: str, module: str, args: list[str]) -> str:
-    """Run ``python -m module args`` with live output; returns its stdout (also echoed)."""
+def shown(path: str) -> str:
+    """A path as the user should read it: relative to the current folder when inside it."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def json_object(line: str) -> Optional[dict]:
+    """The JSON object a command prints as its last line for scripts, or None for any other line."""
+    if not line.startswith("{"):
+        return None
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def run_step(n: int, total: int, title: str, module: str, args: list[str], summary: Optional[str] = None) -> str:
+    """Run ``python -m module args`` with live output; returns its stdout. Lines are echoed, except a
+    JSON summary (for scripts, not people): it goes to the file ``summary`` instead."""
     cmd = [sys.executable, "-m", module, *args]
     print(f"\n[{n}/{total}] {title}\n  $ {pasteable(module, args)}", flush=True)
     start = time.time()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=None, text=True)
     lines = []
     for line in proc.stdout:
-        print("  | " + line, end="", flush=True)
         lines.append(line)
+        if json_object(line.strip()) is None:
+            print("  | " + line, end="", flush=True)
+        elif summary:
+            os.makedirs(os.path.dirname(summary), exist_ok=True)
+            outputs.write_text(summary, line)
+            print(f"  | full summary (JSON): {shown(summary)}", flush=True)
     if proc.wait() != 0:
         raise StepFailed(f"step {n} ({title}) failed with exit code {proc.returncode}: {' '.join(cmd)}")
     print(f"  done in {time.time() - start:.0f} s", flush=True)
     return "".join(lines)
+
+
+def slug(name: str) -> str:
+    return "_".join("".join(c if c.isalnum() else " " for c in name).split())
 
 
 def last_json(stdout: str) -> dict:
@@ -147,7 +175,7 @@ def main(argv):
         if owned(entry):
             shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
     os.makedirs(out, exist_ok=True)
-    data, records, model = (os.path.join(out, d) for d in ("data", "records", "model"))
+    data, records, model, summaries = (os.path.join(out, d) for d in ("data", "records", "model", "summaries"))
     solution = os.path.join(data, "test_solution.csv")
     baseline = os.path.join(out, "baseline_authentic.csv")
     workers = str(cli.DEFAULT_WORKERS)
@@ -160,19 +188,19 @@ def main(argv):
         run_step(2, total, "Beam preprocessing job -> TFRecords (with the matcher's evidence maps)",
                  "preprocessing.main",
                  ["--input_dir", data, "--output_dir", records, "--image_size", str(_SIZE.value),
-                  "--encoding", "raw", "--num_shards", "2", "--direct_running_mode=multi_processing",
-                  f"--direct_num_workers={workers}"])
+                  "--encoding", "raw", "--num_shards", "2"])  # locally: one worker process per core
         run_step(3, total, f"training for at most {_MINUTES.value:g} minutes on the CPU, then export",
                  "trainer.main",
                  ["--data_dir", records, "--model_dir", model, "--epochs", str(_EPOCHS.value),
                   "--batch_size", "16", "--max_minutes", str(_MINUTES.value), "--width", str(_WIDTH.value),
-                  "--depth", str(_DEPTH.value), "--seed", str(_SEED.value), "--verbose", "2",
+                  "--depth", str(_DEPTH.value), "--seed", str(_SEED.value),
                   # Checkpoint on segmentation quality: oF1 under the seed's fixed post-processing
                   # rewards the all-authentic model early on; calibration sets the image bar later.
-                  "--monitor", "val_mask_dice"])
+                  "--monitor", "val_mask_dice"], summary=os.path.join(summaries, "train.json"))
         calib = last_json(run_step(4, total, "calibrate the network, the matcher and the fused decision on the "
                                    "validation split", "serving.calibrate",
-                                   ["--model_dir", model, "--data_dir", records, "--workers", workers]))
+                                   ["--model_dir", model, "--data_dir", records, "--workers", workers],
+                                   summary=os.path.join(summaries, "calibrate.json")))
         subs = {}
         for name, detector in DETECTOR_ROWS:
             subs[name] = os.path.join(out, f"submission_{detector}.csv")
@@ -182,7 +210,8 @@ def main(argv):
         write_authentic_baseline(solution, baseline)
         subs["everything authentic"] = baseline
         evals = {name: last_json(run_step(6, total, f"evaluate: {name}", "serving.evaluate",
-                                          ["--solution", solution, "--submission", path]))
+                                          ["--solution", solution, "--submission", path],
+                                          summary=os.path.join(summaries, f"evaluate_{slug(name)}.json")))
                  for name, path in subs.items()}
         print(f"\n[7/{total}] predictions.html", flush=True)
         chosen = calib.get("detectors", {}).get("detector", "network")
@@ -200,9 +229,8 @@ def main(argv):
     print("\nWrote:")
     for label, path in (("dataset", data), ("TFRecords + manifest", records), ("model + export", model),
                         *((f"submission ({d})", os.path.join(out, f"submission_{d}.csv")) for _, d in DETECTOR_ROWS),
-                        ("baseline", baseline), ("predictions", page)):
-        rel = os.path.relpath(path)
-        print(f"  {label:<28} {path if rel.startswith('..') else rel}")
+                        ("baseline", baseline), ("predictions", page), ("summaries (JSON)", summaries)):
+        print(f"  {label:<28} {shown(path)}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,11 @@
 
     python -m serving.evaluate --solution SOLUTION.csv --submission SUBMISSION.csv [--per_image_csv F]
 
-Prints a short table (and what looks wrong: missing ids, repeated ids, ids that differ only by
-whitespace), then one JSON object on the last line of stdout.
+The solution is this project's ``case_id,annotation,height,width`` or the competition's own
+``case_id,annotation,shape`` (``"[height, width]"``, or ``authentic``). Prints a short table and what
+looks wrong (missing ids, repeated ids, ids that differ only by whitespace, and, per row, annotations
+the competition's scorer would refuse, failing the whole submission), then one JSON object on the last
+line of stdout.
 """
 from __future__ import annotations
 
@@ -19,10 +22,12 @@ from serving.metric import evaluate_frames
 
 FLAGS = flags.FLAGS
 EXAMPLES_SHOWN = 5  # ids quoted per problem line
+ROWS_SHOWN = 20  # per-row warnings printed before the rest are only counted (all are in --per_image_csv)
 
 
 def define_flags() -> None:
-    flags.DEFINE_string("solution", None, "Ground truth CSV: case_id,annotation,height,width.", required=True)
+    flags.DEFINE_string("solution", None, "Ground truth CSV: case_id,annotation,height,width (or the competition's "
+                        "case_id,annotation,shape).", required=True)
     flags.DEFINE_string("submission", None, "Predictions CSV: case_id,annotation.", required=True)
     flags.DEFINE_string("per_image_csv", None, "Optional path for per-image scores.")
     cli.define_overwrite()
@@ -37,6 +42,16 @@ def read_csv(path: str, what: str) -> pd.DataFrame:
         raise FileNotFoundError(f"{what} file not found: {path}") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UsageError(f"{what} file {path} is not a readable CSV: {exc}") from exc
+
+
+def rejection_lines(per_image: pd.DataFrame) -> list[str]:
+    """One warning per submission row the competition's scorer would refuse (``metric.official_rejection``)."""
+    rejected = per_image[per_image["official_rejection"].notna()]
+    out = [f"warning: row {r.case_id!r}: {r.official_rejection}: the competition's scorer refuses this row and "
+           "fails the whole submission" for r in rejected.head(ROWS_SHOWN).itertuples(index=False)]
+    if len(rejected) > ROWS_SHOWN:
+        out.append(f"warning: {len(rejected) - ROWS_SHOWN} more such rows (--per_image_csv lists every one)")
+    return out
 
 
 def warnings_for(s: dict) -> list[str]:
@@ -68,7 +83,7 @@ def main(argv):
     print(f"true forged/authentic {s['true_forged']}/{s['true_authentic']}  "
           f"predicted forged/authentic {s['pred_forged']}/{s['pred_authentic']}  "
           f"false positives on authentic {s['authentic_false_positive']}")
-    for line in warnings_for(s):
+    for line in warnings_for(s) + rejection_lines(result.per_image):
         print(line)
     if per_image:
         outputs.write_text(per_image, result.per_image.to_csv(index=False))

@@ -5,11 +5,18 @@ matching on -F1 (rows padded with zeros when there are fewer predictions than
 truths); mean matched F1 times ``len(gt) / max(len(pred), len(gt))``. An
 authentic image scores 1 only when predicted authentic; a forged image
 predicted authentic scores 0. The dataset score is the mean over images.
+
+Solutions come with ``height``,``width`` columns (this project's files) or, as in the competition's
+own files, a ``shape`` column: ``"[height, width]"``, or ``"authentic"`` for an authentic image (its
+size is not needed: it scores by label). ``official_rejection`` says which annotations the
+competition's scorer refuses outright, failing the whole submission.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -94,8 +101,14 @@ def _whole(value) -> int:
     return int(value)
 
 
-def solution_size(rec) -> tuple[int, int]:
-    """(height, width) of a solution row, or an error naming the row."""
+SHAPE = "shape"  # the competition's solution column: "[height, width]", or "authentic" (no size given)
+
+
+def solution_size(rec) -> Optional[tuple[int, int]]:
+    """(height, width) of a solution row, None for an authentic row whose file gives no size, or an
+    error naming the row."""
+    if pd.isna(rec.height) and pd.isna(rec.width) and str(rec.annotation).strip().lower() == rle.AUTHENTIC:
+        return None
     try:
         h, w = _whole(rec.height), _whole(rec.width)
     except (TypeError, ValueError, OverflowError):
@@ -109,6 +122,54 @@ def solution_size(rec) -> tuple[int, int]:
     return h, w
 
 
+def parse_shape(case_id, text) -> tuple:
+    """(height, width) of a ``shape`` cell, ``(None, None)`` for ``authentic``; an error names the row."""
+    if str(text).strip().lower() == rle.AUTHENTIC:
+        return None, None
+    try:
+        size = json.loads(str(text))
+    except json.JSONDecodeError:
+        size = None
+    if not (isinstance(size, list) and len(size) == 2):
+        raise UsageError(f"solution row {case_id!r}: shape {text!r} is not \"[height, width]\" or \"authentic\"")
+    return size[0], size[1]
+
+
+def with_size_columns(solution: pd.DataFrame) -> pd.DataFrame:
+    """The solution with ``height``,``width`` columns, taken from its ``shape`` column when it has no
+    such columns (the competition's own format); unchanged otherwise."""
+    if {"height", "width"} <= set(solution.columns) or SHAPE not in solution.columns:
+        return solution
+    sizes = [parse_shape(case_id, shape) for case_id, shape in zip(solution["case_id"], solution[SHAPE])]
+    return solution.assign(height=[h for h, _ in sizes], width=[w for _, w in sizes])
+
+
+def official_rejection(annotation) -> Optional[str]:
+    """Why the competition's scorer would refuse this submission annotation, or None.
+
+    It decodes each instance's ``[start, length, ...]`` as JSON and raises (failing the whole
+    submission, not just the row) when the starts are not in ascending order or a run reaches into
+    the next one. This project's decoder refuses those rows too, but scores them 0 and goes on."""
+    text = "" if pd.isna(annotation) else str(annotation).strip()
+    if text.lower() == rle.AUTHENTIC:
+        return None
+    for k, part in enumerate(text.split(";")):
+        try:
+            runs = json.loads(part)
+        except json.JSONDecodeError:
+            return f"instance {k} is not a JSON list"
+        if not isinstance(runs, list) or len(runs) % 2:
+            return f"instance {k} is not a list of start, length pairs"
+        starts, lengths = runs[0::2], runs[1::2]
+        for i in range(len(starts) - 1):
+            if starts[i + 1] < starts[i]:
+                return f"instance {k}: run starts not ascending ({starts[i + 1]} after {starts[i]})"
+            if starts[i] + lengths[i] > starts[i + 1]:
+                return (f"instance {k}: overlapping runs ({starts[i]}+{lengths[i]} reaches past the next "
+                        f"start {starts[i + 1]})")
+    return None
+
+
 def _duplicates(ids: pd.Series) -> list[str]:
     return sorted(set(ids[ids.duplicated()]))
 
@@ -120,16 +181,21 @@ def whitespace_mismatches(missing: set, extra: set) -> list[tuple[str, str]]:
 
 
 def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluation:
-    """Score a submission against a solution (``case_id,annotation,height,width``).
+    """Score a submission against a solution (``case_id,annotation,height,width`` or
+    ``case_id,annotation,shape``).
 
     Solution rows missing from the submission and unparseable submission annotations score 0 and
     are counted; they never stop the run. A solution that repeats a case id is refused (which row
     is the truth?); a submission that repeats one is scored on its first row and the repeats are
     reported.
     """
-    for col in ("case_id", "annotation", "height", "width"):
+    for col in ("case_id", "annotation"):
         if col not in solution.columns:
             raise UsageError(f"solution is missing column {col!r} (has {list(solution.columns)})")
+    solution = with_size_columns(solution)
+    for col in ("height", "width"):
+        if col not in solution.columns:
+            raise UsageError(f"solution is missing column {col!r} or {SHAPE!r} (has {list(solution.columns)})")
     for col in ("case_id", "annotation"):
         if col not in submission.columns:
             raise UsageError(f"submission is missing column {col!r} (has {list(submission.columns)})")
@@ -143,23 +209,27 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
     sub = submission.drop_duplicates("case_id", keep="first").set_index("case_id")["annotation"]
     rows = []
     for rec in solution.itertuples(index=False):
-        h, w = solution_size(rec)
+        size = solution_size(rec)
         try:
-            gt = rle.decode_pixels(str(rec.annotation), h, w)
+            gt = rle.decode_pixels(str(rec.annotation), *size) if size else []
         except rle.RLEError as exc:  # the ground truth itself is broken: stop, naming the row
             raise rle.RLEError(f"solution row {rec.case_id!r}: {exc}") from exc
         row = {"case_id": rec.case_id, "true_forged": bool(gt), "status": "ok", "pred_forged": False}
         if rec.case_id not in sub.index:
             row.update(status="missing", score=0.0)
         else:
+            ann = sub.loc[rec.case_id]
+            text = "" if pd.isna(ann) else str(ann)
+            row["official_rejection"] = official_rejection(text)
             try:
-                ann = sub.loc[rec.case_id]
-                pred = rle.decode_pixels("" if pd.isna(ann) else str(ann), h, w)
+                # no size given (an authentic row of the competition's format): the label decides
+                pred = rle.decode_pixels(text, *size) if size else rle.parse(text)
                 row.update(pred_forged=bool(pred), score=image_score(pred, gt))
             except rle.RLEError as exc:
                 row.update(status="unparseable", score=0.0, error=str(exc))
         rows.append(row)
-    per_image = pd.DataFrame(rows, columns=["case_id", "true_forged", "pred_forged", "status", "score", "error"])
+    per_image = pd.DataFrame(rows, columns=["case_id", "true_forged", "pred_forged", "status", "score", "error",
+                                            "official_rejection"])
     n = len(per_image)
     tf_, pf = per_image["true_forged"].astype(bool), per_image["pred_forged"].astype(bool)
     scored = per_image["status"] == "ok"
@@ -182,5 +252,6 @@ def evaluate_frames(solution: pd.DataFrame, submission: pd.DataFrame) -> Evaluat
         "duplicate_submission_rows": int(submission["case_id"].duplicated().sum()),
         "duplicate_submission_ids": duplicate_ids,
         "ids_differing_by_whitespace": [list(p) for p in whitespace_mismatches(missing, extra)],
+        "official_rejections": int(per_image["official_rejection"].notna().sum()),
     }
     return Evaluation(summary=summary, per_image=per_image)

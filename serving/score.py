@@ -1,7 +1,7 @@
 """Batch scoring: a folder of images -> the competition submission.csv.
 
-    python -m serving.score [--model_dir MODEL_DIR] --input_dir IMAGES --output submission.csv \
-        [--detector auto|network|matcher|fused] [--workers N] [--batch_size 16] \
+    python -m serving.score [--model_dir MODEL_DIR] --input_dir IMAGES --output submission.csv
+        [--detector auto|network|matcher|fused] [--workers N] [--batch_size 16]
         [--threshold T] [--min_area A] [--image_threshold B] [--strict] [--allow_empty] [--overwrite]
 
 The detectors are ``serving.detectors``'s: the network (MODEL_DIR/export, loaded with
@@ -101,11 +101,12 @@ def settings_from_flags() -> tuple[str, Settings]:
         cfg, note = flag_postprocess(meta)
         settings = replace(settings, postprocess=cfg)
         print(f"model {export_dir_of(FLAGS.model_dir)} (input {meta['image_size']} px), "
-              f"post-processing {cfg.to_dict()}")
+              f"post-processing: {cli.settings_text(cfg.to_dict())}")
         if note:
             print(note)
-    print(f"detector {detector}" + (f", decision {settings.matcher.to_dict()}" if detector != "network" else "")
-          + (f", fused {settings.fused.to_dict()}" if detector == "fused" else ""))
+    print(f"detector {detector}" + (f"; decision: {cli.settings_text(settings.matcher.to_dict())}"
+                                    if detector != "network" else "")
+          + (f"; fused: {cli.settings_text(settings.fused.to_dict())}" if detector == "fused" else ""))
     return detector, settings
 
 

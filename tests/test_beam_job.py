@@ -245,6 +245,7 @@ def test_cli_multiprocessing_run(cli_multiprocess_run, raw_run):
     assert manifest["options"]["pipeline_args"] == [  # what ran: the user's options + quiet local workers
         "--direct_running_mode=multi_processing", "--direct_num_workers=2", "--default_sdk_harness_log_level=ERROR"]
     assert "sdk_worker" not in stdout and "Data channel established" not in stdout
+    assert "apitools" not in stdout and "Logging handler created" not in stdout  # the workers' start-up noise
     assert manifest["counts"] == raw_run[1]["counts"]
     assert manifest["errors_by_reason"] == raw_run[1]["errors_by_reason"]
     assert set(read_errors(out)) == set(read_errors(raw_run[0]))

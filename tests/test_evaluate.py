@@ -198,3 +198,71 @@ def test_a_non_numeric_height_names_its_row(tmp_path):
                            "--submission", str(tmp_path / "p.csv")], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "shifted" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# The competition metric's own published examples: the doctest of ``score`` in the official metric
+# notebook (kaggle.com/code/metric/recodai-f1, the same text in public copies of it). Its id column
+# is ``row_id``; ours is ``case_id``. Authentic rows carry ``shape`` "authentic"; images are 720x960.
+# Expected values checked by hand:
+#   3: identical runs -> 1.0
+#   4: truth 101+103 px vs prediction 101+102 px: F1 2*102/(103+102) = 204/205 on row 0, 1.0 on the
+#      two others -> (204/205 + 2) / 3 = 0.99837398...
+#   5: row 0 has two true instances (px 101-202, 300-399), one predicted = the first: matched F1s
+#      1 and 0 (padding) -> 0.5, no excess penalty; (0.5 + 1 + 1) / 3 = 0.8333...
+SIZE = "[720, 960]"
+OFFICIAL_CASES = [
+    (["authentic"] * 3, ["authentic"] * 3, ["authentic"] * 3, 1.0),
+    (["authentic"] * 3, ["authentic"] * 3, ["[101, 102]"] * 3, 0.0),
+    (["[101, 102]"] * 3, [SIZE] * 3, ["[101, 102]"] * 3, 1.0),
+    (["[101, 103]", "[101, 102]", "[101, 102]"], [SIZE] * 3, ["[101, 102]"] * 3, 0.9983739837398374),
+    (["[101, 102];[300, 100]", "[101, 102]", "[101, 102]"], [SIZE] * 3, ["[101, 102]"] * 3, 0.8333333333333334),
+]
+
+
+@pytest.mark.parametrize("truth,shapes,predicted,expected", OFFICIAL_CASES)
+def test_the_official_metrics_published_cases_in_its_own_solution_format(truth, shapes, predicted, expected,
+                                                                          tmp_path):
+    ids = ["0", "1", "2"]
+    pd.DataFrame({"case_id": ids, "annotation": truth, "shape": shapes}).to_csv(tmp_path / "sol.csv", index=False)
+    pd.DataFrame({"case_id": ids, "annotation": predicted}).to_csv(tmp_path / "sub.csv", index=False)
+    result = evaluate_frames(read_csv(str(tmp_path / "sol.csv"), "solution"),
+                             read_csv(str(tmp_path / "sub.csv"), "submission"))
+    assert result.summary["oF1"] == pytest.approx(expected, abs=1e-12)
+    assert result.summary["unparseable"] == 0 and result.summary["official_rejections"] == 0
+
+
+def test_a_shape_that_is_not_a_size_is_named():
+    bad = pd.DataFrame({"case_id": ["x"], "annotation": ["[1, 2]"], "shape": ["720x960"]})
+    with pytest.raises(ValueError, match="solution row 'x': shape '720x960'"):
+        evaluate_frames(bad, pd.DataFrame({"case_id": ["x"], "annotation": ["authentic"]}))
+    with pytest.raises(ValueError, match="missing column 'height' or 'shape'"):
+        evaluate_frames(bad.drop(columns=["shape"]), pd.DataFrame({"case_id": ["x"], "annotation": ["authentic"]}))
+
+
+# submission annotation -> what the competition's scorer says (None: accepted), each worked out from
+# its rules: starts ascending within an instance, and start + length <= the next start
+REJECTIONS = {
+    "fine": ("[1, 2, 5, 2];[11, 2]", None),
+    "touching": ("[1, 4, 5, 2]", None),                 # 1-4 then 5-6: adjacent, not overlapping
+    "descending": ("[5, 2, 1, 2]", "not ascending"),
+    "overlapping": ("[1, 5, 5, 2]", "overlapping"),     # 1-5 reaches the next start 5
+    "odd": ("[1, 2, 3]", "start, length pairs"),
+    "second_instance": ("[1, 2];[9, 1, 3, 1]", "instance 1: run starts not ascending"),
+}
+
+
+def test_rows_the_official_scorer_would_refuse_are_warned_per_row(tmp_path):
+    ids = list(REJECTIONS)
+    pd.DataFrame({"case_id": ids, "annotation": "[1, 2]", "height": 4, "width": 4}).to_csv(tmp_path / "sol.csv",
+                                                                                          index=False)
+    pd.DataFrame({"case_id": ids, "annotation": [a for a, _ in REJECTIONS.values()]}).to_csv(tmp_path / "sub.csv",
+                                                                                             index=False)
+    proc = subprocess.run([sys.executable, "-m", "serving.evaluate", "--solution", str(tmp_path / "sol.csv"),
+                           "--submission", str(tmp_path / "sub.csv")], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode == 0, proc.stderr
+    warned = {line.split("'")[1]: line for line in proc.stdout.splitlines() if line.startswith("warning: row ")}
+    assert set(warned) == {k for k, (_, reason) in REJECTIONS.items() if reason}
+    for case_id, line in warned.items():
+        assert REJECTIONS[case_id][1] in line and "fails the whole submission" in line
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["official_rejections"] == 4

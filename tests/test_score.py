@@ -18,6 +18,7 @@ from tiny_model import SIZE, export_tiny
 from preprocessing import rle
 from preprocessing.cases import discover_test_images
 from preprocessing.images import read_rgb8
+from preprocessing.version import __version__
 from serving.decode import decode_file_eager, resize_to_model
 from serving.network import predict_items, score_folder
 from serving.postprocess import PostprocessConfig
@@ -172,6 +173,7 @@ def test_metadata_defaults_and_overrides(tiny_model_dir, messy_dir):
     """No flags: metadata.json's post-processing; a threshold above every probability: all authentic."""
     meta = read_metadata(os.path.join(tiny_model_dir, "export"))
     assert PostprocessConfig.from_dict(meta["postprocess"]) == load(tiny_model_dir).postprocess
+    assert meta["copymove_version"] == __version__  # the export says which release wrote it
     model = load(tiny_model_dir)
     preds, errors = predict_items(model, discover_test_images(messy_dir)[0], 8, progress=False)
     rows = submission_rows(preds, errors, PostprocessConfig(threshold=1.0))

@@ -12,6 +12,7 @@ import keras
 import tensorflow as tf
 
 from preprocessing import fileio
+from preprocessing.progress import Heartbeat
 from serving import postprocess
 from trainer import run_state
 from trainer.config import TrainConfig
@@ -81,23 +82,37 @@ def learning_rate(model) -> float:
 
 
 class EpochSummary(keras.callbacks.Callback):
-    """One readable line per epoch."""
+    """One readable line per epoch: the metrics that matter, and the monitored one with its best so far
+    (the epoch whose weights the checkpoint keeps and the export will use), epochs counted from 1."""
 
-    def __init__(self, epochs: int, examples_per_epoch: int, stream=sys.stdout):
+    def __init__(self, epochs: int, monitor: str, best: dict, stream=sys.stdout):
         super().__init__()
-        self.epochs, self.examples_per_epoch, self.stream = epochs, examples_per_epoch, stream
+        self.epochs, self.monitor, self.stream = epochs, monitor, stream
+        self.better = max if monitor_mode(monitor) == "max" else min
+        self.best_value, self.best_epoch = best.get(monitor), best.get("epoch")  # an earlier launch's best
+
+    def on_train_begin(self, logs=None):
+        self.beat = Heartbeat("training").start()  # an epoch (or building the graph) can take minutes
+
+    def on_train_end(self, logs=None):
+        self.beat.stop()
 
     def on_epoch_begin(self, epoch, logs=None):
         self.t0 = time.monotonic()
+        self.beat.restart(f"epoch {epoch + 1}/{self.epochs}")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        print(f"epoch {epoch + 1}/{self.epochs}: {(epoch + 1) * self.examples_per_epoch} examples seen, "
-              f"loss {_pick(logs, 'loss'):.4f}, val_loss {_pick(logs, 'val_loss'):.4f}, "
-              f"val Dice {_pick(logs, 'val_mask_dice', 'val_dice'):.4f}, "
-              f"val oF1 {_pick(logs, 'val_of1'):.4f} (authentic {_pick(logs, 'val_of1_authentic'):.3f}, "
-              f"forged {_pick(logs, 'val_of1_forged'):.3f}), lr {learning_rate(self.model):.2e}, "
-              f"{time.monotonic() - self.t0:.1f} s", file=self.stream, flush=True)
+        value = _pick(logs, self.monitor)
+        if value == value and (self.best_value is None or self.better(value, self.best_value) != self.best_value):
+            self.best_value, self.best_epoch = value, epoch + 1
+        best = "-" if self.best_value is None else f"{self.best_value:.4f} (epoch {self.best_epoch})"
+        print(f"epoch {epoch + 1}/{self.epochs}: loss {_pick(logs, 'loss'):.4f}, val_loss "
+              f"{_pick(logs, 'val_loss'):.4f}, val Dice {_pick(logs, 'val_mask_dice', 'val_dice'):.4f}, val oF1 "
+              f"{_pick(logs, 'val_of1'):.4f} (authentic {_pick(logs, 'val_of1_authentic'):.2f}, forged "
+              f"{_pick(logs, 'val_of1_forged'):.2f}), lr {learning_rate(self.model):.1e}, "
+              f"{time.monotonic() - self.t0:.0f} s | best {self.monitor} {best}", file=self.stream, flush=True)
+        self.beat.restart("training")
 
 
 class CSVLog(keras.callbacks.CSVLogger):
@@ -119,7 +134,9 @@ class CSVLog(keras.callbacks.CSVLogger):
 
 
 def best_logged(csv_path: str, monitor: str, mode: str) -> dict:
-    """The best epoch's row of the CSV log by ``monitor`` (all launches of a resumed run), or {}."""
+    """The best epoch's row of the CSV log by ``monitor`` (all launches of a resumed run), or {}:
+    the metrics, ``monitor`` (its name) and ``epoch`` counted from 1 as the console prints it (the
+    log, like Keras, counts from 0)."""
     if not fileio.exists(csv_path):
         return {}
     rows = [r for r in csv.DictReader(io.StringIO(fileio.read_text(csv_path))) if r.get(monitor) not in (None, "")]
@@ -127,7 +144,8 @@ def best_logged(csv_path: str, monitor: str, mode: str) -> dict:
         return {}
     pick = max if mode == "max" else min
     best = pick(rows, key=lambda r: float(r[monitor]))
-    return {k: float(v) for k, v in best.items() if v not in (None, "")}
+    row = {k: float(v) for k, v in best.items() if v not in (None, "")}
+    return {**row, "epoch": int(row["epoch"]) + 1, "monitor": monitor}
 
 
 def monitor_mode(monitor: str) -> str:
@@ -135,12 +153,13 @@ def monitor_mode(monitor: str) -> str:
 
 
 def make_callbacks(cfg: TrainConfig, out_dir: str, strategy, val_ids, pp_cfg: postprocess.PostprocessConfig,
-                   examples_per_epoch: int, extra: tuple = ()) -> list:
+                   extra: tuple = ()) -> list:
     """In order: metrics first (they add to the logs), then the callbacks that read them,
     BackupAndRestore after everything that changes the weights or the learning rate; ``extra``
     (tests inject theirs here) last."""
     mode = monitor_mode(cfg.monitor)
     csv_path = fileio.join(out_dir, run_state.CSV_LOG)
+    earlier_best = best_logged(csv_path, cfg.monitor, mode)  # a resumed run's best so far
     callbacks = [ValidationOF1(val_ids, pp_cfg)]
     if cfg.max_minutes > 0:
         callbacks.append(TimeBudget(cfg.max_minutes, strategy))
@@ -152,14 +171,15 @@ def make_callbacks(cfg: TrainConfig, out_dir: str, strategy, val_ids, pp_cfg: po
         # Before EarlyStopping: on its last epoch it swaps in older weights.
         keras.callbacks.ModelCheckpoint(fileio.join(out_dir, run_state.BEST_WEIGHTS), monitor=cfg.monitor, mode=mode,
                                         save_best_only=True, save_weights_only=True,
-                                        initial_value_threshold=best_logged(csv_path, cfg.monitor, mode).get(
-                                            cfg.monitor)),
+                                        initial_value_threshold=earlier_best.get(cfg.monitor)),
+        # Silent: its "restoring the best epoch" is by val_loss, but the export takes the checkpoint's
+        # weights (by cfg.monitor); EpochSummary and train.run say which epoch that is.
         keras.callbacks.EarlyStopping(monitor="val_loss", mode="min", patience=cfg.early_stopping_patience,
                                       start_from_epoch=cfg.early_stopping_start, restore_best_weights=True,
-                                      verbose=1),
+                                      verbose=0),
         CSVLog(csv_path, append=True),
         keras.callbacks.TensorBoard(fileio.join(out_dir, "logs"), profile_batch=0),
-        EpochSummary(cfg.epochs, examples_per_epoch),
+        EpochSummary(cfg.epochs, cfg.monitor, earlier_best),
         # Two states (the previous one survives a kill while the latest is written), kept after fit:
         # the run deletes it only once the export is complete (trainer.run_state).
         keras.callbacks.BackupAndRestore(fileio.join(out_dir, run_state.BACKUP_DIR), double_checkpoint=True,

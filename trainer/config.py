@@ -101,7 +101,8 @@ class TrainConfig:
     early_stopping_start: int = option(10, "Epochs before early stopping may act.", lower=0)
     jpeg_augment: bool = option(True, "Random JPEG recompression of training images.")
     export: bool = option(True, "Export the SavedModel at the end (and delete the resume backup).", flag=False)
-    verbose: int = option(1, "Keras progress: 0 silent, 1 progress bar, 2 one line per epoch.", choices=(0, 1, 2))
+    verbose: int = option(0, "Keras' own progress besides this project's one line per epoch: 0 none, 1 a progress "
+                             "bar, 2 Keras' per-epoch line with every metric.", choices=(0, 1, 2))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from preprocessing import fileio, outputs
 from preprocessing.constants import EVIDENCE_CHANNELS
+from preprocessing.version import __version__
 from serving.postprocess import PostprocessConfig
 from serving.saved_model import signature_contract, write_metadata
 
@@ -79,6 +80,7 @@ def export_model(model: keras.Model, export_dir: str, image_size: int, metadata:
         "git_commit": git_commit(),
         **signature_contract(image_size, EVIDENCE_CHANNELS if takes_evidence else None,
                              isinstance(model.output, dict) and "image" in model.output),
+        "copymove_version": __version__,
         **metadata,
     }
     write_metadata(staging, meta)

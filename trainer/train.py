@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from preprocessing import fileio, records
 from preprocessing.errors import UsageError
+from preprocessing.progress import heartbeat
 from trainer import data, export, losses, run_state, service
 from trainer.callbacks import best_logged, make_callbacks, monitor_mode
 from trainer.config import ModelConfig, TrainConfig
@@ -215,7 +216,7 @@ def run(cfg: TrainConfig, strategy=None, callbacks: tuple = ()) -> TrainResult:
         val_ds = _repeated(strategy, cfg, "val", False, model.output_names)
         val_ids = data.make_dataset(cfg.data_dir, "val", cfg.batch_size, training=False, with_ids=True,
                                     evidence=cfg.model.evidence)
-        all_callbacks = make_callbacks(cfg, out_dir, strategy, val_ids, pp_cfg, steps * cfg.batch_size, callbacks)
+        all_callbacks = make_callbacks(cfg, out_dir, strategy, val_ids, pp_cfg, callbacks)
         watch = (service.dispatcher_watch(cfg.data_service, cfg.data_service_timeout, cfg.model_dir)
                  if cfg.data_service else contextlib.nullcontext())
         with watch:
@@ -229,13 +230,18 @@ def run(cfg: TrainConfig, strategy=None, callbacks: tuple = ()) -> TrainResult:
     if fileio.exists(best_path):
         model.load_weights(best_path)
     best = best_logged(csv_path, cfg.monitor, monitor_mode(cfg.monitor))
+    if best:
+        print(f"best epoch {best['epoch']} by {cfg.monitor} ({best[cfg.monitor]:.4f}): its weights are the ones "
+              "kept" + (" and exported" if cfg.export and chief else ""), flush=True)
     result = TrainResult(cfg.model_dir, run_state.TRAINED, epochs_run, best, precision, replicas, image_size,
                          model_cfg.to_dict(), notes=notes, model=model)
     if cfg.export and chief:
         clone = float32_copy(model, model_cfg)
         export_dir = fileio.join(cfg.model_dir, run_state.EXPORT_DIR)
-        export.export_model(clone, export_dir, image_size,
-                            export_metadata(cfg, model_cfg, precision, manifest, pp_cfg, best))
+        print(f"exporting the SavedModel to {export_dir} (tracing the model takes a while on a CPU)", flush=True)
+        with heartbeat("export"):
+            export.export_model(clone, export_dir, image_size,
+                                export_metadata(cfg, model_cfg, precision, manifest, pp_cfg, best))
         run_state.write_state(cfg.model_dir, run_state.EXPORTED)
         run_state.remove_backup(out_dir)  # only now: a kill before this point resumes or re-exports
         result.stage, result.export_dir, result.export_model = run_state.EXPORTED, export_dir, clone

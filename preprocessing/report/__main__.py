@@ -1,4 +1,8 @@
-"""``python -m preprocessing.report``: the dataset report command (see the package docstring)."""
+"""Dataset report: the exploratory analysis before training, as one HTML page (more: the package docstring).
+
+    python -m preprocessing.report --input_dir DATA --output_dir REPORT [--max_images N] [--allow_pickle_masks]
+        [--overwrite]
+"""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,8 @@
-"""``python -m preprocessing.synth``: write a synthetic dataset (see the package docstring)."""
+"""Write a synthetic copy-move dataset in the competition layout (more: the package docstring).
+
+    python -m preprocessing.synth --output_dir DIR [--num_train 200] [--num_test 50] [--seed 0]
+        [--style mixed|figures|photos] [--min_size 100] [--max_size 1500] [--overwrite]
+"""
 from __future__ import annotations
 
 from absl import flags
@@ -14,7 +18,10 @@ def main(argv):
     cfg = cli.from_flags(SynthConfig)
     s = generate(FLAGS.output_dir, cfg.num_train, cfg.num_test, cfg.seed, cfg.min_size, cfg.max_size,
                  style=cfg.style, overwrite=FLAGS.overwrite)
-    print(f"wrote {FLAGS.output_dir}: train {s['train']}  test {s['test']}  copy-moves {s['operations']}")
+    train, test = s["train"], s["test"]
+    print(f"wrote {FLAGS.output_dir}: train {train['images']} images ({train['forged']} forged, {train['authentic']} "
+          f"authentic, {train['pairs']} forged/authentic pairs), test {test['images']} ({test['forged']} forged), "
+          f"{s['operations']} copy-moves")
 
 
 def define_flags() -> None:
