@@ -170,7 +170,8 @@ def encrypted_pdf() -> bytes:
     key = hashlib.md5(b"secret" + PAD[:26] + owner + perms + doc_id).digest()[:5]
     user = _rc4(key, PAD)
     enc = (b"<< /Filter /Standard /V 1 /R 2 /O <%s> /U <%s> /P -4 >>" % (owner.hex().encode(), user.hex().encode()))
-    return _pdf(_blank_page() + [enc], b"/Encrypt 5 0 R /ID [<%s> <%s>] " % (doc_id.hex().encode(), doc_id.hex().encode()))
+    ids = doc_id.hex().encode()
+    return _pdf(_blank_page() + [enc], b"/Encrypt 5 0 R /ID [<%s> <%s>] " % (ids, ids))
 
 
 def test_bad_files_are_error_rows_and_the_rest_completes(tmp_path, panels):
