@@ -72,7 +72,8 @@ class ImageResult:
 
 def where(ref: ImageRef, box) -> dict:
     """A region's place, as findings.jsonl records it."""
-    return {"source": ref.source, "page": ref.page, "image": ref.index, "box": [int(v) for v in box],
+    return {"source": ref.source, "page": ref.page, "image": ref.index, "label": ref.label,
+            "box": [int(v) for v in box],
             "position_on_page": list(ref.position) if ref.position else None,
             "rendered_page": bool(ref.render_dpi)}
 

@@ -55,6 +55,10 @@ def finding_pictures(rgb_a: np.ndarray, box_a, rgb_b: np.ndarray, box_b, matrix)
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(128, 128, 128))
     inside = cv2.warpAffine(np.ones(rgb_b.shape[:2], np.uint8), m[:2], (w, h),
                             flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP) > 0
+    region = np.zeros((h, w), bool)  # the difference is shown over region a only, not its context
+    ax, ay, aw, ah = box_a
+    region[ay - y0:ay - y0 + ah, ax - x0:ax - x0 + aw] = True
+    inside &= region
     fa, fb = a.astype(np.float32), back.astype(np.float32)
     if inside.any():  # match b's brightness and contrast to a's over the shared pixels
         fb = (fb - fb[inside].mean()) / (fb[inside].std() + 1e-3) * fa[inside].std() + fa[inside].mean()
@@ -66,10 +70,8 @@ def finding_pictures(rgb_a: np.ndarray, box_a, rgb_b: np.ndarray, box_b, matrix)
 
 
 def _place(side: dict) -> str:
-    page = f", page {side['page']}" if side["page"] is not None else ""
-    what = " (rendered page)" if side.get("rendered_page") else ""
     x, y, w, h = side["box"]
-    return f"{html.escape(side['source'])}{page}{what}, image {side['image']}, box x={x} y={y} {w}x{h}"
+    return f"{html.escape(side['label'])}, box x={x} y={y} {w}x{h}"
 
 
 def sentence(f: dict) -> str:
