@@ -10,7 +10,7 @@ two fused. Their settings come from metadata.json (written by training, tuned by
 which also records the detector that scored best on validation data: ``auto``); a post-processing
 flag overrides one of the network's values. Every image gets a row: a file that cannot be read is
 scored ``authentic`` and listed with its reason in ``<output stem>.errors.jsonl``; the matcher and
-the fused detector also write ``<output stem>.evidence.jsonl`` (which region copies which, and how).
+the fused detector also write ``<output stem>.evidence.jsonl`` (the matching regions, their transforms and evidence).
 The output paths are checked before any work (``preprocessing.outputs``).
 """
 from __future__ import annotations
@@ -124,7 +124,7 @@ def main(argv):
     submission.write_outputs(output, result.rows, result.errors)
     if detector != "network":
         outputs.write_text(submission.evidence_path(output), submission.jsonl(evidence))
-        print(f"evidence (which region copies which): {submission.evidence_path(output)}")
+        print(f"evidence (the matching regions and their transforms): {submission.evidence_path(output)}")
     return submission.report(output, result, FLAGS.strict)
 
 
