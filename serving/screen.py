@@ -113,8 +113,10 @@ def screen_image(job) -> ImageResult:
 
 
 def comparable(a: ImageRef, b: ImageRef) -> bool:
-    """Whether two images of a document may be compared: not a rendered page with an image drawn on it."""
-    return a.index != b.index and not (a.page == b.page and (a.render_dpi or b.render_dpi))
+    """Whether two images of a document are compared: embedded images with embedded images, rendered
+    pages with rendered pages (a page's render shows its own embedded images, and a reuse found
+    between embedded images would otherwise be reported again for every render holding them)."""
+    return a.index != b.index and bool(a.render_dpi) == bool(b.render_dpi)
 
 
 def offset(m: PanelMatch, box_a, box_b) -> tuple:

@@ -241,3 +241,25 @@ def test_output_rule_refuses_a_used_folder(tmp_path, panels):
     proc, out = run(tmp_path, img, extra=("--overwrite",))
     assert proc.returncode == 0 and (out["dir"] / "mine.txt").read_text() == "keep"
     assert screen.owned("index.html") and not screen.owned("mine.txt")
+
+
+def test_rendered_pages_are_compared_with_rendered_pages(tmp_path, panels):
+    pdf = tmp_path / "paper.pdf"
+    write_pdf(pdf, [figure(panels["a"], panels["b"]), figure(panels["c"], np.ascontiguousarray(panels["a"][:, ::-1]))])
+    proc, out = run(tmp_path, pdf, extra=("--render_pages", "100"))
+    assert proc.returncode == 0, proc.stderr
+    across = [f for f in out["findings"] if f["kind"] == "across"]
+    assert sorted(f["a"]["rendered_page"] for f in across) == [False, True], across
+    assert all(f["a"]["rendered_page"] == f["b"]["rendered_page"] and {f["a"]["page"], f["b"]["page"]} == {1, 2}
+               for f in across)
+    assert json.loads(proc.stdout.splitlines()[0])["images"] == 4
+
+
+def test_a_folder_of_paper_folders_is_one_document_per_paper(tmp_path, panels):
+    for paper, pair in (("p1", ("a", "b")), ("p2", ("c", "a"))):
+        (tmp_path / "papers" / paper).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "papers" / paper / "fig.png"), figure(*(panels[p] for p in pair))[:, :, ::-1])
+    proc, out = run(tmp_path, tmp_path / "papers")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[0])["documents"] == 2
+    assert out["findings"] == []  # the same panel in two papers: not compared (one document at a time)
