@@ -35,6 +35,7 @@ from preprocessing.synth.figures import make_figure
 flags.DEFINE_integer("figures", 20, "Figures (pages) of the timing document.")
 flags.DEFINE_integer("reuse_docs", 1, "Documents per reuse transform.")
 flags.DEFINE_integer("authentic_docs", 20, "Authentic documents (three figures each).")
+flags.DEFINE_integer("long_pages", 0, "Pages of a long PDF of large scans (peak memory against page count; 0: skip).")
 flags.DEFINE_integer("workers", 1, "Processes for screening.")
 flags.DEFINE_integer("seed", 7, "Random seed.")
 FLAGS = flags.FLAGS
@@ -160,6 +161,32 @@ def timing(tmp: str, rng) -> dict:
     return row
 
 
+SCAN_SHAPE = (2200, 1700)  # an A4 page scanned at 200 dpi
+
+
+def scan(rng) -> np.ndarray:
+    """A unique large grey scan: smoothed noise at a few scales (texture everywhere, no repeats)."""
+    h, w = SCAN_SHAPE
+    small = rng.normal(128, 40, (h // 8, w // 8)).astype(np.float32)
+    out = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC) + rng.normal(0, 12, (h, w)).astype(np.float32)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def long_pdf(tmp: str, rng) -> dict:
+    """Peak memory of screening a ``--long_pages`` PDF of large scans, next to the timing document's."""
+    path = os.path.join(tmp, "long.pdf")
+    images = (Image.fromarray(scan(rng)) for _ in range(FLAGS.long_pages))
+    next(images).save(path, save_all=True, append_images=images, resolution=200, quality=85)
+    cpu0 = _children_cpu()
+    summary, _, seconds, peak = screen([path], os.path.join(tmp, "out-long"), FLAGS.workers)
+    row = {"measure": "long_pdf", "pages": FLAGS.long_pages, "scan_px": list(SCAN_SHAPE[::-1]),
+           "file_mb": round(os.path.getsize(path) / 1e6, 1), "seconds": round(seconds, 1),
+           "cpu_s_per_page": round((_children_cpu() - cpu0) / FLAGS.long_pages, 2), "peak_rss_mb": peak,
+           "images": summary["images"], "findings": summary["findings"]}
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def reuse(tmp: str, rng) -> dict:
     found, total, rows = 0, 0, []
     for name, op in TRANSFORMS.items():
@@ -239,7 +266,8 @@ def main(argv):
     with tempfile.TemporaryDirectory() as tmp:
         result = {"timing": timing(tmp, rng) if FLAGS.figures else None,
                   "reuse": reuse(tmp, rng) if FLAGS.reuse_docs else None,
-                  "authentic": authentic(tmp, rng) if FLAGS.authentic_docs else None}
+                  "authentic": authentic(tmp, rng) if FLAGS.authentic_docs else None,
+                  "long_pdf": long_pdf(tmp, rng) if FLAGS.long_pages else None}
     print(json.dumps({"summary": result}))
 
 

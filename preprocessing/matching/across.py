@@ -16,7 +16,7 @@ Two stages keep a 40-figure paper tractable:
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import cv2
@@ -35,16 +35,27 @@ from preprocessing.matching.work import WorkImage, to_work
 # Panels are compared at most this large (long side, px): a reused panel is found at any size
 # the keypoints survive, and the canvas of two panels stays small (a few MB).
 ACROSS_MAX_SIDE = 640
+# SIFT sees every panel smaller than the matcher's WORK_MIN_SIDE at this fixed enlargement (the
+# matcher's own rule enlarges each image to that side, so two copies of a panel at different sizes
+# would be resampled differently and share few keypoints; a fixed factor keeps their scale ratio).
+ACROSS_SIFT_ZOOM = 2.0
+# Keypoints are kept evenly over a GRID x GRID grid of the panel (see ``balanced``).
+GRID = 8
 # Keypoints kept per panel for the document index: memory per panel is 2 x this x 128 half floats
 # (~128 kB), so a 40-figure paper with 240 panels holds ~30 MB of descriptors.
 ACROSS_MAX_FEATURES = 500
+# Keypoints per panel when verifying a candidate pair (more than the index holds, fewer than the
+# matcher's whole-image budget: two 360 x 300 panels verify in 0.7 s of CPU).
+VERIFY_MAX_FEATURES = 1000
 # Panels smaller than this (either side, original px) are labels or icons, not reusable pictures.
 ACROSS_MIN_PANEL_PX = 40
 # Only these panel kinds are compared: drawings (charts, text) repeat legitimately.
 MATCHED_KINDS = ("photo", "blot")
-# Nearest neighbours looked up per keypoint; a neighbour votes when its distance is below this
-# share of the farthest one's (the generalised 2NN idea: true matches stand out from the rest).
-NEIGHBOURS = 8
+# Nearest neighbours looked up per keypoint: enough that neighbours from its own image (a texture
+# resembles itself, and a symmetric blob its own mirror) leave room for the other images'. A
+# foreign neighbour votes when its distance is below VOTE_RATIO of the farthest neighbour's (the
+# generalised 2NN idea: true matches stand out from the background of unrelated keypoints).
+NEIGHBOURS = 32
 VOTE_RATIO = 0.6
 # A panel pair is verified when this many distinct keypoints vote for it (the matcher's
 # ``min_inliers`` default: fewer votes cannot give that many inliers) ...
@@ -54,9 +65,10 @@ CANDIDATES_PER_PANEL = 4
 # Gap between the two panels on the verification canvas (px): wider than the correlation
 # windows, so nothing of one panel is compared with the other's border.
 CANVAS_GAP = 32
-# A match this close to a pixel-for-pixel repeat (correlation, and scale within 3%, no turn or
-# mirror) is "identical": logos, banners and templates repeat that way (see ``identical``).
-IDENTICAL_MIN_CORRELATION = 0.97
+# A match at the same size and orientation (scale within 3%, no turn or mirror) that correlates
+# this well is "identical": logos, banners and templates repeat that way (see ``identical``). A
+# JPEG-compressed logo on three pages of a synthetic paper correlated at 0.969-1.0.
+IDENTICAL_MIN_CORRELATION = 0.9
 
 
 @dataclass(frozen=True)
@@ -79,17 +91,32 @@ class Prepared:
     features: Features
 
 
-def prepare(panel: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Optional[Prepared]:
+def balanced(f: Features, shape: tuple[int, int], max_features: int) -> Features:
+    """At most ``max_features`` keypoints spread over a ``GRID`` x ``GRID`` grid, the largest first in
+    each cell. SIFT's own cap keeps the strongest responses, so a faint reused area (a pale fundus,
+    a light blot) beside a contrasted one would keep none."""
+    if len(f) <= max_features:
+        return f
+    h, w = shape
+    cell = (np.minimum(f.xy[:, 1] * GRID // h, GRID - 1) * GRID + np.minimum(f.xy[:, 0] * GRID // w, GRID - 1))
+    order = np.lexsort((-f.size, cell))  # by cell, largest first
+    rank = np.arange(len(order)) - np.searchsorted(cell[order], cell[order])
+    keep = np.sort(order[rank < -(-max_features // (GRID * GRID))])
+    return Features(f.xy[keep], f.angle[keep], f.size[keep], f.desc[keep], f.mirror[keep])
+
+
+def prepare(panel: np.ndarray, config: MatcherConfig = MatcherConfig(),
+            max_features: int = ACROSS_MAX_FEATURES) -> Optional[Prepared]:
     """The matcher's view of one panel (its layout, decorations and page masked, SIFT features),
     or None for a panel too small or flat to hold evidence."""
     work = to_work(panel, min(config.work_max_side, ACROSS_MAX_SIDE), config.work_min_side, 0)
     if work is None or float(work.gray.std()) <= FLAT_MAX_STD:
         return None
+    work = replace(work, sift_zoom=ACROSS_SIFT_ZOOM if work.sift_zoom > 1 else work.sift_zoom)
     panels, deco, page = layout(work)
     excluded = excluded_mask(work, panels, deco, page_pixels(work.rgb, page), config)
-    feats = sift_features(work.gray, (1 - excluded) * 255, config.sift_contrast, ACROSS_MAX_FEATURES,
-                          work.sift_zoom)
-    return Prepared(work, excluded, feats)
+    feats = sift_features(work.gray, (1 - excluded) * 255, config.sift_contrast, 0, work.sift_zoom)
+    return Prepared(work, excluded, balanced(feats, work.work_shape, max_features))
 
 
 def panel_keys(rgb: np.ndarray, panels, image: int, config: MatcherConfig = MatcherConfig()) -> list[PanelKeys]:
@@ -115,7 +142,7 @@ def candidate_pairs(keys: list[PanelKeys], comparable=lambda a, b: a != b) -> li
     owner = np.concatenate([np.full(len(k.desc), n) for n, k in enumerate(keys)])
     base = np.concatenate([k.desc for k in keys] + [k.mirror for k in keys]).astype(np.float32)
     n = len(owner)
-    k = min(NEIGHBOURS + 1, len(base))
+    k = min(NEIGHBOURS, len(base))
     index = cv2.flann_Index(base, {"algorithm": 1, "trees": 4})
     idx, dist2 = index.knnSearch(base[:n], k, params={"checks": 64})
     dist = np.sqrt(np.maximum(dist2, 0))
@@ -216,7 +243,7 @@ def match_panels(panel_a: np.ndarray, panel_b: np.ndarray, config: MatcherConfig
 
     Verified as the matcher verifies a copy within an image, and judged by its decision
     (``passes`` with ``params``); the map is expressed a -> b whichever way RANSAC fitted it."""
-    a, b = prepare(panel_a, config), prepare(panel_b, config)
+    a, b = prepare(panel_a, config, VERIFY_MAX_FEATURES), prepare(panel_b, config, VERIFY_MAX_FEATURES)
     if a is None or b is None:
         return None
     band, excluded, off = _canvas(a, b)
