@@ -263,3 +263,22 @@ def test_a_folder_of_paper_folders_is_one_document_per_paper(tmp_path, panels):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[0])["documents"] == 2
     assert out["findings"] == []  # the same panel in two papers: not compared (one document at a time)
+
+
+def _turn(p: np.ndarray, angle: float) -> np.ndarray:
+    h, w = p.shape[:2]
+    return cv2.warpAffine(p, cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0), (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+@pytest.mark.parametrize("change,check", [
+    (lambda p: p[30:170, 40:200], lambda m: m.identical and abs(m.box_a[0] - 40) <= 3 and abs(m.box_a[1] - 30) <= 3),
+    (lambda p: _turn(p, 20.0), lambda m: not m.transform.flip and abs(m.transform.angle - 20) < 3),
+    (lambda p: cv2.resize(p, None, fx=0.7, fy=0.7), lambda m: abs(m.transform.scale - 0.7) < 0.05),
+    (lambda p: np.clip(p.astype(np.float32) * 0.7 + 40, 0, 255).astype(np.uint8), lambda m: m.correlation > 0.9),
+])
+def test_match_panels_finds_a_transformed_reuse_and_says_how(panels, change, check):
+    from preprocessing.matching.across import match_panels
+
+    m = match_panels(panels["a"], np.ascontiguousarray(change(panels["a"])))
+    assert m is not None and check(m), m
+    assert match_panels(panels["a"], panels["d"]) is None  # another part of the same photograph
