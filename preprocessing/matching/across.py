@@ -60,6 +60,8 @@ VOTE_RATIO = 0.6
 # A panel pair is verified when this many distinct keypoints vote for it (the matcher's
 # ``min_inliers`` default: fewer votes cannot give that many inliers) ...
 CANDIDATE_MIN_VOTES = 8
+# Keypoints looked up at a time (bounds the neighbour tables: 4096 x 32 entries).
+QUERY_CHUNK = 4096
 # ... and, per panel, only its best few partners (a reused panel has one or two).
 CANDIDATES_PER_PANEL = 4
 # Gap between the two panels on the verification canvas (px): wider than the correlation
@@ -139,22 +141,23 @@ def candidate_pairs(keys: list[PanelKeys], comparable=lambda a, b: a != b) -> li
     (``comparable(image_a, image_b)``) that share enough keypoints to be worth verifying."""
     if len(keys) < 2:
         return []
-    owner = np.concatenate([np.full(len(k.desc), n) for n, k in enumerate(keys)])
+    owner = np.concatenate([np.full(len(k.desc), n, np.int32) for n, k in enumerate(keys)])
     base = np.concatenate([k.desc for k in keys] + [k.mirror for k in keys]).astype(np.float32)
     n = len(owner)
     k = min(NEIGHBOURS, len(base))
     index = cv2.flann_Index(base, {"algorithm": 1, "trees": 4})
-    idx, dist2 = index.knnSearch(base[:n], k, params={"checks": 64})
-    dist = np.sqrt(np.maximum(dist2, 0))
-    other = owner[np.where(idx >= 0, idx % n, 0)]
-    query = np.repeat(owner[:, None], k, axis=1)
     allowed = np.array([[comparable(ka.image, kb.image) for kb in keys] for ka in keys])
-    votes_ok = (dist < VOTE_RATIO * dist[:, -1:]) & allowed[query, other] & (idx >= 0)
     votes: dict = defaultdict(set)
-    rows, cols = np.nonzero(votes_ok)
-    for r, c in zip(rows.tolist(), cols.tolist()):
-        a, b = int(owner[r]), int(other[r, c])
-        votes[(min(a, b), max(a, b))].add((a, r))
+    for start in range(0, n, QUERY_CHUNK):  # in chunks: the neighbour tables stay small for a long paper
+        idx, dist2 = index.knnSearch(base[start:min(n, start + QUERY_CHUNK)], k, params={"checks": 64})
+        dist = np.sqrt(np.maximum(dist2, 0))
+        other = owner[np.where(idx >= 0, idx % n, 0)]
+        query = owner[start:start + len(idx), None]
+        votes_ok = (dist < VOTE_RATIO * dist[:, -1:]) & allowed[query, other] & (idx >= 0)
+        rows, cols = np.nonzero(votes_ok)
+        for r, c in zip(rows.tolist(), cols.tolist()):
+            a, b = int(query[r, 0]), int(other[r, c])
+            votes[(min(a, b), max(a, b))].add((a, start + r))
     scored = sorted(((a, b, len(v)) for (a, b), v in votes.items() if len(v) >= CANDIDATE_MIN_VOTES),
                     key=lambda t: -t[2])
     taken: dict = defaultdict(int)
