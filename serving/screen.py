@@ -15,6 +15,7 @@ TensorFlow or Apache Beam. Exit status: 0, or 1 with ``--strict`` when any file 
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -26,8 +27,8 @@ from absl import flags
 
 from preprocessing import cli, outputs
 from preprocessing.errors import BadInput, UsageError
-from preprocessing.matching import DecisionParams, MatcherConfig, detect
-from preprocessing.matching.across import PanelKeys, PanelMatch, candidate_pairs, match_panels, panel_keys
+from preprocessing.matching import DecisionParams, MatcherConfig, across, detect
+from preprocessing.matching.across import PanelKeys, PanelMatch, candidate_pairs, panel_keys
 from preprocessing.matching.describe import transform_words
 from serving.documents import Document, ImageRef, documents, error, load
 from serving.matcher import Analysed, verdict
@@ -39,6 +40,12 @@ PICTURES = "pictures"
 # An identical element (see PanelMatch.identical) found in this many images of one document is a
 # layout element (logo, journal banner, template), not a reuse of data.
 REPEAT_MIN_IMAGES = 3
+# Per worker, while verifying candidates: decoded images (a few large scans at most) and prepared
+# panels (a 640 px working image, its mask and keypoints: about 2 MB each) kept for the next pair.
+CACHED_IMAGES = 2
+CACHED_PANELS = 8
+# Candidate pairs handed to a worker at a time: consecutive pairs share panels (see verify_candidate).
+VERIFY_CHUNK = 4
 
 
 def owned(rel: str) -> bool:
@@ -133,17 +140,30 @@ def offset(m: PanelMatch, box_a, box_b) -> tuple:
     return a, b, Transform.from_matrix(matrix)
 
 
+@functools.lru_cache(maxsize=CACHED_IMAGES)
+def _cached_image(ref: ImageRef):
+    return load(ref)
+
+
+@functools.lru_cache(maxsize=CACHED_PANELS)
+def _cached_panel(ref: ImageRef, box: tuple, config: MatcherConfig):
+    x, y, w, h = box
+    return across.prepare(_cached_image(ref)[y:y + h, x:x + w], config, across.VERIFY_MAX_FEATURES)
+
+
 def verify_candidate(job) -> Optional[dict]:
-    """Verify one candidate panel pair; its finding (with pictures and an ``identical`` flag) or None."""
+    """Verify one candidate panel pair; its finding (with pictures and an ``identical`` flag) or None.
+    Candidates come sorted by their first panel, so each worker's small caches (``CACHED_IMAGES``
+    decoded images, ``CACHED_PANELS`` prepared panels) spare most decoding and preparing."""
     from serving.screen_report import finding_pictures
 
     ref_a, key_a, ref_b, key_b, config, params = job
     try:
-        rgb_a, rgb_b = load(ref_a), load(ref_b)
+        rgb_a, rgb_b = _cached_image(ref_a), _cached_image(ref_b)
     except BadInput:
         return None  # the image's own error row was written by screen_image
-    (xa, ya, wa, ha), (xb, yb, wb, hb) = key_a.box, key_b.box
-    m = match_panels(rgb_a[ya:ya + ha, xa:xa + wa], rgb_b[yb:yb + hb, xb:xb + wb], config, params)
+    m = across.match_prepared(_cached_panel(ref_a, key_a.box, config), _cached_panel(ref_b, key_b.box, config), config,
+                       params)
     if m is None:
         return None
     box_a, box_b, transform = offset(m, key_a.box, key_b.box)
@@ -181,8 +201,8 @@ class Screened:
     candidates: int = 0
 
 
-def _map(pool, fn, jobs):
-    return pool.map(fn, jobs) if pool is not None else map(fn, jobs)
+def _map(pool, fn, jobs, chunksize: int = 1):
+    return pool.map(fn, jobs, chunksize=chunksize) if pool is not None else map(fn, jobs)
 
 
 def screen_document(doc: Document, pool, config: MatcherConfig = MatcherConfig(),
@@ -206,16 +226,16 @@ def screen_document(doc: Document, pool, config: MatcherConfig = MatcherConfig()
     out.candidates = len(pairs)
     bar.total += len(pairs)
     bar.refresh()
-    jobs = [(refs[keys[i].image], keys[i], refs[keys[j].image], keys[j], config, params) for i, j, _ in pairs]
-    across = []
-    for f in _map(pool, verify_candidate, jobs):
+    jobs = [(refs[keys[i].image], keys[i], refs[keys[j].image], keys[j], config, params) for i, j, _ in sorted(pairs)]
+    matches = []
+    for f in _map(pool, verify_candidate, jobs, VERIFY_CHUNK):
         bar.update(1)
         if f is not None:
-            across.append(f)
+            matches.append(f)
     bar.close()
-    layout = recurring(across)
-    out.recurring = [f for k, f in enumerate(across) if k in layout]
-    out.findings += [f for k, f in enumerate(across) if k not in layout]
+    layout = recurring(matches)
+    out.recurring = [f for k, f in enumerate(matches) if k in layout]
+    out.findings += [f for k, f in enumerate(matches) if k not in layout]
     out.findings.sort(key=lambda f: -f["score"])
     return out
 

@@ -246,7 +246,14 @@ def match_panels(panel_a: np.ndarray, panel_b: np.ndarray, config: MatcherConfig
 
     Verified as the matcher verifies a copy within an image, and judged by its decision
     (``passes`` with ``params``); the map is expressed a -> b whichever way RANSAC fitted it."""
-    a, b = prepare(panel_a, config, VERIFY_MAX_FEATURES), prepare(panel_b, config, VERIFY_MAX_FEATURES)
+    return match_prepared(prepare(panel_a, config, VERIFY_MAX_FEATURES), prepare(panel_b, config, VERIFY_MAX_FEATURES),
+                          config, params)
+
+
+def match_prepared(a: Optional[Prepared], b: Optional[Prepared], config: MatcherConfig = MatcherConfig(),
+                   params: DecisionParams = DecisionParams()) -> Optional[PanelMatch]:
+    """``match_panels`` on panels already through ``prepare`` (``VERIFY_MAX_FEATURES`` keypoints), so a
+    panel met in several candidate pairs is prepared once."""
     if a is None or b is None:
         return None
     band, excluded, off = _canvas(a, b)
