@@ -39,7 +39,7 @@ ACROSS_MAX_SIDE = 640
 # matcher's own rule enlarges each image to that side, so two copies of a panel at different sizes
 # would be resampled differently and share few keypoints; a fixed factor keeps their scale ratio).
 ACROSS_SIFT_ZOOM = 2.0
-# Keypoints are kept evenly over a GRID x GRID grid of the panel (see ``balanced``).
+# Keypoints are kept evenly over a GRID x GRID grid of the panel (see ``keypoints.spread``).
 GRID = 8
 # Keypoints kept per panel for the document index: memory per panel is 2 x this x 128 half floats
 # (~128 kB), so a 40-figure paper with 240 panels holds ~30 MB of descriptors.
@@ -93,20 +93,6 @@ class Prepared:
     features: Features
 
 
-def balanced(f: Features, shape: tuple[int, int], max_features: int) -> Features:
-    """At most ``max_features`` keypoints spread over a ``GRID`` x ``GRID`` grid, the largest first in
-    each cell. SIFT's own cap keeps the strongest responses, so a faint reused area (a pale fundus,
-    a light blot) beside a contrasted one would keep none."""
-    if len(f) <= max_features:
-        return f
-    h, w = shape
-    cell = (np.minimum(f.xy[:, 1] * GRID // h, GRID - 1) * GRID + np.minimum(f.xy[:, 0] * GRID // w, GRID - 1))
-    order = np.lexsort((-f.size, cell))  # by cell, largest first
-    rank = np.arange(len(order)) - np.searchsorted(cell[order], cell[order])
-    keep = np.sort(order[rank < -(-max_features // (GRID * GRID))])
-    return Features(f.xy[keep], f.angle[keep], f.size[keep], f.desc[keep], f.mirror[keep])
-
-
 def prepare(panel: np.ndarray, config: MatcherConfig = MatcherConfig(),
             max_features: int = ACROSS_MAX_FEATURES) -> Optional[Prepared]:
     """The matcher's view of one panel (its layout, decorations and page masked, SIFT features),
@@ -117,8 +103,8 @@ def prepare(panel: np.ndarray, config: MatcherConfig = MatcherConfig(),
     work = replace(work, sift_zoom=ACROSS_SIFT_ZOOM if work.sift_zoom > 1 else work.sift_zoom)
     panels, deco, page = layout(work)
     excluded = excluded_mask(work, panels, deco, page_pixels(work.rgb, page), config)
-    feats = sift_features(work.gray, (1 - excluded) * 255, config.sift_contrast, 0, work.sift_zoom)
-    return Prepared(work, excluded, balanced(feats, work.work_shape, max_features))
+    feats = sift_features(work.gray, (1 - excluded) * 255, config.sift_contrast, max_features, work.sift_zoom, GRID)
+    return Prepared(work, excluded, feats)
 
 
 def panel_keys(rgb: np.ndarray, panels, image: int, config: MatcherConfig = MatcherConfig()) -> list[PanelKeys]:
