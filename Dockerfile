@@ -11,4 +11,4 @@ COPY setup.py README.md ./
 COPY preprocessing ./preprocessing
 COPY trainer ./trainer
 COPY serving ./serving
-RUN pip install --no-cache-dir . && python -c "import preprocessing.pipeline, serving.beam_pipeline"
+RUN pip install --no-cache-dir ".[pipeline]" && python -c "import preprocessing.pipeline, serving.beam_pipeline"

@@ -31,6 +31,7 @@ bench: venv
 	$(PY) -m benchmarks.scoring
 	$(PY) -m benchmarks.quality
 	$(PY) -m benchmarks.detectors
+	$(PY) -m benchmarks.screening
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -36,7 +36,7 @@ def main(argv):
     if detector != "network":
         from serving.submission import evidence_path
 
-        print(f"evidence (which region copies which): {evidence_path(output)}")
+        print(f"evidence (the matching regions and their transforms): {evidence_path(output)}")
     return report(output, ScoreResult(beam_pipeline.read_rows(output), errors), FLAGS.strict)
 
 

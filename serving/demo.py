@@ -7,7 +7,8 @@ minutes) -> export -> calibrate (network, matcher, fused) -> serving.score with 
 serving.evaluate. Each step is its own ``python -m`` process, printed as a command a user can
 paste. Ends with the fused detector, the matcher and the network next to the "everything
 authentic" baseline, and writes ``predictions.html``: for a sample of test images (flagged
-authentic ones first), the predicted pairs drawn from source to copy with the transform in words.
+authentic ones first), the predicted pairs drawn as lines joining their two regions, with the transform in words
+(no direction claimed).
 """
 from __future__ import annotations
 
@@ -125,7 +126,7 @@ def write_authentic_baseline(solution_csv: str, path: str) -> str:
 
 def write_predictions_html(path: str, image_dir: str, solution_csv: str, submission_csv: str,
                            n: int, seed: int, title: str = "Test predictions") -> str:
-    """Each picked image with its predicted pairs (arrow from source to copy, transform in words),
+    """Each picked image with its predicted pairs (a line joining its two regions, transform in words),
     predictions coloured by whether they match the truth, and missed truth outlined."""
     solution = pd.read_csv(solution_csv, dtype={"case_id": str, "annotation": str}, keep_default_na=False)
     sub = pd.read_csv(submission_csv, dtype=str, keep_default_na=False).set_index("case_id")["annotation"]

@@ -1,6 +1,6 @@
-"""Pictures a reviewer reads: an image with its predicted copy pairs, each drawn as a line from the
-source to the copy with the transform in words, predicted instances coloured by whether they match
-the truth, and the true instances that were missed.
+"""Pictures a reviewer reads: an image with its predicted copy pairs, each drawn as a numbered line
+joining its two regions (no direction is claimed) with the transform in words, predicted
+instances coloured by whether they match the truth, and the true instances that were missed.
 
 Used by the demo's ``predictions.html`` and by the submission section of ``serving.report``.
 Colours: a predicted instance that matches a true one (pixel F1 >= ``MATCH_F1`` in the metric's
@@ -66,7 +66,8 @@ def _centre(box, scale: float) -> tuple[int, int]:
 def draw(rgb: np.ndarray, pred: Sequence[np.ndarray], truth: Sequence[np.ndarray],
          pairs: Sequence[dict] = (), max_side: int = MAX_SIDE) -> tuple[np.ndarray, Outcome]:
     """The picture of one image: predicted instances (green found / red false), missed true
-    instances (orange), and a numbered arrow from each pair's source to its copy."""
+    instances (orange), and a numbered line joining the two regions of each pair (no arrow: which one is the
+    original is not known)."""
     h, w = rgb.shape[:2]
     scale = min(1.0, max_side / max(h, w))
     canvas = cv2.resize(rgb, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
@@ -78,8 +79,9 @@ def draw(rgb: np.ndarray, pred: Sequence[np.ndarray], truth: Sequence[np.ndarray
         _outline(canvas, m, TP if ok else FP, 2, fill=0.25)
     for n, pair in enumerate(pairs, 1):
         a, b = _centre(pair["source_box"], scale), _centre(pair["copy_box"], scale)
-        cv2.arrowedLine(canvas, a, b, LINE, 2, tipLength=0.08)
-        cv2.putText(canvas, str(n), a, cv2.FONT_HERSHEY_SIMPLEX, 0.6, LINE, 2, cv2.LINE_AA)
+        cv2.line(canvas, a, b, LINE, 2, cv2.LINE_AA)
+        middle = ((a[0] + b[0]) // 2, (a[1] + b[1]) // 2)
+        cv2.putText(canvas, str(n), middle, cv2.FONT_HERSHEY_SIMPLEX, 0.6, LINE, 2, cv2.LINE_AA)
     return canvas, outcome
 
 
@@ -93,7 +95,7 @@ def data_uri(rgb: np.ndarray) -> str:
 
 
 def pair_lines(pairs: Sequence[dict]) -> list[str]:
-    """One line per pair, numbered as on the picture: "1. region at ... is a copy of ..."."""
+    """One line per pair, numbered as on the picture: "1. regions at ... and ... match: ..."."""
     return [f"{n}. {p['description']} (inliers {p['inliers']}, correlation {p['correlation']:.2f})"
             for n, p in enumerate(pairs, 1)]
 
@@ -146,5 +148,5 @@ CSS = (".card{display:inline-block;vertical-align:top;width:440px;margin:6px;fon
        ".card img{max-width:430px;border:1px solid #ccc}.legend span{padding:0 6px;margin-right:8px}")
 LEGEND = (f"<p class='legend'>Predicted instance <span style='border:2px solid rgb{TP}'>found</span>"
           f"<span style='border:2px solid rgb{FP}'>false</span>; missed true instance "
-          f"<span style='border:2px solid rgb{MISS}'>outlined</span>; arrow: from source to copy.</p>"
-          )
+          f"<span style='border:2px solid rgb{MISS}'>outlined</span>; a numbered line joins the two regions "
+          "that match (which one is the original is not claimed).</p>")

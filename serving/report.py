@@ -5,8 +5,8 @@
 The dataset report (``preprocessing.report``) plus a "Submission" section: per-image oF1 where the
 truth is known (DATA/test_solution.csv for test images, the masks for training images), the worst
 images first, truth next to prediction for a handful of images, and review cards (authentic images
-that were flagged first; each predicted copy pair drawn from source to copy with the transform in
-words when the submission's ``.evidence.jsonl`` is beside it). It lives here because the
+that were flagged first; each predicted pair drawn as a line joining its two regions with the
+transform in words when the submission's ``.evidence.jsonl`` is beside it). It lives here because the
 metric does (``serving.metric``); the dataset report never imports serving.
 """
 from __future__ import annotations
@@ -131,9 +131,9 @@ def score_submission(sub_path: str, root: str, cases: list[Case], tests: list[tu
 def review_cards(sub_path: str, review: dict, root: str, cases: list[Case], tests: list[tuple[str, str]],
                  opts: Options, out_dir: str, notes: list[str]) -> list[str]:
     """HTML cards (``serving.pictures``) of the images a reviewer looks at first, authentic images
-    that were flagged leading, each predicted pair drawn from source to copy with the transform in
-    words when the detector wrote ``<submission stem>.evidence.jsonl`` for this very CSV (another
-    run's evidence file is refused, with a line in ``notes``); pictures as REVIEW_PNGS."""
+    that were flagged leading, each predicted pair drawn as a line joining its two regions with the
+    transform in words when the detector wrote ``<submission stem>.evidence.jsonl`` for this very CSV
+    (another run's evidence file is refused, with a line in ``notes``); pictures as REVIEW_PNGS."""
     from serving import pictures
     from serving.submission import StaleSideFile, read_evidence
 

@@ -10,7 +10,7 @@ two fused. Their settings come from metadata.json (written by training, tuned by
 which also records the detector that scored best on validation data: ``auto``); a post-processing
 flag overrides one of the network's values. Every image gets a row: a file that cannot be read is
 scored ``authentic`` and listed with its reason in ``<output stem>.errors.jsonl``; the matcher and
-the fused detector also write ``<output stem>.evidence.jsonl`` (which region copies which, and how).
+the fused detector also write ``<output stem>.evidence.jsonl`` (the matching regions, their transforms and evidence).
 The output paths are checked before any work (``preprocessing.outputs``).
 """
 from __future__ import annotations
@@ -125,7 +125,7 @@ def main(argv):
     result = submission.with_errors(result, refused)
     submission.write_outputs(output, result.rows, result.errors, evidence if detector != "network" else None)
     if detector != "network":
-        print(f"evidence (which region copies which): {submission.evidence_path(output)}")
+        print(f"evidence (the matching regions and their transforms): {submission.evidence_path(output)}")
     return submission.report(output, result, FLAGS.strict)
 
 

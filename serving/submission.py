@@ -80,7 +80,7 @@ def errors_path(output: str) -> str:
 
 
 def evidence_path(output: str) -> str:
-    """``submission.csv`` -> ``submission.evidence.jsonl`` (which region copies which)."""
+    """``submission.csv`` -> ``submission.evidence.jsonl`` (the matching regions and their transforms)."""
     return os.path.splitext(output)[0] + EVIDENCE_SUFFIX
 
 

@@ -200,7 +200,7 @@ def test_evidence_is_readable_and_json(base):
     image, truth = forge(base, synth.CopyMove("rectangle", (40, 50, 90, 110), (250, 330), flip="h"), JPEG)
     pair = found(image, truth)[0]
     text = describe(pair)
-    assert "mirrored left-right" in text and "is a copy of the region at" in text
+    assert "mirrored left-right" in text and "match: the second is the first" in text
     d = json.loads(json.dumps(pair.to_dict()))
     assert d["transform"]["flip"] is True and d["method"].startswith("keypoints")
     assert set(d) >= {"source_box", "copy_box", "transform", "inliers", "correlation", "area", "method", "within_panel"}

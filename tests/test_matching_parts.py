@@ -150,5 +150,5 @@ def test_describe_reads_like_a_sentence():
     img[180:260, 250:350] = img[20:100, 30:130][::-1]  # mirrored top-bottom, pasted unchanged
     det = detect(img)
     text = describe(det.candidates[0])
-    assert "is a copy of the region at" in text and "mirrored top-bottom" in text
+    assert "match: the second is the first" in text and "mirrored top-bottom" in text
     assert "identical blocks" in text

@@ -4,7 +4,6 @@ serving.evaluate scores 1500 instances per row without a mask per instance (a 10
 refused in one line)."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -49,8 +48,9 @@ def test_a_2_gb_junk_png_is_refused_without_being_read(tmp_path):
                             str(folder), "--output", str(output))
     assert status == 0
     assert peak < 600 * MB, f"peak RSS {peak / MB:.0f} MB"
-    with open(tmp_path / "sub.errors.jsonl") as f:
-        assert json.loads(f.readline())["reason"].startswith("not_an_image")
+    from serving.submission import read_jsonl
+
+    assert read_jsonl(str(tmp_path / "sub.errors.jsonl"))[0]["reason"].startswith("not_an_image")
 
 
 def test_a_file_longer_than_its_header_explains_is_refused_before_reading(tmp_path):

@@ -49,3 +49,33 @@ def test_an_install_ships_every_subpackage():
     finally:
         os.chdir(cwd)
     assert shipped == on_disk
+
+
+def _setup_result():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from distutils.core import run_setup
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        return run_setup("setup.py", stop_after="init")
+    finally:
+        os.chdir(cwd)
+
+
+def test_the_base_install_is_light_and_the_test_install_has_everything():
+    """``pip install .`` is enough for screening (no TensorFlow, no Beam); ``.[pipeline]`` brings them;
+    ``.[test]`` (what the Makefile installs) and the worker image (the Dockerfile) get everything."""
+    dist = _setup_result()
+    names = {re.split(r"[=<>\[ ]", r)[0] for r in dist.install_requires}
+    assert not names & {"tensorflow", "tensorflow-io", "apache-beam"}
+    assert {"numpy", "opencv-python-headless", "pypdfium2", "tqdm"} <= names
+    extras = dist.extras_require
+    assert {"tensorflow", "apache-beam"} <= {re.split(r"[=<>\[ ]", r)[0] for r in extras["pipeline"]}
+    assert set(extras["pipeline"]) <= set(extras["test"])
+    with open(os.path.join(REPO, "Makefile")) as f:
+        assert '-e ".[test]"' in f.read()
+    with open(os.path.join(REPO, "Dockerfile")) as f:
+        assert 'pip install --no-cache-dir ".[pipeline]"' in f.read()

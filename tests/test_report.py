@@ -394,7 +394,8 @@ def test_review_cards_show_flagged_authentic_images_first_with_their_pairs(synth
     sub = str(tmp_path / "sub.csv")
     pd.DataFrame(rows, columns=["case_id", "annotation"]).to_csv(sub, index=False)
     pair = {"source_box": [0, 0, 10, 10], "copy_box": [30, 20, 10, 10], "inliers": 12, "correlation": 0.93,
-            "description": "region at (x=30, y=20, 10x10) is a copy of the region at (x=0, y=0, 10x10), mirrored"}
+            "description": "regions at (x=0, y=0, 10x10) and (x=30, y=20, 10x10) match: the second is the first "
+                           "mirrored"}
     with open(tmp_path / "sub.evidence.jsonl", "w") as f:
         f.write(side_header(open(sub).read()))
         f.write(json.dumps({"case_id": forged[0].case_id, "pairs": [pair]}) + "\n")
@@ -403,6 +404,6 @@ def test_review_cards_show_flagged_authentic_images_first_with_their_pairs(synth
     text, _ = read_page(out)
     cards = re.findall(r"<div class='card'><h3>([^<]+)</h3>", text)
     assert cards[0] == flagged.case_id and "FALSE POSITIVE" in text
-    assert forged[0].case_id in cards and "is a copy of the region at (x=0, y=0, 10x10), mirrored" in text
+    assert forged[0].case_id in cards and "and (x=30, y=20, 10x10) match: the second is the first mirrored" in text
     assert len(cards) == min(12, len(sol))
     check_links_and_pngs(out)

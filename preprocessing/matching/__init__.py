@@ -4,7 +4,7 @@
     det = detect(rgb, MatcherConfig())       # expensive: panels, decorations, verified candidates
     pairs = decide(det, DecisionParams())    # cheap and pure: the candidates that pass
     masks = instances_of(pairs, det.shape)   # source and copy of each pair, original resolution
-    text = describe(pairs[0])                # "region at (x=.., y=.., w x h) is a copy of ..."
+    text = describe(pairs[0])                # "regions at (x=.., y=.., w x h) and (..) match: ..."
 
 Layers: imports numpy, scipy, OpenCV and other ``preprocessing`` modules only (``serving``
 wraps it as a detector; never the reverse).

@@ -47,11 +47,11 @@ def transform_words(t: Transform) -> list[str]:
 
 
 def describe(pair: CopyPair) -> str:
-    """E.g. "region at (x=400, y=42, 80x60) is a copy of the region at (x=120, y=40, 80x60),
-    mirrored left-right, shift (+280, +2), in the same panel; found by keypoints (34 keypoint
-    inliers), correlation 0.97". Boxes are original pixels (x, y, width x height). Which of the
-    two is the original cannot be told from the pixels: the sentence follows the pair's
-    orientation, and the transform words describe how the first region maps onto the second."""
+    """E.g. "regions at (x=120, y=40, 80x60) and (x=400, y=42, 80x60) match: the second is the
+    first mirrored left-right, shift (+280, +2), in the same panel; found by keypoints (34
+    keypoint inliers), correlation 0.97". Boxes are original pixels (x, y, width x height).
+    Neutral on purpose: which of the two is the original cannot be told from the pixels (the
+    pair's order is the fitted map's, not provenance)."""
     dx, dy = pair.shift
     words = transform_words(pair.transform) or ["unchanged"]
     evidence = [pair.method.replace("+", " and ")]
@@ -60,7 +60,7 @@ def describe(pair: CopyPair) -> str:
     if pair.exact_blocks:
         evidence.append(f"{pair.exact_blocks} identical blocks")
     where = "in the same panel" if pair.within_panel else "across panels"
-    return (f"region at {_box(pair.copy.box)} is a copy of the region at {_box(pair.source.box)}, "
+    return (f"regions at {_box(pair.source.box)} and {_box(pair.copy.box)} match: the second is the first "
             f"{', '.join(words)}, shift ({dx:+.0f}, {dy:+.0f}), {where}; found by {evidence[0]}"
             + (f" ({', '.join(evidence[1:])})" if len(evidence) > 1 else "")
             + f", correlation {pair.correlation:.2f}")

@@ -51,18 +51,38 @@ def rootsift(desc: np.ndarray) -> np.ndarray:
     return np.sqrt(d)
 
 
+def spread(kps, shape: tuple[int, int], max_features: int, grid: int) -> list:
+    """At most ``max_features`` keypoints, the strongest responses of each cell of a ``grid`` x ``grid``
+    grid: SIFT's own cap keeps the strongest over the whole image, so a faint area beside a
+    contrasted one would keep none."""
+    if len(kps) <= max_features:
+        return list(kps)
+    h, w = shape
+    per_cell = -(-max_features // (grid * grid))
+    cells: dict = {}
+    for k in sorted(kps, key=lambda k: -k.response):
+        c = (min(int(k.pt[1] * grid / h), grid - 1), min(int(k.pt[0] * grid / w), grid - 1))
+        if len(cells.setdefault(c, [])) < per_cell:
+            cells[c].append(k)
+    return [k for cell in cells.values() for k in cell]
+
+
 def sift_features(gray: np.ndarray, mask: Optional[np.ndarray] = None, contrast: float = P.SIFT_CONTRAST,
-                  max_features: int = P.SIFT_MAX_FEATURES, zoom: float = 1.0) -> Features:
+                  max_features: int = P.SIFT_MAX_FEATURES, zoom: float = 1.0, grid: int = 0) -> Features:
     """SIFT keypoints (where ``mask`` is nonzero) with RootSIFT and mirrored descriptors,
-    detected on the image resized ``zoom`` times and reported in ``gray``'s pixels."""
+    detected on the image resized ``zoom`` times and reported in ``gray``'s pixels. ``grid`` > 0:
+    the ``max_features`` are spread over the image (``spread``), descriptors computed for those only."""
     if zoom != 1.0:
         h, w = gray.shape
         size = (int(round(w * zoom)), int(round(h * zoom)))
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_CUBIC if zoom > 1 else cv2.INTER_AREA)
         if mask is not None:
             mask = cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
-    sift = cv2.SIFT_create(nfeatures=max_features, contrastThreshold=contrast)
-    kps, desc = sift.detectAndCompute(gray, mask)
+    sift = cv2.SIFT_create(nfeatures=0 if grid else max_features, contrastThreshold=contrast)
+    if grid:
+        kps, desc = sift.compute(gray, spread(sift.detect(gray, mask), gray.shape, max_features, grid))
+    else:
+        kps, desc = sift.detectAndCompute(gray, mask)
     if desc is None or len(kps) == 0:
         empty = np.zeros((0, 128), np.float32)
         return Features(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros(0, np.float32), empty, empty)
