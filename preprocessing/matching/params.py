@@ -219,6 +219,7 @@ class MatcherConfig(Recorded):
     exact: bool = True  # block hashing for copies pasted without resampling
     decorations: bool = True  # drop keypoints and agreement on labels, scale bars, arrows
     skip_charts: bool = True  # no matching inside chart / text panels
+    lanes: bool = True  # blot and gel panels compared lane by lane (see lanes.py)
 
 
 # Decision defaults, measured by benchmarks/matcher_dev.py (--grid) on the tuning sets (synthetic
@@ -237,6 +238,10 @@ DEFAULT_MIN_STRENGTH = 0.0
 # 16 recurring 5x5 blocks (probed on a 2 px grid, ~ a 14 x 14 px copy): 6 flags 2 authentic
 # photos and 3 figures (identical tick marks, rulings, JPEG-flat blocks), 10 one photo.
 DEFAULT_MIN_EXACT_BLOCKS = 16
+# Pairs found only lane by lane (lanes.py) pass when their tile's lane-residual correlation
+# reaches this (the search itself proposes from lanes.LANE_TILE_ZNCC with a margin over every
+# other lane; raising the bar here trades rescaled lane copies for safety).
+DEFAULT_MIN_LANE_SCORE = 0.45
 # Pairs found only by the FFT search need near-exact agreement: at 0.9 and below, similar or
 # mirror-symmetric blot lanes flagged authentic images in the tuning sets.
 DEFAULT_MIN_DENSE_CORRELATION = 0.95
@@ -255,6 +260,8 @@ class DecisionParams(Recorded):
     min_strength: image-level bar on ``CopyPair.strength``; calibration trades false positives
         on authentic images against missed copies with it.
     use_dense: whether being found by the dense search can stand in for keypoint inliers.
+    min_lane_score: a pair found lane by lane passes when its lanes' residuals correlate this
+        well (``CopyPair.lane``); it still needs ``min_correlation`` and ``min_area``.
     min_exact_blocks: a pair whose pixels recur exactly over this many hashed blocks passes on
         that alone, at any size (see ``exact``).
     """
@@ -266,3 +273,4 @@ class DecisionParams(Recorded):
     min_strength: float = DEFAULT_MIN_STRENGTH
     use_dense: bool = True
     min_exact_blocks: int = DEFAULT_MIN_EXACT_BLOCKS
+    min_lane_score: float = DEFAULT_MIN_LANE_SCORE
