@@ -7,7 +7,8 @@
 Four searches propose transforms: keypoints (any similarity, mirrored too), the dense FFT
 search (plain and mirrored shifts, for low-texture images), lanes (blot and gel panels lane by
 lane, ``lanes``) and exact block hashing (copies pasted without resampling, down to a few
-hundred pixels). Keypoint, dense and lane proposals are verified by local correlation (``verify``); exact ones carry their own proof. ``detect`` never
+hundred pixels). Keypoint, dense and lane proposals are verified by local correlation
+(``verify``; lane pairs inside their two lanes); exact ones carry their own proof. ``detect`` never
 raises on a valid image (uint8, (H, W) or (H, W, 3)): blank, flat or tiny images give a
 Detection without candidates. Memory is bounded by the working resolution (``WORK_MAX_SIDE``)
 and the exact search's size limit (``EXACT_MAX_PIXELS``).
