@@ -33,6 +33,7 @@ from preprocessing.matching.lanes import lane_matches
 from preprocessing.matching.layout import layout, page_pixels, to_original
 from preprocessing.matching.panels import panel_index_map
 from preprocessing.matching.params import MatcherConfig
+from preprocessing.matching.repeats import legitimate_repeat, majority_panel
 from preprocessing.matching.results import CopyPair, Detection, Panel, Transform, region_from_mask
 from preprocessing.matching.verify import bandpass, verify
 from preprocessing.matching.work import WorkImage, as_rgb8, to_work
@@ -59,11 +60,6 @@ def scaled_matrix(m: np.ndarray, src_shape: tuple[int, int], dst_shape: tuple[in
     return (to_dst @ np.vstack([np.asarray(m, np.float64), [0, 0, 1.0]]) @ np.linalg.inv(to_dst))[:2]
 
 
-def _majority_panel(pmap: np.ndarray, mask: np.ndarray) -> int:
-    labels = pmap[mask > 0].astype(np.int64) + 1
-    return int(np.argmax(np.bincount(labels))) - 1 if len(labels) else -1
-
-
 def touching(source: np.ndarray, copy: np.ndarray) -> bool:
     """Whether source and copy share a boundary longer than ``MAX_CONTACT`` of their side: one
     object symmetric in itself (a lane, a band, a round cell: its halves mirror each other) or
@@ -75,15 +71,19 @@ def touching(source: np.ndarray, copy: np.ndarray) -> bool:
 
 def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkImage, pmap: np.ndarray,
               correlation: float, textured: float, inliers: int = 0, dense: bool = False,
-              exact_blocks: int = 0, lane: float = 0.0) -> Optional[CopyPair]:
+              exact_blocks: int = 0, lane: float = 0.0, band: Optional[np.ndarray] = None) -> Optional[CopyPair]:
     """A CopyPair from working-resolution masks and a working-pixel map (None when source and
-    copy touch, see ``touching``)."""
+    copy touch, see ``touching``, or, given the band-passed image, repeat by design, see
+    ``repeats``)."""
     if touching(source, copy):
+        return None
+    min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
+    if band is not None and legitimate_repeat(work.rgb, band, pmap, source, copy, m, min_shift):
         return None
     src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
     if src is None or cpy is None:
         return None
-    ps, pc = _majority_panel(pmap, source), _majority_panel(pmap, copy)
+    ps, pc = majority_panel(pmap, source), majority_panel(pmap, copy)
     area = min(src.area_fraction, cpy.area_fraction)
     transform = Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape))
     return CopyPair(source=src, copy=cpy, transform=transform,
@@ -132,7 +132,7 @@ def excluded_mask(work: WorkImage, panels, deco: np.ndarray, page_px: np.ndarray
 
 
 def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shift: float,
-                 pmap: np.ndarray) -> list[CopyPair]:
+                 pmap: np.ndarray, band: np.ndarray) -> list[CopyPair]:
     """Pairs from exact block hashing on the original pixels (small enough images only)."""
     h, w = rgb.shape[:2]
     if h * w > P.EXACT_MAX_PIXELS:
@@ -152,7 +152,7 @@ def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shi
             src = cv2.resize(src, size, interpolation=cv2.INTER_NEAREST)
             cpy = cv2.resize(cpy, size, interpolation=cv2.INTER_NEAREST)
             m = scaled_matrix(m, (h, w), work.work_shape)
-        p = make_pair(src, cpy, m, work, pmap, correlation=1.0, textured=1.0, exact_blocks=cand.support)
+        p = make_pair(src, cpy, m, work, pmap, correlation=1.0, textured=1.0, exact_blocks=cand.support, band=band)
         if p is not None:
             out.append(p)
     return out
@@ -166,7 +166,8 @@ def _lane_pairs(band: np.ndarray, work: WorkImage, excluded: np.ndarray, panels,
         h = match.hypothesis
         v = verify(band, excluded | match.outside(excluded.shape), h.matrix, h.src, config.agree_zncc, min_shift)
         if v is not None:
-            p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured, lane=match.score)
+            p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured, lane=match.score,
+                          band=band)
             if p is not None:
                 out.append(p)
     return out
@@ -221,7 +222,7 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
         if v is not None:
             dense = h.method == "dense"
             p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured,
-                          inliers=0 if dense else h.support, dense=dense)
+                          inliers=0 if dense else h.support, dense=dense, band=band)
             if p is not None:
                 pairs.append(p)
     stats["t_verify"] = time.perf_counter() - t3
@@ -234,7 +235,7 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
 
     t4 = time.perf_counter()
     if config.exact:
-        exact = _exact_pairs(rgb, work, excluded, min_shift, pmap)
+        exact = _exact_pairs(rgb, work, excluded, min_shift, pmap, band)
         stats["exact_candidates"] = len(exact)
         pairs += exact
     stats["t_exact"] = time.perf_counter() - t4
