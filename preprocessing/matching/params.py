@@ -70,13 +70,22 @@ DECOR_WEAK_CONTRAST = 30
 # A decoration's pixels are one colour (text, bars, arrows are drawn with one pen): the spread
 # of its (eroded) colour below this. Natural bright spots vary more inside.
 DECOR_MAX_COLOR_STD = 25.0
+# Small anti-aliased text on a dark panel spreads its colour further (partial coverage blends the
+# pen with black: a blue "RFP" at 14 px spreads by 35-40): glyphs up to DECOR_WORD_MAX_PX tall
+# may spread up to DECOR_WORD_MAX_COLOR_STD when they stand in a word, beside a glyph of the same
+# height and top (within DECOR_WORD_ALIGN_PX) and mean colour (within DECOR_WORD_COLOR_TOL).
+DECOR_WORD_MAX_COLOR_STD = 50.0
+DECOR_WORD_MAX_PX = 30
+DECOR_WORD_ALIGN_PX = 2
+DECOR_WORD_COLOR_TOL = 30
 # ... each of its pixels in a pen's colour (anti-aliased edges are covered by the halo): near
 # white (every channel >= DECOR_WHITE), near black (every channel <= DECOR_BLACK) or vivid
-# (channel spread >= DECOR_VIVID_CHROMA at value >= DECOR_VIVID_VALUE).
+# (channel spread >= DECOR_VIVID_CHROMA at value >= DECOR_VIVID_VALUE; 120 rather than 150 so a
+# dark-green (0, 128, 0) channel label counts: stained tissue is muted, not dark and vivid).
 DECOR_WHITE = 215
 DECOR_BLACK = 50
 DECOR_VIVID_CHROMA = 120
-DECOR_VIVID_VALUE = 150
+DECOR_VIVID_VALUE = 120
 # Decorations are drawn with thin pens: the largest inscribed half-width (distance transform
 # maximum) at most this, unless the component is a bar (elongation >= DECOR_BAR_ELONGATION).
 DECOR_MAX_HALF_STROKE = 4.0

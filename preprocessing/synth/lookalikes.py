@@ -4,6 +4,8 @@
   (DAPI, GFP, ...) followed by its Merge (the sum of the tinted channels, so the merge contains
   every channel by construction), each panel labelled with its channel name in the dye's colour
   (the same coloured "GFP" in every row);
+- ``coloured_labels``: different micrographs, each with the same label ("GFP") and scale bar
+  drawn in one colour, vivid or muted (the pen colours the decoration finder may miss);
 - ``cell_field``: a field of a few hundred look-alike cells (one shape, small variations);
 - ``inset``: a micrograph with an inset that zooms into part of it (framed, in a corner);
 - ``grid``: a regular lattice (wells, a grating) with sensor noise.
@@ -19,13 +21,16 @@ import numpy as np
 from preprocessing.synth import figure_photos as photos
 from preprocessing.synth.figure_page import Page
 
-LOOKALIKES = ("channel_merge", "cell_field", "inset", "grid")
+LOOKALIKES = ("channel_merge", "coloured_labels", "cell_field", "inset", "grid")
 # Channels of a split figure: (label, view of the IHC slide, dye colour); DAPI comes first as in papers.
 SPLIT_CHANNELS = (("DAPI", "immunohistochemistry:hematoxylin", (60, 110, 255)),
                   ("GFP", "immunohistochemistry:dab", (40, 230, 60)))
 SPLIT_ROWS = (1, 2)  # conditions shown (each row: channels then merge)
 PAGE_MARGIN, GUTTER = 6, 4  # px around and between panels, as in tight fluorescence grids
 LABEL_LIGHTEN = 60  # labels are drawn a little lighter than the dye so they stand out on black
+# Label colours of ``coloured_labels``: dye colours as drawn, a darker green, a pink and an orange.
+LABEL_COLOURS = ((40, 230, 60), (60, 110, 255), (255, 50, 40), (0, 128, 0), (255, 150, 150), (230, 120, 0))
+LABEL_TEXTS = ("GFP", "RFP", "DAPI", "CD31", "Ki67")
 FIELD_CELLS = 200  # look-alike cells per field (the issue's "a field of 200 look-alike cells")
 CELL_RADIUS = (5.0, 8.0)  # px, one cell type: radii vary little
 CELL_NOISE = 3.0  # sensor noise, grey levels
@@ -61,6 +66,28 @@ def channel_merge(rng: np.random.Generator, panel: int = 160, font: int = 12) ->
             page.text(name, y + 3, x + panel - 3, "rt", "channel", rgb=colour)
     return page.canvas, {"lookalike": "channel_merge", "rows": len(windows), "windows": windows,
                          "channels": [ch[0] for ch in SPLIT_CHANNELS]}
+
+
+def coloured_labels(rng: np.random.Generator, panel: int = 150, font: int = 14) -> tuple[np.ndarray, dict]:
+    """3-4 different micrographs in a row, each with the same coloured label and scale bar."""
+    cols = int(rng.integers(3, 5))
+    colour = LABEL_COLOURS[int(rng.integers(len(LABEL_COLOURS)))]
+    text = LABEL_TEXTS[int(rng.integers(len(LABEL_TEXTS)))]
+    page = Page.blank(2 * PAGE_MARGIN + panel, 2 * PAGE_MARGIN + cols * panel + (cols - 1) * GUTTER, True, font)
+    used: dict = {}
+    kind = "fluorescence" if rng.random() < 0.5 else "micrograph"
+    channel = next(c for c in photos.CHANNELS if c[0] == "GFP") if kind == "fluorescence" else None
+    for c in range(cols):
+        drawn = photos.micrograph(rng, kind, panel, panel, used, channel)
+        if drawn is None:
+            break
+        x = PAGE_MARGIN + c * (panel + GUTTER)
+        page.place(drawn[0], (PAGE_MARGIN, x, panel, panel), kind, c)
+        page.text(text, PAGE_MARGIN + 4, x + 4, "lt", "channel", rgb=colour)
+        bar = (PAGE_MARGIN + panel - 8, x + panel - 40, 3, 30)
+        page.fill(bar, colour)
+    return page.canvas, {"lookalike": "coloured_labels", "label": text, "colour": list(colour), "panels": cols,
+                         "kind": kind}
 
 
 def _cell(radius: float, aspect: float, angle: float) -> np.ndarray:
@@ -130,6 +157,8 @@ def lookalike(rng: np.random.Generator, kind: str) -> tuple[np.ndarray, dict]:
     """One authentic look-alike image of ``kind`` (one of ``LOOKALIKES``)."""
     if kind == "channel_merge":
         return channel_merge(rng)
+    if kind == "coloured_labels":
+        return coloured_labels(rng)
     if kind == "cell_field":
         return cell_field(rng)
     if kind == "inset":
