@@ -13,7 +13,7 @@ def main(argv):
     del argv
     cfg = cli.from_flags(SynthConfig)
     s = generate(FLAGS.output_dir, cfg.num_train, cfg.num_test, cfg.seed, cfg.min_size, cfg.max_size,
-                 style=cfg.style, overwrite=FLAGS.overwrite)
+                 style=cfg.style, overwrite=FLAGS.overwrite, sources=cfg.sources)
     print(f"wrote {FLAGS.output_dir}: train {s['train']}  test {s['test']}  copy-moves {s['operations']}")
 
 
