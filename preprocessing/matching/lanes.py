@@ -206,7 +206,7 @@ def panel_lane_matches(gray: np.ndarray, excluded: np.ndarray, box, min_shift: f
             best = {}  # other lane -> (score, map)
             for flip_x, flip_y, tpl in _variants(patch):
                 th, tw = tpl.shape
-                if th > h:
+                if th > h or tw > row.shape[1]:  # a 1.25x tile can outgrow a panel of two narrow lanes
                     continue
                 res = cv2.matchTemplate(row, tpl, cv2.TM_CCOEFF_NORMED)
                 for j, (bt, bw, bfirst) in enumerate(where):
