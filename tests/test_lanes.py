@@ -69,3 +69,14 @@ def test_authentic_blots_and_gels_stay_authentic(seed):
     image = synth.post_process(make(rng, int(rng.integers(80, 200)), int(rng.integers(200, 500)), rgb=False),
                                {"jpeg_quality": 85})
     assert decide(detect(np.repeat(image[:, :, None], 3, axis=2))) == []
+
+
+def test_tiny_and_two_lane_panels_never_raise():
+    """Tiles rescaled by 1.25 can outgrow a short panel of narrow lanes; two lanes have no third
+    to compare with, so they propose nothing."""
+    rng = np.random.default_rng(0)
+    for h, w, lanes in ((14, 30, (2, 2.0, 6.0)), (20, 60, (3, 3.0, 8.0)), (40, 120, (2, 5.0, 30.0))):
+        strip = synth.western_blot(rng, h, w, rgb=False, lanes=lanes)
+        assert isinstance(decide(detect(np.repeat(strip[:, :, None], 3, axis=2))), list)
+    two = synth.western_blot(rng, 60, 120, rgb=False, lanes=(2, 5.0, 30.0))
+    assert lane_spans(band_signal(two)) == []

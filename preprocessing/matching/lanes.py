@@ -35,9 +35,10 @@ LANE_LEVEL = 0.3
 # Lanes narrower than this (working px) are noise or a band's edge; synthetic and real lanes in
 # figures are 6 px and up.
 LANE_MIN_PX = 5
-# A blot panel needs at least this many lanes to have a pair, and at most this many (more runs
-# mean the profile is noise, not lanes; it also bounds the pairs compared).
-LANE_MIN_COUNT = 2
+# A blot panel needs at least this many lanes: a pair, and a third lane that the margin test
+# (LANE_MARGIN) compares against; at most this many (more runs mean the profile is noise, not
+# lanes; it also bounds the pairs compared).
+LANE_MIN_COUNT = 3
 LANE_MAX_COUNT = 24
 # The background is estimated with a horizontal line this many times the widest expected lane
 # (a share of the panel width, at least LANE_BG_MIN_PX): it spans a lane and reaches the membrane.
