@@ -58,6 +58,13 @@ LANE_TILE_MIN_PX = 12
 # Sideways slack when looking for a tile in another lane: a pasted lane rarely lands on the exact
 # column of the lane it covers.
 LANE_SHIFT_PX = 4
+# Vertical slack: a lane pasted onto another keeps its bands near their molecular weights (the
+# marker lane and the other lanes read them), so a tile is looked for around its own height. It
+# also bounds the search: the whole lane height made a 360 px panel of 17 lanes take 24 s.
+LANE_SHIFT_Y_PX = 8
+# Tiles per panel (shared by its lanes; taller tiles when there are many lanes): bounds the
+# searches at LANE_MAX_TILES x 20 variants per panel.
+LANE_MAX_TILES = 48
 # Mirrors tried: none, left-right, up-down, both (a pasted lane is most often mirrored
 # left-right; the other two cost little).
 LANE_FLIPS = ((False, False), (True, False), (False, True), (True, True))
@@ -111,10 +118,10 @@ def lane_spans(signal: np.ndarray) -> list[tuple[int, int]]:
     return spans if LANE_MIN_COUNT <= len(spans) <= LANE_MAX_COUNT else []
 
 
-def lane_tiles(span: tuple[int, int], height: int) -> Iterator[LaneTile]:
-    """Overlapping tiles down one lane (panel coordinates)."""
+def lane_tiles(span: tuple[int, int], height: int, max_tiles: int = LANE_MAX_TILES) -> Iterator[LaneTile]:
+    """Overlapping tiles down one lane (panel coordinates), at most about ``max_tiles``."""
     x0, x1 = span
-    t = int(min(height, max(LANE_TILE_MIN_PX, LANE_TILE_WIDTHS * (x1 - x0))))
+    t = int(min(height, max(LANE_TILE_MIN_PX, LANE_TILE_WIDTHS * (x1 - x0), np.ceil(2 * height / (max_tiles + 1)))))
     step = max(1, t // 2)
     ys = list(range(0, height - t + 1, step))
     if ys[-1] != height - t:
@@ -200,22 +207,26 @@ def panel_lane_matches(gray: np.ndarray, excluded: np.ndarray, box, min_shift: f
     found: dict = {}
     for i, span in enumerate(spans):
         at, _, first = where[i]
-        for tile in lane_tiles(span, h):
+        for tile in lane_tiles(span, h, max(1, LANE_MAX_TILES // len(spans))):
             patch = row[tile.y:tile.y + tile.h, at + tile.x - first:at + tile.x - first + tile.w]
             if float(patch.std()) < LANE_TILE_MIN_STD or bad[tile.y:tile.y + tile.h, tile.x:tile.x + tile.w].any():
                 continue
             best = {}  # other lane -> (score, map)
             for flip_x, flip_y, tpl in _variants(patch):
                 th, tw = tpl.shape
-                if th > h or tw > row.shape[1]:  # a 1.25x tile can outgrow a panel of two narrow lanes
+                # rows where the tile's top may land: its own height, give or take the slack and
+                # the growth of a rescaled tile (bands stay at their molecular weights)
+                top = int(max(0, min(h - th, tile.y - LANE_SHIFT_Y_PX - abs(th - tile.h))))
+                bottom = int(min(h, max(top + th, tile.y + tile.h + LANE_SHIFT_Y_PX + abs(th - tile.h))))
+                if bottom - top < th or tw > row.shape[1]:  # a 1.25x tile can outgrow a short panel
                     continue
-                res = cv2.matchTemplate(row, tpl, cv2.TM_CCOEFF_NORMED)
+                res = cv2.matchTemplate(row[top:bottom], tpl, cv2.TM_CCOEFF_NORMED)
                 for j, (bt, bw, bfirst) in enumerate(where):
                     if j == i or bw < tw or abs(sum(span) - sum(spans[j])) / 2.0 < min_shift:
                         continue
                     _, score, _, (lx, ly) = cv2.minMaxLoc(res[:, bt:bt + bw - tw + 1])
                     if score > best.get(j, (-1.0,))[0]:
-                        best[j] = (score, _tile_map(tile, flip_x, flip_y, tw, th, bfirst + lx, ly), j)
+                        best[j] = (score, _tile_map(tile, flip_x, flip_y, tw, th, bfirst + lx, top + ly), j)
             ranked = sorted(best.values(), key=lambda t: -t[0])
             if not ranked or ranked[0][0] < LANE_TILE_ZNCC:
                 continue

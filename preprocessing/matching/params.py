@@ -252,7 +252,7 @@ DEFAULT_MIN_EXACT_BLOCKS = 16
 # lane). benchmarks/lane_probe.py: on 40 authentic synthetic blots and gels the best false lane
 # pairs score 0.47-0.52 (at a 0.9 rescale: the variants give chance more tries); copied lanes
 # after a gain change, mirror or rescale and JPEG score 0.41-0.99. 0.55 keeps every authentic blot
-# clean and finds 17 of 20 copied lanes (7 without the stage); the weakest copies are lost.
+# clean and finds 16 of 20 copied lanes (7 without the stage); the weakest copies are lost.
 DEFAULT_MIN_LANE_SCORE = 0.55
 # Pairs found only by the FFT search need near-exact agreement: at 0.9 and below, similar or
 # mirror-symmetric blot lanes flagged authentic images in the tuning sets.
