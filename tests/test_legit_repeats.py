@@ -7,7 +7,7 @@ import pytest
 
 from preprocessing import synth
 from preprocessing.matching import MatcherConfig, decide, detect
-from preprocessing.matching.repeats import single_dye
+from preprocessing.matching.repeats import channel_of_merge
 from preprocessing.synth import lookalikes
 
 
@@ -57,13 +57,30 @@ def test_insets_and_lattices_stay_authentic(kind):
         assert flagged(image) == [], (kind, seed)
 
 
-def test_single_dye_tells_a_channel_from_a_merge():
+def _two_panels(change) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image, left mask, right mask, map left -> right): a green channel on the left and, on the
+    right, ``change`` applied to it."""
     rng = np.random.default_rng(0)
-    grey = rng.uniform(0, 1, (500, 1)) * 255
-    channel = grey * np.array([[40, 230, 60]]) / 255
-    other = rng.uniform(0, 1, (500, 1)) * np.array([[60, 110, 255]])
-    assert single_dye(np.rint(channel))
-    assert not single_dye(np.rint(np.minimum(channel + other, 255)))
+    grey = rng.uniform(0, 1, (60, 60, 1))
+    left = grey * np.array([40, 230, 60])
+    right = change(left, rng)
+    image = np.clip(np.rint(np.concatenate([left, np.full((60, 10, 3), 255.0), right], axis=1)), 0, 255)
+    src = np.zeros((60, 130), np.uint8)
+    src[10:50, 10:50] = 1
+    dst = np.roll(src, 70, axis=1)
+    return image.astype(np.uint8), src, dst, np.array([[1.0, 0, 70], [0, 1.0, 0]])
+
+
+@pytest.mark.parametrize("change,merge", [
+    (lambda c, rng: c + rng.uniform(0, 1, (60, 60, 1)) * np.array([60, 110, 255]), True),  # + a blue dye
+    (lambda c, rng: c, False),  # an exact copy
+    (lambda c, rng: c * 1.1, False),  # a gain change: the same hue
+    (lambda c, rng: c + 30, False),  # a brightness offset: grey, not a dye
+])
+def test_channel_of_merge_reads_colour_composition(change, merge):
+    image, src, dst, m = _two_panels(change)
+    assert channel_of_merge(image, src, dst, m) is merge
+    assert channel_of_merge(image, dst, src, np.array([[1.0, 0, -70], [0, 1.0, 0]])) is merge
 
 
 def test_copy_between_two_merge_panels_is_still_found():

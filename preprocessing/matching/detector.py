@@ -33,7 +33,7 @@ from preprocessing.matching.lanes import lane_matches
 from preprocessing.matching.layout import layout, page_pixels, to_original
 from preprocessing.matching.panels import panel_index_map
 from preprocessing.matching.params import MatcherConfig
-from preprocessing.matching.repeats import legitimate_repeat, majority_panel
+from preprocessing.matching.repeats import legitimate_repeat
 from preprocessing.matching.results import CopyPair, Detection, Panel, Transform, region_from_mask
 from preprocessing.matching.verify import bandpass, verify
 from preprocessing.matching.work import WorkImage, as_rgb8, to_work
@@ -60,6 +60,11 @@ def scaled_matrix(m: np.ndarray, src_shape: tuple[int, int], dst_shape: tuple[in
     return (to_dst @ np.vstack([np.asarray(m, np.float64), [0, 0, 1.0]]) @ np.linalg.inv(to_dst))[:2]
 
 
+def _majority_panel(pmap: np.ndarray, mask: np.ndarray) -> int:
+    labels = pmap[mask > 0].astype(np.int64) + 1
+    return int(np.argmax(np.bincount(labels))) - 1 if len(labels) else -1
+
+
 def touching(source: np.ndarray, copy: np.ndarray) -> bool:
     """Whether source and copy share a boundary longer than ``MAX_CONTACT`` of their side: one
     object symmetric in itself (a lane, a band, a round cell: its halves mirror each other) or
@@ -78,12 +83,12 @@ def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkIma
     if touching(source, copy):
         return None
     min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
-    if band is not None and legitimate_repeat(work.rgb, band, pmap, source, copy, m, min_shift):
+    if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift):
         return None
     src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
     if src is None or cpy is None:
         return None
-    ps, pc = majority_panel(pmap, source), majority_panel(pmap, copy)
+    ps, pc = _majority_panel(pmap, source), _majority_panel(pmap, copy)
     area = min(src.area_fraction, cpy.area_fraction)
     transform = Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape))
     return CopyPair(source=src, copy=cpy, transform=transform,

@@ -2,10 +2,9 @@
 
 Two rules, each a pure function of the working image and one verified pair:
 - ``channel_of_merge``: a fluorescence figure shows each channel of a field in its own panel and
-  then their Merge, which contains every channel by construction. A pair between two panels
-  where one panel is a single dye (its colours lie on one line through black) and, under the
-  pair's map, the other panel is at least as bright in every colour channel nearly everywhere
-  and is not that single dye (it holds other channels too) is the channel and its merge. Grey
+  then their Merge, which contains every channel by construction. A pair where, around it, one
+  side is the other plus the light of another dye (a non-negative, saturated excess of another
+  hue) is a channel and its merge. Grey
   levels cannot tell this (the merge's fine detail is the channel's), colour composition can.
 - ``lattice``: a regular grid of wells or dots matches itself under every shift by its
   periods and every mirror and turn of its symmetry; a region whose fine detail repeats along
@@ -20,19 +19,27 @@ from typing import Optional
 
 import numpy as np
 
-# A panel is one dye when the first singular value of its pixel colours (uncentred: a tint scaled
-# by intensity is a line through black) holds at least this share of their energy. Tinted
-# synthetic and real single-channel panels: >= 0.995; two-dye merges and colour photos: < 0.97.
-SINGLE_DYE_ENERGY = 0.99
-# Pixels darker than this (max channel) carry no colour to judge.
+# Pixels darker than this (max channel), or greyer (spread between channels), carry no colour to judge.
 DYE_MIN_LEVEL = 20
-# The merge is at least as bright as the channel in every colour channel, up to this many grey
-# levels (JPEG and rounding), on at least MERGE_MIN_SHARE of the compared pixels.
-MERGE_TOL = 12
+# The brighter side (the merge) exceeds the dimmer (its channel) in no channel by more than
+# MERGE_TOL grey levels (JPEG, noise, rounding) on at least MERGE_MIN_SHARE of the pixels ...
+MERGE_TOL = 20
 MERGE_MIN_SHARE = 0.9
-# At most this many pixels of each panel are compared (a regular subsample: enough for the
-# shares above, and bounded time on large panels).
+# ... and by at least MERGE_MIN_EXTRA in some channel on MERGE_MIN_EXTRA_SHARE of them (the
+# other dyes show somewhere around the pair; an exact copy differs nowhere) ...
+MERGE_MIN_EXTRA = 25
+MERGE_MIN_EXTRA_SHARE = 0.05
+# ... in colour: the unit RGB direction of the excess spreads by at least DYE_MIN_CHROMA between
+# its channels (a grey brightness offset: 0; the synthetic merges' excess, a mix of dyes, labels
+# and blur: 0.15-0.37), at least MERGE_MIN_ANGLE degrees from the dimmer side's own colour (a gain
+# change adds the same hue; gain 1.1 plus offset 15 on brown tissue: ~13 degrees; merges: 32-37).
+DYE_MIN_CHROMA = 0.12
+MERGE_MIN_ANGLE = 20.0
+# At most this many pixels are compared (a regular subsample: enough for the shares above).
 REPEAT_SAMPLES = 4000
+# The pair is read this share of its size around its regions too: the other dyes may be dark
+# under the region itself (where only the channel's stain is) but show around it.
+REPEAT_CONTEXT = 0.15
 # A lattice's auto-correlation (normalised by its energy, so a full-overlap repeat is 1) peaks at
 # one period with roughly the share of the region that overlaps its shifted self (0.8-0.95 for
 # regions a few periods wide); natural texture and copied regions stay below ~0.3 away from zero.
@@ -41,49 +48,56 @@ LATTICE_MIN_PEAK = 0.5
 LATTICE_MIN_ANGLE = 30.0
 
 
-def majority_panel(pmap: np.ndarray, mask: np.ndarray) -> int:
-    """The panel index most of ``mask`` lies in (-1: outside every panel)."""
-    labels = pmap[mask > 0].astype(np.int64) + 1
-    return int(np.argmax(np.bincount(labels))) - 1 if len(labels) else -1
+def _window_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A regular subsample of the pixels in ``mask``'s box grown by ``REPEAT_CONTEXT`` on each side."""
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    gy, gx = int(REPEAT_CONTEXT * (y1 - y0)), int(REPEAT_CONTEXT * (x1 - x0))
+    y0, y1, x0, x1 = max(0, y0 - gy), min(h, y1 + gy), max(0, x0 - gx), min(w, x1 + gx)
+    step = max(1, int(np.sqrt((y1 - y0) * (x1 - x0) / REPEAT_SAMPLES)))
+    yy, xx = np.mgrid[y0:y1:step, x0:x1:step]
+    return yy.ravel(), xx.ravel()
 
 
-def _panel_pixels(pmap: np.ndarray, index: int) -> tuple[np.ndarray, np.ndarray]:
-    ys, xs = np.nonzero(pmap == index)
-    step = max(1, len(ys) // REPEAT_SAMPLES)
-    return ys[::step], xs[::step]
+def _direction(colours: np.ndarray) -> np.ndarray:
+    """Unit RGB direction holding most of the colours' energy (uncentred: a dye is a line through black)."""
+    _, _, vt = np.linalg.svd(colours.astype(np.float64), full_matrices=False)
+    v = vt[0]
+    return v if v.sum() >= 0 else -v
 
 
-def single_dye(colours: np.ndarray) -> bool:
-    """Whether (N, 3) colours lie on one line through black (one tinted channel)."""
-    lit = colours[colours.max(axis=1) >= DYE_MIN_LEVEL].astype(np.float64)
-    if len(lit) < 16:
+def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: np.ndarray) -> bool:
+    """Whether the pair (working masks, map ``m`` source -> copy) is a channel and the merge that
+    contains it: around the pair (``REPEAT_CONTEXT``), one side is the other plus light of another
+    dye, i.e. the difference is non-negative nearly everywhere (``MERGE_TOL``, ``MERGE_MIN_SHARE``),
+    large on a share of the pixels (``MERGE_MIN_EXTRA*``), saturated (a dye, not a brightness
+    offset: ``DYE_MIN_CHROMA``) and of another hue than the dimmer side (``MERGE_MIN_ANGLE``: not a
+    gain change). Regions and their surroundings are read, not panels: blur or JPEG can fill the
+    gutters between panels, and exact hashing grows a region across them."""
+    h, w = source.shape
+    if not source.any():
         return False
-    s = np.linalg.svd(lit, compute_uv=False)
-    return float(s[0] ** 2 / (s ** 2).sum()) >= SINGLE_DYE_ENERGY
-
-
-def channel_of_merge(rgb: np.ndarray, pmap: np.ndarray, source: np.ndarray, copy: np.ndarray,
-                     m: np.ndarray) -> bool:
-    """Whether the pair (working masks, map ``m`` source -> copy) is a channel panel and the
-    merge panel that contains it (see the module docstring)."""
-    a, b = majority_panel(pmap, source), majority_panel(pmap, copy)
-    if a < 0 or b < 0 or a == b:
+    ys, xs = _window_pixels(source)
+    m = np.asarray(m, np.float64)
+    px = np.rint(m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).astype(int)
+    py = np.rint(m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).astype(int)
+    inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    a = rgb[ys[inside], xs[inside]].astype(np.int16)
+    b = rgb[py[inside], px[inside]].astype(np.int16)
+    if len(a) < 16:
         return False
-    h, w = pmap.shape
-    m3 = np.vstack([np.asarray(m, np.float64), [0, 0, 1.0]])
-    for channel, merge, fwd in ((a, b, m3), (b, a, np.linalg.inv(m3))):
-        ys, xs = _panel_pixels(pmap, channel)
-        px = np.rint(fwd[0, 0] * xs + fwd[0, 1] * ys + fwd[0, 2]).astype(int)
-        py = np.rint(fwd[1, 0] * xs + fwd[1, 1] * ys + fwd[1, 2]).astype(int)
-        inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
-        inside[inside] &= pmap[py[inside], px[inside]] == merge
-        if inside.sum() < 16:
+    for dim, bright in ((a, b), (b, a)):
+        d = bright - dim
+        if float(np.mean((d >= -MERGE_TOL).all(axis=1))) < MERGE_MIN_SHARE:
             continue
-        mine = rgb[ys[inside], xs[inside]].astype(np.int16)
-        theirs = rgb[py[inside], px[inside]].astype(np.int16)
-        if not single_dye(mine) or single_dye(theirs):
+        extra = d[d.max(axis=1) >= MERGE_MIN_EXTRA]
+        # the dimmer side's own colour, from its coloured pixels (gutters and page are grey)
+        lit = dim[(dim.max(axis=1) >= DYE_MIN_LEVEL) & (np.ptp(dim, axis=1) >= DYE_MIN_LEVEL)]
+        if len(extra) < MERGE_MIN_EXTRA_SHARE * len(d) or len(lit) < 16:
             continue
-        if float(np.mean((theirs - mine >= -MERGE_TOL).all(axis=1))) >= MERGE_MIN_SHARE:
+        v, u = _direction(extra), _direction(lit)
+        if v.max() - v.min() >= DYE_MIN_CHROMA and np.degrees(np.arccos(min(1.0, float(u @ v)))) >= MERGE_MIN_ANGLE:
             return True
     return False
 
@@ -119,10 +133,10 @@ def lattice(band: np.ndarray, source: np.ndarray, min_shift: float) -> bool:
     return float(auto.max()) >= LATTICE_MIN_PEAK
 
 
-def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, pmap: np.ndarray, source: np.ndarray, copy: np.ndarray,
+def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, source: np.ndarray, copy: np.ndarray,
                       m: np.ndarray, min_shift: float) -> Optional[str]:
     """The reason a verified pair is a repeat by design ("channel_of_merge", "lattice"), or None."""
-    if channel_of_merge(rgb, pmap, source, copy, m):
+    if channel_of_merge(rgb, source, copy, m):
         return "channel_of_merge"
     if lattice(band, source, min_shift):
         return "lattice"
