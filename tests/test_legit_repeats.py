@@ -58,10 +58,10 @@ def test_insets_and_lattices_stay_authentic(kind):
 
 
 def _two_panels(change) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(image, left mask, right mask, map left -> right): a green channel on the left and, on the
-    right, ``change`` applied to it."""
+    """(image, left mask, right mask, map left -> right): a green fluorescence channel (mostly
+    dark) on the left and, on the right, ``change`` applied to it."""
     rng = np.random.default_rng(0)
-    grey = rng.uniform(0, 1, (60, 60, 1))
+    grey = rng.uniform(0, 1, (60, 60, 1)) ** 3
     left = grey * np.array([40, 230, 60])
     right = change(left, rng)
     image = np.clip(np.rint(np.concatenate([left, np.full((60, 10, 3), 255.0), right], axis=1)), 0, 255)
@@ -72,7 +72,7 @@ def _two_panels(change) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
 @pytest.mark.parametrize("change,merge", [
-    (lambda c, rng: c + rng.uniform(0, 1, (60, 60, 1)) * np.array([60, 110, 255]), True),  # + a blue dye
+    (lambda c, rng: c + rng.uniform(0, 1, (60, 60, 1)) ** 3 * np.array([60, 110, 255]), True),  # + a blue dye
     (lambda c, rng: c, False),  # an exact copy
     (lambda c, rng: c * 1.1, False),  # a gain change: the same hue
     (lambda c, rng: c + 30, False),  # a brightness offset: grey, not a dye

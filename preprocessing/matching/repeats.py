@@ -19,6 +19,10 @@ from typing import Optional
 
 import numpy as np
 
+# Fluorescence channels are light on black: the dimmer side's median brightest channel is at most
+# this (synthetic channel panels: 0-88; IHC and brightfield photographs: 120 and up; grey images
+# pass but cannot show an excess in colour).
+FLUORESCENCE_MAX_MEDIAN = 100
 # Pixels darker than this (max channel), or greyer (spread between channels), carry no colour to judge.
 DYE_MIN_LEVEL = 20
 # The brighter side (the merge) exceeds the dimmer (its channel) in no channel by more than
@@ -69,8 +73,9 @@ def _direction(colours: np.ndarray) -> np.ndarray:
 
 def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: np.ndarray) -> bool:
     """Whether the pair (working masks, map ``m`` source -> copy) is a channel and the merge that
-    contains it: around the pair (``REPEAT_CONTEXT``), one side is the other plus light of another
-    dye, i.e. the difference is non-negative nearly everywhere (``MERGE_TOL``, ``MERGE_MIN_SHARE``),
+    contains it: around the pair (``REPEAT_CONTEXT``), one side is dark like a fluorescence channel
+    and the other is it plus light of another dye, i.e. the difference is non-negative nearly
+    everywhere (``MERGE_TOL``, ``MERGE_MIN_SHARE``),
     large on a share of the pixels (``MERGE_MIN_EXTRA*``), saturated (a dye, not a brightness
     offset: ``DYE_MIN_CHROMA``) and of another hue than the dimmer side (``MERGE_MIN_ANGLE``: not a
     gain change). Regions and their surroundings are read, not panels: blur or JPEG can fill the
@@ -88,6 +93,8 @@ def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: n
     if len(a) < 16:
         return False
     for dim, bright in ((a, b), (b, a)):
+        if float(np.median(dim.max(axis=1))) > FLUORESCENCE_MAX_MEDIAN:
+            continue  # not a fluorescence channel: those are light on black
         d = bright - dim
         if float(np.mean((d >= -MERGE_TOL).all(axis=1))) < MERGE_MIN_SHARE:
             continue
