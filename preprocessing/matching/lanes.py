@@ -10,8 +10,8 @@ blot panel (``panels.panel_kind`` says "blot" for blots and gels alike):
 3. each lane loses what all lanes share (``lane_residual``: a low-rank model of band and lane
    profiles), leaving the noise and grain a copy carries and a different lane does not;
 4. every pair of lanes: tiles of one lane (band groups, ``LANE_TILE_*``), mirrored and
-   rescaled, are searched in the other lanes allowing ``LANE_SHIFT_PX`` of sideways shift, by
-   normalised cross-correlation of the residuals;
+   rescaled, are searched in the other lanes allowing ``LANE_SHIFT_PX`` of sideways and
+   ``LANE_SHIFT_Y_PX`` of vertical shift, by normalised cross-correlation of the residuals;
 5. a tile that correlates well with one other lane, and clearly better than with any other
    (``LANE_MARGIN``), proposes its map, which goes through the same verification as every
    other candidate (``verify``) and becomes a ``CopyPair`` whose ``lane`` is that correlation.
@@ -40,16 +40,16 @@ LANE_MIN_PX = 5
 # lanes; it also bounds the pairs compared).
 LANE_MIN_COUNT = 3
 LANE_MAX_COUNT = 24
-# The background is estimated with a horizontal line this many times the widest expected lane
-# (a share of the panel width, at least LANE_BG_MIN_PX): it spans a lane and reaches the membrane.
+# The background is estimated with a horizontal line this share of the panel width (at least
+# LANE_BG_MIN_PX): longer than a lane (a figure's blot shows 3-12), so it reaches the membrane.
 LANE_BG_FRACTION = 0.25
 LANE_BG_MIN_PX = 15
 # Each lane (with LANE_SHIFT_PX of margin) loses its rank-LANE_MODEL_RANK approximation before
 # lanes are compared: a lane is close to band profile x lane profile (rank 1; a second term
 # takes smiles and uneven loading), and that structure is what different lanes of one blot share
 # (their band edges correlate at 0.6-0.95). What remains is sensor noise and grain, which a copy
-# carries and a different lane does not (measured on synthetic blots: rank 1 leaves the copy first
-# in 2 of 3 cases, rank 2 in 23 of 24).
+# carries and a different lane does not (a development probe on 24 lane copies in synthetic blots,
+# after JPEG: the copy's partner ranked first among all lanes 16 times with rank 1, 23 with rank 2).
 LANE_MODEL_RANK = 2
 # Tiles: a band group is about two lane widths tall; tiles overlap by half so a copied group lies
 # mostly inside one. Short strips are compared as whole lanes.
