@@ -10,7 +10,8 @@ For every seed (data, training and test sets all change with it):
    evidence stream (``--evidence``). ``serving.calibrate`` then tunes, on the val split, each
    network's post-processing, the matcher's decision and the fused decision, with the pessimistic
    rule (the test sets are never seen).
-3. Two held-out test sets, ``photos`` and ``figures`` (their own seeds), are scored by: the network,
+3. Two held-out test sets, ``photos`` and ``figures`` (their own seeds, never a tuning seed:
+   ``benchmarks.seeds``), are scored by: the network,
    the network with evidence, the matcher, the fused detector (with each network), and "everything
    authentic". oF1 overall / on forged / on authentic images, TP / FP / FN / TN at the image level,
    images per second of scoring, and which copy-moves were found by operation kind and transform
@@ -27,6 +28,7 @@ from collections import defaultdict
 
 from absl import app, flags
 
+from benchmarks.seeds import held_out_seed
 from preprocessing import cli
 
 FLAGS = flags.FLAGS
@@ -187,7 +189,8 @@ def run_seed(seed: int) -> dict:
         calibration[which] = train_network(records, models[which], evidence, seed)
     results = {}
     for k, style in enumerate(TEST_STYLES):
-        test = synth_set(os.path.join(work, f"test_{style}"), 0, FLAGS.num_test, 1000 * (k + 1) + seed, style)
+        test_seed = held_out_seed(seed, k)  # the path names it, so a reused set never has another seed
+        test = synth_set(os.path.join(work, f"test_{style}_{test_seed}"), 0, FLAGS.num_test, test_seed, style)
         results[style] = score_all(test, models)
     return {"seed": seed, "calibration": {w: c.get("detectors", {}) for w, c in calibration.items()},
             "results": results}

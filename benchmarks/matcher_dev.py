@@ -27,14 +27,14 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from preprocessing import synth
+from benchmarks import seeds
+from preprocessing import rle, synth
 from preprocessing.images import read_rgb8
 from preprocessing.matching import DecisionParams, MatcherConfig, decide, detect, passes
 from preprocessing.synth import base as synth_base
-from serving import rle
 from serving.metric import f1_matrix
 
-SPLITS = {"tune": (1001, 120), "report": (2002, 200)}
+SPLITS = {"tune": (seeds.TUNE_SEED, 120), "report": (seeds.REPORT_SEED, 200)}
 STYLES = ("photos", "figures")
 GRID = dict(min_inliers=[5, 6, 8, 10, 14], min_correlation=[0.7, 0.8, 0.85, 0.9],
             min_area=[0.0005, 0.001, 0.002, 0.004], min_exact_blocks=[6, 10, 16, 30],

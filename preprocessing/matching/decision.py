@@ -16,13 +16,14 @@ from preprocessing.matching.results import CopyPair, Detection
 
 def passes(p: CopyPair, params: DecisionParams) -> bool:
     """Whether one candidate passes: found by a search that counts (enough keypoint inliers,
-    the dense search, or enough exactly recurring blocks), and its region agrees well enough
+    the dense search, a lane pair, or enough exactly recurring blocks), and its region agrees well enough
     over a large enough area (exact copies are exempt from the area floor: pixel-for-pixel
     recurrence over ``min_exact_blocks`` blocks is evidence at any size)."""
     exact = p.exact_blocks >= params.min_exact_blocks
     keypoints = p.inliers >= params.min_inliers
     dense = p.dense and params.use_dense and p.correlation >= params.min_dense_correlation
-    if not (keypoints or dense or exact) or p.strength < params.min_strength:
+    lane = p.lane >= params.min_lane_score
+    if not (keypoints or dense or exact or lane) or p.strength < params.min_strength:
         return False
     return exact or (p.correlation >= params.min_correlation and p.area >= params.min_area)
 

@@ -40,6 +40,22 @@ def pen_colour(rgb: np.ndarray) -> np.ndarray:
     return (lo >= P.DECOR_WHITE) | (hi <= P.DECOR_BLACK) | vivid
 
 
+def in_words(stats: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """Per component (rows of ``connectedComponentsWithStats`` stats without the background, and
+    their mean colours): whether it sits in a row of glyphs, i.e. another component of the same
+    height and top (within ``DECOR_WORD_ALIGN_PX``), close beside it (gap at most its height)
+    and of the same colour (within ``DECOR_WORD_COLOR_TOL``)."""
+    x, y, w, h = (stats[:, k].astype(np.float64) for k in (cv2.CC_STAT_LEFT, cv2.CC_STAT_TOP,
+                                                          cv2.CC_STAT_WIDTH, cv2.CC_STAT_HEIGHT))
+    gap = np.maximum(x[:, None] - (x + w)[None, :], x[None, :] - (x + w)[:, None])
+    row = ((np.abs(y[:, None] - y[None, :]) <= P.DECOR_WORD_ALIGN_PX)
+           & (np.abs(h[:, None] - h[None, :]) <= P.DECOR_WORD_ALIGN_PX)
+           & (gap <= h[:, None]) & (gap >= 0)
+           & (np.abs(colours[:, None] - colours[None, :]).max(axis=2) <= P.DECOR_WORD_COLOR_TOL))
+    np.fill_diagonal(row, False)
+    return row.any(axis=1)
+
+
 def _marks(rgb: np.ndarray, cand: np.ndarray, max_side: float) -> np.ndarray:
     """uint8 mask of the candidate components that look drawn: one colour, thin or a bar, small,
     away from the crop's edge."""
@@ -64,8 +80,13 @@ def _marks(rgb: np.ndarray, cand: np.ndarray, max_side: float) -> np.ndarray:
     x0, y0 = stats[1:, cv2.CC_STAT_LEFT], stats[1:, cv2.CC_STAT_TOP]
     h, w = cand.shape
     inset = (x0 > 0) & (y0 > 0) & (x0 + bw < w) & (y0 + bh < h)
-    keep = ((area >= P.DECOR_MIN_AREA) & (spread <= P.DECOR_MAX_COLOR_STD) & thin & inset
-            & (np.maximum(bw, bh) <= max_side))
+    one_colour = spread <= P.DECOR_MAX_COLOR_STD
+    loose = ~one_colour & (spread <= P.DECOR_WORD_MAX_COLOR_STD) & thin & inset & (bh <= P.DECOR_WORD_MAX_PX)
+    if loose.any():  # anti-aliased glyphs spread their colour, but they come in words
+        colours = np.stack([np.asarray(ndimage.mean(rgb[:, :, c], labels, idx)) for c in range(3)], 1)
+        pick = np.flatnonzero(loose)
+        one_colour[pick] = in_words(stats[1:][pick], colours[pick])
+    keep = ((area >= P.DECOR_MIN_AREA) & one_colour & thin & inset & (np.maximum(bw, bh) <= max_side))
     lut = np.concatenate([[0], keep]).astype(np.uint8)
     return lut[labels]
 

@@ -4,10 +4,11 @@
     pairs = decide(det, DecisionParams())   # (decision.py) the candidates that pass
     masks = instances_of(pairs, det.shape)  # (decision.py) source and copy masks, original size
 
-Three searches propose transforms: keypoints (any similarity, mirrored too), the dense FFT
-search (plain and mirrored shifts, for low-texture images) and exact block hashing (copies
-pasted without resampling, down to a few hundred pixels). Keypoint and dense proposals are
-verified by local correlation (``verify``); exact ones carry their own proof. ``detect`` never
+Four searches propose transforms: keypoints (any similarity, mirrored too), the dense FFT
+search (plain and mirrored shifts, for low-texture images), lanes (blot and gel panels lane by
+lane, ``lanes``) and exact block hashing (copies pasted without resampling, down to a few
+hundred pixels). Keypoint, dense and lane proposals are verified by local correlation
+(``verify``; lane pairs inside their two lanes); exact ones carry their own proof. ``detect`` never
 raises on a valid image (uint8, (H, W) or (H, W, 3)): blank, flat or tiny images give a
 Detection without candidates. Memory is bounded by the working resolution (``WORK_MAX_SIDE``)
 and the exact search's size limit (``EXACT_MAX_PIXELS``).
@@ -28,9 +29,11 @@ from preprocessing.matching.dense import dense_hypotheses
 from preprocessing.matching.exact import exact_candidates, exact_region
 from preprocessing.matching.hypotheses import keypoint_hypotheses
 from preprocessing.matching.keypoints import g2nn_matches, sift_features
+from preprocessing.matching.lanes import lane_matches
 from preprocessing.matching.layout import layout, page_pixels, to_original
 from preprocessing.matching.panels import panel_index_map
 from preprocessing.matching.params import MatcherConfig
+from preprocessing.matching.repeats import legitimate_repeat
 from preprocessing.matching.results import CopyPair, Detection, Panel, Transform, region_from_mask
 from preprocessing.matching.verify import bandpass, verify
 from preprocessing.matching.work import WorkImage, as_rgb8, to_work
@@ -73,10 +76,14 @@ def touching(source: np.ndarray, copy: np.ndarray) -> bool:
 
 def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkImage, pmap: np.ndarray,
               correlation: float, textured: float, inliers: int = 0, dense: bool = False,
-              exact_blocks: int = 0) -> Optional[CopyPair]:
+              exact_blocks: int = 0, lane: float = 0.0, band: Optional[np.ndarray] = None) -> Optional[CopyPair]:
     """A CopyPair from working-resolution masks and a working-pixel map (None when source and
-    copy touch, see ``touching``)."""
+    copy touch, see ``touching``, or, given the band-passed image, repeat by design, see
+    ``repeats``)."""
     if touching(source, copy):
+        return None
+    min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
+    if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift):
         return None
     src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
     if src is None or cpy is None:
@@ -86,7 +93,8 @@ def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkIma
     transform = Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape))
     return CopyPair(source=src, copy=cpy, transform=transform,
                     inliers=int(inliers), correlation=float(correlation), dense=dense, exact_blocks=int(exact_blocks),
-                    within_panel=bool(ps == pc and ps >= 0), strength=strength(correlation, textured, area))
+                    within_panel=bool(ps == pc and ps >= 0), strength=strength(correlation, textured, area),
+                    lane=lane)
 
 
 def _same(a: CopyPair, b: CopyPair) -> bool:
@@ -97,13 +105,13 @@ def _same(a: CopyPair, b: CopyPair) -> bool:
 
 def merge_duplicates(pairs: Sequence[CopyPair]) -> list[CopyPair]:
     """One pair per copy: the strongest, carrying the evidence of every duplicate (the most
-    keypoint inliers and exact blocks any had, and whether the dense search found it)."""
+    keypoint inliers and exact blocks any had, and whether the dense or lane search found it)."""
     kept: list[CopyPair] = []
     for p in sorted(pairs, key=lambda p: -p.strength):
         for k, q in enumerate(kept):
             if _same(p, q):
                 kept[k] = replace(q, inliers=max(p.inliers, q.inliers), dense=p.dense or q.dense,
-                                  exact_blocks=max(p.exact_blocks, q.exact_blocks))
+                                  exact_blocks=max(p.exact_blocks, q.exact_blocks), lane=max(p.lane, q.lane))
                 break
         else:
             kept.append(p)
@@ -129,7 +137,7 @@ def excluded_mask(work: WorkImage, panels, deco: np.ndarray, page_px: np.ndarray
 
 
 def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shift: float,
-                 pmap: np.ndarray) -> list[CopyPair]:
+                 pmap: np.ndarray, band: np.ndarray) -> list[CopyPair]:
     """Pairs from exact block hashing on the original pixels (small enough images only)."""
     h, w = rgb.shape[:2]
     if h * w > P.EXACT_MAX_PIXELS:
@@ -149,9 +157,24 @@ def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shi
             src = cv2.resize(src, size, interpolation=cv2.INTER_NEAREST)
             cpy = cv2.resize(cpy, size, interpolation=cv2.INTER_NEAREST)
             m = scaled_matrix(m, (h, w), work.work_shape)
-        p = make_pair(src, cpy, m, work, pmap, correlation=1.0, textured=1.0, exact_blocks=cand.support)
+        p = make_pair(src, cpy, m, work, pmap, correlation=1.0, textured=1.0, exact_blocks=cand.support, band=band)
         if p is not None:
             out.append(p)
+    return out
+
+
+def _lane_pairs(band: np.ndarray, work: WorkImage, excluded: np.ndarray, panels, pmap: np.ndarray,
+                min_shift: float, config: MatcherConfig) -> list[CopyPair]:
+    """Pairs from comparing the lanes of blot and gel panels (``lanes``), verified like the rest."""
+    out = []
+    for match in lane_matches(work.gray, excluded, panels, min_shift):
+        h = match.hypothesis
+        v = verify(band, excluded | match.outside(excluded.shape), h.matrix, h.src, config.agree_zncc, min_shift)
+        if v is not None:
+            p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured, lane=match.score,
+                          band=band)
+            if p is not None:
+                out.append(p)
     return out
 
 
@@ -196,6 +219,7 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
         hyps = hyps + dense
     stats["t_dense"] = time.perf_counter() - t2
 
+
     t3 = time.perf_counter()
     pairs = []
     for h in hyps:
@@ -203,14 +227,20 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
         if v is not None:
             dense = h.method == "dense"
             p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured,
-                          inliers=0 if dense else h.support, dense=dense)
+                          inliers=0 if dense else h.support, dense=dense, band=band)
             if p is not None:
                 pairs.append(p)
     stats["t_verify"] = time.perf_counter() - t3
 
+    t5 = time.perf_counter()
+    if config.lanes:
+        pairs += _lane_pairs(band, work, excluded, panels, pmap, min_shift, config)
+        stats["lane_candidates"] = len(pairs)
+    stats["t_lanes"] = time.perf_counter() - t5
+
     t4 = time.perf_counter()
     if config.exact:
-        exact = _exact_pairs(rgb, work, excluded, min_shift, pmap)
+        exact = _exact_pairs(rgb, work, excluded, min_shift, pmap, band)
         stats["exact_candidates"] = len(exact)
         pairs += exact
     stats["t_exact"] = time.perf_counter() - t4

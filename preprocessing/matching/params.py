@@ -70,13 +70,22 @@ DECOR_WEAK_CONTRAST = 30
 # A decoration's pixels are one colour (text, bars, arrows are drawn with one pen): the spread
 # of its (eroded) colour below this. Natural bright spots vary more inside.
 DECOR_MAX_COLOR_STD = 25.0
+# Small anti-aliased text on a dark panel spreads its colour further (partial coverage blends the
+# pen with black: a blue "RFP" at 14 px spreads by 35-40): glyphs up to DECOR_WORD_MAX_PX tall
+# may spread up to DECOR_WORD_MAX_COLOR_STD when they stand in a word, beside a glyph of the same
+# height and top (within DECOR_WORD_ALIGN_PX) and mean colour (within DECOR_WORD_COLOR_TOL).
+DECOR_WORD_MAX_COLOR_STD = 50.0
+DECOR_WORD_MAX_PX = 30
+DECOR_WORD_ALIGN_PX = 2
+DECOR_WORD_COLOR_TOL = 30
 # ... each of its pixels in a pen's colour (anti-aliased edges are covered by the halo): near
 # white (every channel >= DECOR_WHITE), near black (every channel <= DECOR_BLACK) or vivid
-# (channel spread >= DECOR_VIVID_CHROMA at value >= DECOR_VIVID_VALUE).
+# (channel spread >= DECOR_VIVID_CHROMA at value >= DECOR_VIVID_VALUE; 120 rather than 150 so a
+# dark-green (0, 128, 0) channel label counts: stained tissue is muted, not dark and vivid).
 DECOR_WHITE = 215
 DECOR_BLACK = 50
 DECOR_VIVID_CHROMA = 120
-DECOR_VIVID_VALUE = 150
+DECOR_VIVID_VALUE = 120
 # Decorations are drawn with thin pens: the largest inscribed half-width (distance transform
 # maximum) at most this, unless the component is a bar (elongation >= DECOR_BAR_ELONGATION).
 DECOR_MAX_HALF_STROKE = 4.0
@@ -219,6 +228,7 @@ class MatcherConfig(Recorded):
     exact: bool = True  # block hashing for copies pasted without resampling
     decorations: bool = True  # drop keypoints and agreement on labels, scale bars, arrows
     skip_charts: bool = True  # no matching inside chart / text panels
+    lanes: bool = True  # blot and gel panels compared lane by lane (see lanes.py)
 
 
 # Decision defaults, measured by benchmarks/matcher_dev.py (--grid) on the tuning sets (synthetic
@@ -237,6 +247,13 @@ DEFAULT_MIN_STRENGTH = 0.0
 # 16 recurring 5x5 blocks (probed on a 2 px grid, ~ a 14 x 14 px copy): 6 flags 2 authentic
 # photos and 3 figures (identical tick marks, rulings, JPEG-flat blocks), 10 one photo.
 DEFAULT_MIN_EXACT_BLOCKS = 16
+# Pairs found only lane by lane (lanes.py) pass when their tile's lane-residual correlation
+# reaches this (the search proposes from lanes.LANE_TILE_ZNCC with a margin over every other
+# lane). benchmarks/lane_probe.py: on 40 authentic synthetic blots and gels the best false lane
+# pairs score 0.47-0.52 (at a 0.9 rescale: the variants give chance more tries); copied lanes
+# after a gain change, mirror or rescale and JPEG score 0.41-0.99. 0.55 keeps every authentic blot
+# clean and finds 16 of 20 copied lanes (7 without the stage); the weakest copies are lost.
+DEFAULT_MIN_LANE_SCORE = 0.55
 # Pairs found only by the FFT search need near-exact agreement: at 0.9 and below, similar or
 # mirror-symmetric blot lanes flagged authentic images in the tuning sets.
 DEFAULT_MIN_DENSE_CORRELATION = 0.95
@@ -255,6 +272,8 @@ class DecisionParams(Recorded):
     min_strength: image-level bar on ``CopyPair.strength``; calibration trades false positives
         on authentic images against missed copies with it.
     use_dense: whether being found by the dense search can stand in for keypoint inliers.
+    min_lane_score: a pair found lane by lane passes when its lanes' residuals correlate this
+        well (``CopyPair.lane``); it still needs ``min_correlation`` and ``min_area``.
     min_exact_blocks: a pair whose pixels recur exactly over this many hashed blocks passes on
         that alone, at any size (see ``exact``).
     """
@@ -266,3 +285,4 @@ class DecisionParams(Recorded):
     min_strength: float = DEFAULT_MIN_STRENGTH
     use_dense: bool = True
     min_exact_blocks: int = DEFAULT_MIN_EXACT_BLOCKS
+    min_lane_score: float = DEFAULT_MIN_LANE_SCORE

@@ -127,13 +127,14 @@ class CopyPair:
     exact_blocks: int  # blocks that recur pixel for pixel (0 unless the copy is exact)
     within_panel: bool  # source and copy lie in the same panel
     strength: float  # image-level evidence in [0, 1): see detector.strength
+    lane: float = 0.0  # lane-residual correlation when found lane by lane (lanes.py), else 0
 
     @property
     def method(self) -> str:
         """The searches that found it, joined by "+": "keypoints", "dense" (FFT shift / mirror
-        search), "exact" (block hashing)."""
+        search), "exact" (block hashing), "lanes" (lane by lane)."""
         found = [name for name, hit in (("keypoints", self.inliers > 0), ("dense", self.dense),
-                                        ("exact", self.exact_blocks > 0)) if hit]
+                                        ("exact", self.exact_blocks > 0), ("lanes", self.lane > 0)) if hit]
         return "+".join(found) or "dense"
 
     @property
@@ -159,6 +160,7 @@ class CopyPair:
             "correlation": round(float(self.correlation), 3),
             "area": round(float(self.area), 5), "method": self.method,
             "within_panel": bool(self.within_panel), "strength": round(float(self.strength), 4),
+            "lane": round(float(self.lane), 3),
         }
 
 

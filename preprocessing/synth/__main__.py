@@ -17,7 +17,7 @@ def main(argv):
     del argv
     cfg = cli.from_flags(SynthConfig)
     s = generate(FLAGS.output_dir, cfg.num_train, cfg.num_test, cfg.seed, cfg.min_size, cfg.max_size,
-                 style=cfg.style, overwrite=FLAGS.overwrite)
+                 style=cfg.style, overwrite=FLAGS.overwrite, sources=cfg.sources)
     train, test = s["train"], s["test"]
     print(f"wrote {FLAGS.output_dir}: train {train['images']} images ({train['forged']} forged, {train['authentic']} "
           f"authentic, {train['pairs']} forged/authentic pairs), test {test['images']} ({test['forged']} forged), "

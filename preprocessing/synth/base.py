@@ -40,9 +40,11 @@ def available_science_images() -> tuple[str, ...]:
     return tuple(n for n in SCIENCE_IMAGES if _science_image(n) is not None)
 
 
-def photo_crop(rng: np.random.Generator, h: int, w: int, gray: bool) -> tuple[np.ndarray, str]:
-    """A random (h, w) crop of a scientific photograph, rescaled so it covers the crop."""
-    names = available_science_images()
+def photo_crop(rng: np.random.Generator, h: int, w: int, gray: bool,
+               names: Optional[tuple] = None) -> tuple[np.ndarray, str]:
+    """A random (h, w) crop of a scientific photograph (or of ``names``, scikit-image samples),
+    rescaled so it covers the crop."""
+    names = available_science_images() if names is None else tuple(n for n in names if _science_image(n) is not None)
     name = names[rng.integers(len(names))]
     src = _science_image(name)
     if gray and src.ndim == 3:

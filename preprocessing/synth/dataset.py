@@ -14,6 +14,7 @@ import numpy as np
 from preprocessing import outputs, rle
 from preprocessing.errors import UsageError
 from preprocessing.hyperparams import HELP, option
+from preprocessing.synth import hard
 from preprocessing.synth.base import MIN_REGION_STD, available_science_images, make_base
 from preprocessing.synth.copymove import forge
 
@@ -24,7 +25,7 @@ PAIRED_FRACTION = 0.6  # forged training cases whose authentic twin is also writ
 JPEG_PROB, NOISE_PROB = 0.25, 0.15
 GRAY_16BIT_PROB = 0.1  # of grayscale images, saved as 16-bit PNG (value * 257, exact under to_rgb8)
 BASE_ATTEMPTS = 5  # base images drawn for a forged case before accepting flat regions
-STYLES = ("mixed", "figures", "photos")
+STYLES = ("mixed", "figures", "photos", "hard")
 FIGURE_FRACTION = 0.5  # of ``mixed`` cases drawn as compound figures
 
 
@@ -39,7 +40,11 @@ class SynthConfig:
     max_size: int = option(1500, "Largest image side in pixels (more than --min_size: images are never square).",
                            lower=17)
     style: str = option("mixed", "photos: single images; figures: compound scientific figures (panels, labels, "
-                        "scale bars, blots, charts); mixed: half of each.", choices=STYLES)
+                        "scale bars, blots, charts); mixed: half of each; hard: smooth, small, lane, rotated and "
+                        "rescaled copies after JPEG/noise/blur, and authentic look-alikes (synth.hard).",
+                        choices=STYLES)
+    sources: str = option("seen", "hard style only: 'unseen' crops photographs from scikit-image samples the other "
+                          "styles never use (a held-out set of unfamiliar sources).", choices=("seen", "unseen"))
 
 
 def draw_post(rng: np.random.Generator) -> dict:
@@ -54,8 +59,11 @@ def draw_post(rng: np.random.Generator) -> dict:
 
 
 def post_process(image: np.ndarray, post: dict) -> np.ndarray:
-    """Noise then JPEG round trip; the same ``post`` gives the same change on a before/after pair."""
+    """Blur, noise, then JPEG round trip (whichever ``post`` names); the same ``post`` gives the
+    same change on a before/after pair."""
     out = image
+    if "blur_sigma" in post:
+        out = cv2.GaussianBlur(out, (0, 0), post["blur_sigma"])
     if "noise_sigma" in post:
         noise = np.random.default_rng(post["noise_seed"]).standard_normal(out.shape, dtype=np.float32)
         noise *= np.float32(post["noise_sigma"])
@@ -157,16 +165,20 @@ def figures_fit(max_size: int) -> bool:
     return max_size >= FIGURE_MIN_SIDE
 
 
-def _make_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_size: int, style: str = "photos"):
+def _make_case(case: SynthCase, rng: np.random.Generator, min_size: int, max_size: int, style: str = "photos",
+               sources: str = "seen"):
     """(images to write as {relative path: array}, mask instances or None) for one planned case."""
     if style == "mixed":
         style = "figures" if rng.random() < FIGURE_FRACTION and figures_fit(max_size) else "photos"
-    draw = _figure_case if style == "figures" else _photo_case
-    base, image, instances, case.ops = draw(case, rng, min_size, max_size)
+    if style == "hard":
+        base, image, instances, case.ops, case.kind = hard.hard_case(rng, case.forged, min_size, max_size, sources)
+    else:
+        draw = _figure_case if style == "figures" else _photo_case
+        base, image, instances, case.ops = draw(case, rng, min_size, max_size)
     case.height, case.width = base.shape[:2]
     case.channels = 1 if base.ndim == 2 else 3
     case.bit16 = base.ndim == 2 and bool(rng.random() < GRAY_16BIT_PROB)
-    case.post = draw_post(rng)
+    case.post = hard.draw_post(rng) if style == "hard" else draw_post(rng)
     files = {}
     if case.split == "test":
         files[os.path.join("test_images", case.case_id + ".png")] = post_process(image, case.post)
@@ -188,10 +200,11 @@ def owned(rel: str) -> bool:
 
 def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size: int = SynthConfig.min_size,
              max_size: int = SynthConfig.max_size, show_progress: Optional[bool] = None,
-             style: str = SynthConfig.style, overwrite: bool = False) -> dict:
+             style: str = SynthConfig.style, overwrite: bool = False, sources: str = SynthConfig.sources) -> dict:
     """Write a synthetic dataset in the competition layout; returns a summary (also in synth_meta.json).
 
-    ``style`` is ``photos``, ``figures`` or ``mixed`` (module docstring). Photos have both sides in
+    ``style`` is ``photos``, ``figures``, ``mixed`` (module docstring) or ``hard`` (``synth.hard``,
+    with ``sources``). Photos have both sides in
     [min_size, max_size]; a figure page is 400-1500 px wide by default (``figure_layout`` gives
     the rule for other bounds) and needs max_size >= 128: below that ``mixed`` makes photos only.
     The dataset is written to a staging folder and moved into ``output_dir`` when complete. A
@@ -204,17 +217,19 @@ def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size
         raise UsageError(f"need 16 <= min_size < max_size (images are never square), got {min_size}, {max_size}")
     if style not in STYLES:
         raise UsageError(f"style must be one of {STYLES}, got {style!r}")
+    if sources not in hard.SOURCES:
+        raise UsageError(f"sources must be one of {hard.SOURCES}, got {sources!r}")
     if style == "figures" and not figures_fit(max_size):
         raise UsageError(f"style 'figures' needs a larger max_size than {max_size} (pages of at least 128 px)")
     if not available_science_images():
         raise RuntimeError("no scikit-image sample image could be loaded")
     output_dir = outputs.check_dir(output_dir, overwrite=overwrite, owned=owned)
     with outputs.staged_local_dir(output_dir, owned) as staging:
-        return _write_dataset(staging, num_train, num_test, seed, min_size, max_size, show_progress, style)
+        return _write_dataset(staging, num_train, num_test, seed, min_size, max_size, show_progress, style, sources)
 
 
 def _write_dataset(output_dir: str, num_train: int, num_test: int, seed: int, min_size: int, max_size: int,
-                   show_progress: Optional[bool], style: str) -> dict:
+                   show_progress: Optional[bool], style: str, sources: str = SynthConfig.sources) -> dict:
     for sub in ("train_images/authentic", "train_images/forged", "train_masks", "test_images"):
         os.makedirs(os.path.join(output_dir, sub), exist_ok=True)
 
@@ -232,7 +247,7 @@ def _write_dataset(output_dir: str, num_train: int, num_test: int, seed: int, mi
 
     solution_rows = []
     for case, seq in zip(iterator, case_seqs):
-        files, instances = _make_case(case, np.random.default_rng(seq), min_size, max_size, style)
+        files, instances = _make_case(case, np.random.default_rng(seq), min_size, max_size, style, sources)
         for rel, img in files.items():
             write_png(os.path.join(output_dir, rel), img, case.bit16)
         if case.split == "train" and case.forged:
@@ -253,6 +268,7 @@ def _write_dataset(output_dir: str, num_train: int, num_test: int, seed: int, mi
         "seed": seed,
         "options": {"num_train": num_train, "num_test": num_test, "min_size": min_size, "max_size": max_size},
         "style": style,
+        **({"sources": sources} if style == "hard" else {}),
         "train": {"images": num_train, "forged": sum(c.forged for c in train),
                   "authentic": sum(not c.forged for c in train) + sum(c.paired for c in train),
                   "pairs": sum(c.paired for c in train)},

@@ -1,0 +1,150 @@
+"""Legitimate repeats: pairs that match because the figure repeats by design, not by copy-move.
+
+Two rules, each a pure function of the working image and one verified pair:
+- ``channel_of_merge``: a fluorescence figure shows each channel of a field in its own panel and
+  then their Merge, which contains every channel by construction. A pair where, around it, one
+  side is the other plus the light of another dye (a non-negative, saturated excess of another
+  hue) is a channel and its merge. Grey
+  levels cannot tell this (the merge's fine detail is the channel's), colour composition can.
+- ``lattice``: a regular grid of wells or dots matches itself under every shift by its
+  periods and every mirror and turn of its symmetry; a region whose fine detail repeats along
+  two directions is a lattice, and no match of it is evidence.
+Insets (a zoomed part of a panel) and fields of look-alike cells need no rule of their own in
+the tests (tests/test_legit_repeats.py): an inset is magnified 2-3x (``MAX_SCALE`` is 2) and
+its fine detail is blurred by the zoom; look-alike cells share a shape but not their noise.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+# Fluorescence channels are light on black: the dimmer side's median brightest channel is at most
+# this (synthetic channel panels: 0-88; IHC and brightfield photographs: 120 and up; grey images
+# pass but cannot show an excess in colour).
+FLUORESCENCE_MAX_MEDIAN = 100
+# Pixels darker than this (max channel), or greyer (spread between channels), carry no colour to judge.
+DYE_MIN_LEVEL = 20
+# The brighter side (the merge) exceeds the dimmer (its channel) in no channel by more than
+# MERGE_TOL grey levels (JPEG, noise, rounding) on at least MERGE_MIN_SHARE of the pixels ...
+MERGE_TOL = 20
+MERGE_MIN_SHARE = 0.9
+# ... and by at least MERGE_MIN_EXTRA in some channel on MERGE_MIN_EXTRA_SHARE of them (the
+# other dyes show somewhere around the pair; an exact copy differs nowhere) ...
+MERGE_MIN_EXTRA = 25
+MERGE_MIN_EXTRA_SHARE = 0.05
+# ... in colour: the unit RGB direction of the excess spreads by at least DYE_MIN_CHROMA between
+# its channels (a grey brightness offset: 0; the synthetic merges' excess, a mix of dyes, labels
+# and blur: 0.15-0.37), at least MERGE_MIN_ANGLE degrees from the dimmer side's own colour (a gain
+# change adds the same hue; gain 1.1 plus offset 15 on brown tissue: ~13 degrees; merges: 32-37).
+DYE_MIN_CHROMA = 0.12
+MERGE_MIN_ANGLE = 20.0
+# At most this many pixels are compared (a regular subsample: enough for the shares above).
+REPEAT_SAMPLES = 4000
+# The pair is read this share of its size around its regions too: the other dyes may be dark
+# under the region itself (where only the channel's stain is) but show around it.
+REPEAT_CONTEXT = 0.15
+# A lattice's auto-correlation (normalised by its energy, so a full-overlap repeat is 1) peaks at
+# one period with roughly the share of the region that overlaps its shifted self (0.8-0.95 for
+# regions a few periods wide); natural texture and copied regions stay below ~0.3 away from zero.
+LATTICE_MIN_PEAK = 0.5
+# Two peaks this many degrees apart span a lattice (a row of lanes repeats along one line only).
+LATTICE_MIN_ANGLE = 30.0
+
+
+def _window_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A regular subsample of the pixels in ``mask``'s box grown by ``REPEAT_CONTEXT`` on each side."""
+    ys, xs = np.nonzero(mask)
+    h, w = mask.shape
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    gy, gx = int(REPEAT_CONTEXT * (y1 - y0)), int(REPEAT_CONTEXT * (x1 - x0))
+    y0, y1, x0, x1 = max(0, y0 - gy), min(h, y1 + gy), max(0, x0 - gx), min(w, x1 + gx)
+    step = max(1, int(np.sqrt((y1 - y0) * (x1 - x0) / REPEAT_SAMPLES)))
+    yy, xx = np.mgrid[y0:y1:step, x0:x1:step]
+    return yy.ravel(), xx.ravel()
+
+
+def _direction(colours: np.ndarray) -> np.ndarray:
+    """Unit RGB direction holding most of the colours' energy (uncentred: a dye is a line through black)."""
+    _, _, vt = np.linalg.svd(colours.astype(np.float64), full_matrices=False)
+    v = vt[0]
+    return v if v.sum() >= 0 else -v
+
+
+def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: np.ndarray) -> bool:
+    """Whether the pair (working masks, map ``m`` source -> copy) is a channel and the merge that
+    contains it: around the pair (``REPEAT_CONTEXT``), one side is dark like a fluorescence channel
+    and the other is it plus light of another dye, i.e. the difference is non-negative nearly
+    everywhere (``MERGE_TOL``, ``MERGE_MIN_SHARE``),
+    large on a share of the pixels (``MERGE_MIN_EXTRA*``), saturated (a dye, not a brightness
+    offset: ``DYE_MIN_CHROMA``) and of another hue than the dimmer side (``MERGE_MIN_ANGLE``: not a
+    gain change). Regions and their surroundings are read, not panels: blur or JPEG can fill the
+    gutters between panels, and exact hashing grows a region across them."""
+    h, w = source.shape
+    if not source.any():
+        return False
+    ys, xs = _window_pixels(source)
+    m = np.asarray(m, np.float64)
+    px = np.rint(m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).astype(int)
+    py = np.rint(m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).astype(int)
+    inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    a = rgb[ys[inside], xs[inside]].astype(np.int16)
+    b = rgb[py[inside], px[inside]].astype(np.int16)
+    if len(a) < 16:
+        return False
+    for dim, bright in ((a, b), (b, a)):
+        if float(np.median(dim.max(axis=1))) > FLUORESCENCE_MAX_MEDIAN:
+            continue  # not a fluorescence channel: those are light on black
+        d = bright - dim
+        if float(np.mean((d >= -MERGE_TOL).all(axis=1))) < MERGE_MIN_SHARE:
+            continue
+        extra = d[d.max(axis=1) >= MERGE_MIN_EXTRA]
+        # the dimmer side's own colour, from its coloured pixels (gutters and page are grey)
+        lit = dim[(dim.max(axis=1) >= DYE_MIN_LEVEL) & (np.ptp(dim, axis=1) >= DYE_MIN_LEVEL)]
+        if len(extra) < MERGE_MIN_EXTRA_SHARE * len(d) or len(lit) < 16:
+            continue
+        v, u = _direction(extra), _direction(lit)
+        if v.max() - v.min() >= DYE_MIN_CHROMA and np.degrees(np.arccos(min(1.0, float(u @ v)))) >= MERGE_MIN_ANGLE:
+            return True
+    return False
+
+
+def lattice(band: np.ndarray, source: np.ndarray, min_shift: float) -> bool:
+    """Whether the fine detail under ``source`` repeats along two directions (a lattice: wells,
+    gratings of dots, tiles): its auto-correlation away from zero shift peaks above
+    ``LATTICE_MIN_PEAK`` at two offsets more than ``LATTICE_MIN_ANGLE`` apart. A lattice matches
+    itself under every shift, mirror and turn of its symmetry, so none of them is evidence. Blot
+    lanes repeat along one direction only and keep their evidence."""
+    ys, xs = np.nonzero(source)
+    if len(ys) == 0:
+        return False
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    a = band[y0:y1, x0:x1] * (source[y0:y1, x0:x1] > 0)
+    a = (a - a[source[y0:y1, x0:x1] > 0].mean()) * (source[y0:y1, x0:x1] > 0)
+    energy = float((a * a).sum())
+    if energy <= 0:
+        return False
+    h, w = a.shape
+    f = np.fft.rfft2(a, (2 * h, 2 * w))
+    auto = np.fft.fftshift(np.fft.irfft2(f * np.conj(f), (2 * h, 2 * w))) / energy
+    cy, cx = h, w
+    yy, xx = np.mgrid[0:2 * h, 0:2 * w]
+    dy, dx = yy - cy, xx - cx
+    auto[dy * dy + dx * dx < min_shift * min_shift] = 0
+    first = np.unravel_index(int(np.argmax(auto)), auto.shape)
+    if auto[first] < LATTICE_MIN_PEAK:
+        return False
+    v = np.array([first[1] - cx, first[0] - cy], np.float64)
+    cos = np.abs(dx * v[0] + dy * v[1]) / (np.hypot(dx, dy) * np.hypot(*v) + 1e-9)
+    auto[cos > np.cos(np.radians(LATTICE_MIN_ANGLE))] = 0
+    return float(auto.max()) >= LATTICE_MIN_PEAK
+
+
+def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, source: np.ndarray, copy: np.ndarray,
+                      m: np.ndarray, min_shift: float) -> Optional[str]:
+    """The reason a verified pair is a repeat by design ("channel_of_merge", "lattice"), or None."""
+    if channel_of_merge(rgb, source, copy, m):
+        return "channel_of_merge"
+    if lattice(band, source, min_shift):
+        return "lattice"
+    return None

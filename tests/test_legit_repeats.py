@@ -1,0 +1,94 @@
+"""Legitimate repeats stay authentic under the default matcher (preprocessing.matching.repeats,
+the decoration finder), and the rules do not hide a real copy."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from preprocessing import synth
+from preprocessing.matching import MatcherConfig, decide, detect
+from preprocessing.matching.repeats import channel_of_merge
+from preprocessing.synth import lookalikes
+
+
+def flagged(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> list:
+    return decide(detect(image, config))
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_channel_split_figure_with_its_merge_stays_authentic(seed):
+    image, record = lookalikes.channel_merge(np.random.default_rng(seed))
+    assert record["rows"] >= 1
+    assert flagged(image) == []
+
+
+def test_merge_rule_is_what_keeps_the_channel_figure_authentic():
+    """Without the colour-composition rule the channel panel and its merge match (grey levels
+    agree): the test above is not passing by accident."""
+    from preprocessing.matching import detector
+
+    image, _ = lookalikes.channel_merge(np.random.default_rng(0))
+    original = detector.legitimate_repeat
+    try:
+        detector.legitimate_repeat = lambda *a, **k: None
+        assert flagged(image) != []
+    finally:
+        detector.legitimate_repeat = original
+
+
+def test_field_of_200_lookalike_cells_stays_authentic():
+    image, record = lookalikes.cell_field(np.random.default_rng(1))
+    assert record["cells"] == 200
+    assert flagged(image) == []
+
+
+@pytest.mark.parametrize("seed", [0, 8])
+def test_figure_with_identical_coloured_labels_stays_authentic(seed):
+    """Seed 0: a dark-green "DAPI" label; seed 8: an anti-aliased blue "RFP" on black panels."""
+    image, record = lookalikes.coloured_labels(np.random.default_rng(seed))
+    assert record["panels"] >= 3
+    assert flagged(image) == []
+
+
+@pytest.mark.parametrize("kind", ["inset", "grid"])
+def test_insets_and_lattices_stay_authentic(kind):
+    for seed in range(2):
+        image, _ = lookalikes.lookalike(np.random.default_rng(seed), kind)
+        assert flagged(image) == [], (kind, seed)
+
+
+def _two_panels(change) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(image, left mask, right mask, map left -> right): a green fluorescence channel (mostly
+    dark) on the left and, on the right, ``change`` applied to it."""
+    rng = np.random.default_rng(0)
+    grey = rng.uniform(0, 1, (60, 60, 1)) ** 3
+    left = grey * np.array([40, 230, 60])
+    right = change(left, rng)
+    image = np.clip(np.rint(np.concatenate([left, np.full((60, 10, 3), 255.0), right], axis=1)), 0, 255)
+    src = np.zeros((60, 130), np.uint8)
+    src[10:50, 10:50] = 1
+    dst = np.roll(src, 70, axis=1)
+    return image.astype(np.uint8), src, dst, np.array([[1.0, 0, 70], [0, 1.0, 0]])
+
+
+@pytest.mark.parametrize("change,merge", [
+    (lambda c, rng: c + rng.uniform(0, 1, (60, 60, 1)) ** 3 * np.array([60, 110, 255]), True),  # + a blue dye
+    (lambda c, rng: c, False),  # an exact copy
+    (lambda c, rng: c * 1.1, False),  # a gain change: the same hue
+    (lambda c, rng: c + 30, False),  # a brightness offset: grey, not a dye
+])
+def test_channel_of_merge_reads_colour_composition(change, merge):
+    image, src, dst, m = _two_panels(change)
+    assert channel_of_merge(image, src, dst, m) is merge
+    assert channel_of_merge(image, dst, src, np.array([[1.0, 0, -70], [0, 1.0, 0]])) is merge
+
+
+def test_copy_between_two_merge_panels_is_still_found():
+    """The merge rule needs one single-dye side: a region copied from one merge panel to another
+    (two dyes on both sides) is reported."""
+    image, _ = lookalikes.channel_merge(np.random.default_rng(0))
+    out = image.copy()
+    # merge panels are the last column: rows at y 6 and 176, x 334..494
+    out[200:270, 350:420] = image[30:100, 350:420]
+    pairs = flagged(synth.post_process(out, {}))
+    assert any(p.source.mask()[65, 385] or p.copy.mask()[65, 385] for p in pairs)
