@@ -129,7 +129,7 @@ def excluded_mask(work: WorkImage, panels, deco: np.ndarray, page_px: np.ndarray
 
 
 def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shift: float,
-                 pmap: np.ndarray) -> list[CopyPair]:
+                 pmap: np.ndarray, limit: int) -> list[CopyPair]:
     """Pairs from exact block hashing on the original pixels (small enough images only)."""
     h, w = rgb.shape[:2]
     if h * w > P.EXACT_MAX_PIXELS:
@@ -137,7 +137,7 @@ def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shi
     native_excluded = (excluded if excluded.shape == (h, w)
                        else cv2.resize(excluded, (w, h), interpolation=cv2.INTER_NEAREST))
     out = []
-    for cand in exact_candidates(rgb, native_excluded, min_shift / min(1.0, work.scale)):
+    for cand in exact_candidates(rgb, native_excluded, min_shift / min(1.0, work.scale), limit):
         src, cpy = exact_region(rgb, cand)
         if touching(src, cpy):  # grown into flat surroundings that meet: keep the blocks alone
             src, cpy = exact_region(rgb, cand, grow=False)
@@ -210,7 +210,7 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
 
     t4 = time.perf_counter()
     if config.exact:
-        exact = _exact_pairs(rgb, work, excluded, min_shift, pmap)
+        exact = _exact_pairs(rgb, work, excluded, min_shift, pmap, config.max_hypotheses)
         stats["exact_candidates"] = len(exact)
         pairs += exact
     stats["t_exact"] = time.perf_counter() - t4
