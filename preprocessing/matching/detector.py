@@ -25,9 +25,10 @@ import numpy as np
 from preprocessing.matching import params as P
 from preprocessing.matching.decorations import DRAWING_KINDS
 from preprocessing.matching.dense import dense_hypotheses
+from preprocessing.matching.densefield import densefield_hypotheses
 from preprocessing.matching.exact import exact_candidates, exact_region
 from preprocessing.matching.hypotheses import keypoint_hypotheses
-from preprocessing.matching.keypoints import g2nn_matches, sift_features
+from preprocessing.matching.keypoints import concat, g2nn_matches, needs_dense_keypoints, panel_features, sift_features
 from preprocessing.matching.layout import layout, page_pixels, to_original
 from preprocessing.matching.panels import panel_index_map
 from preprocessing.matching.params import MatcherConfig
@@ -181,8 +182,13 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
 
     t1 = time.perf_counter()
-    feats = sift_features(work.gray, (1 - excluded) * 255, config.sift_contrast, config.sift_max_features,
-                          work.sift_zoom)
+    allowed = (1 - excluded) * 255
+    feats = sift_features(work.gray, allowed, config.sift_contrast, config.sift_max_features, work.sift_zoom)
+    if config.small_panels:
+        extra = [panel_features(work.gray, allowed, box) for box, kind in panels
+                 if kind not in DRAWING_KINDS and needs_dense_keypoints(box, band)]
+        stats["dense_keypoint_panels"] = len(extra)
+        feats = concat([feats] + extra)
     matches = g2nn_matches(feats, config.g2nn_ratio)
     hyps = keypoint_hypotheses(feats, matches, config.ransac_px, config.max_scale, limit=config.max_hypotheses)
     stats.update(keypoints=len(feats), matches=len(matches), kp_hypotheses=len(hyps),
@@ -195,6 +201,13 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
         stats["dense_hypotheses"] = len(dense)
         hyps = hyps + dense
     stats["t_dense"] = time.perf_counter() - t2
+
+    t_field = time.perf_counter()
+    if config.dense_field:
+        field = densefield_hypotheses(work.gray, excluded, min_shift, config.max_scale, config.max_hypotheses)
+        stats["densefield_hypotheses"] = len(field)
+        hyps = hyps + field
+    stats["t_densefield"] = time.perf_counter() - t_field
 
     t3 = time.perf_counter()
     pairs = []

@@ -121,6 +121,23 @@ MAX_SCALE = 2.0
 # At most this many transforms are verified per image (strongest support first).
 MAX_HYPOTHESES = 24
 
+# ----------------------------------------------------------------------------- small and flat panels
+
+# Panels whose shorter side is below this (working pixels) hold too few scale-space extrema at
+# the image's SIFT settings: a copy inside them shows only a handful of keypoints.
+SMALL_PANEL_PX = 200
+# Panels whose fine detail (the verification band, grey levels) spreads less than this are
+# smooth (background, blurred nuclei, blot membranes): their keypoints sit below the contrast bar.
+LOW_DETAIL_STD = 2.5
+# The denser pass: SIFT's contrast threshold this low (OpenCV's default is 0.04; near zero keeps
+# extrema carried by sensor noise, which a copy carries too), on the panel enlarged this much ...
+DENSE_SIFT_CONTRAST = 0.003
+PANEL_ZOOM = 2.0
+# ... but never beyond this longer side, and at most this many keypoints per panel (the g2NN
+# search over all keypoints grows with their count).
+PANEL_MAX_SIDE = 800
+PANEL_MAX_FEATURES = 1500
+
 # ----------------------------------------------------------------------------- dense matching
 
 # Dense candidates come from the auto-correlation of the whitened working image (and its
@@ -216,6 +233,11 @@ class MatcherConfig(Recorded):
     # the FFT search for plain / mirrored shifts: off by default, since on the tuning sets it
     # added no oF1 over keypoints + exact hashing at several times the time (docs/experiments.md)
     dense: bool = False
+    # the dense field (densefield.py): rotation- and scale-invariant disk features matched at
+    # every grid point, for copies in smooth areas, small and resampled copies
+    dense_field: bool = False
+    # a denser keypoint pass in small or low-contrast panels (keypoints.panel_features)
+    small_panels: bool = False
     exact: bool = True  # block hashing for copies pasted without resampling
     decorations: bool = True  # drop keypoints and agreement on labels, scale bars, arrows
     skip_charts: bool = True  # no matching inside chart / text panels
