@@ -27,11 +27,10 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
 
-from preprocessing import synth
+from preprocessing import rle, synth
 from preprocessing.images import read_rgb8
 from preprocessing.matching import DecisionParams, MatcherConfig, decide, detect, passes
 from preprocessing.synth import base as synth_base
-from preprocessing import rle
 from serving.metric import f1_matrix
 
 SPLITS = {"tune": (1001, 120), "report": (2002, 200)}
