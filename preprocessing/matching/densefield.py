@@ -21,8 +21,9 @@ detection"), reimplemented with numpy, OpenCV and a scipy k-d tree:
    neighbours' raw offsets agree with the map (``FIT_SHARE``; a mean residual is wrecked by one
    outlier on a small copy).
 4. Regions: connected consistent points, one affine map each by RANSAC; maps that shear or
-   scale unevenly (``MAX_ANISOTROPY``), or rescale beyond ``max_scale``, are refused (a copy is
-   moved, turned, mirrored or uniformly rescaled; uneven maps come from look-alike structures).
+   scale unevenly (``MAX_ANISOTROPY``), rescale beyond ``max_scale`` or mirror are refused (a
+   copy is moved, turned or uniformly rescaled; uneven maps come from look-alike structures,
+   mirrored ones from mirror-symmetric objects, see ``map_ok``).
 
 Each region becomes a ``Hypothesis`` (its inlier points as seeds) that the detector verifies
 and decides exactly like a keypoint candidate: the inlier count plays the role of keypoint
@@ -280,10 +281,14 @@ def tolerance(stride: int) -> float:
 
 
 def map_ok(m: np.ndarray, max_scale: float) -> bool:
-    """A similarity (possibly mirrored) within the scale limits: no shear, no uneven scale."""
-    s = np.linalg.svd(np.asarray(m, np.float64)[:, :2], compute_uv=False)
+    """An unmirrored similarity within the scale limits: no shear, no uneven scale, no mirror.
+    Zernike magnitudes cannot tell a disk from its mirror image, and natural structures (cells,
+    bands, lanes) are often mirror-symmetric, so mirrored maps are left to the keypoint search
+    (which has mirrored descriptors) and exact hashing."""
+    linear = np.asarray(m, np.float64)[:, :2]
+    s = np.linalg.svd(linear, compute_uv=False)
     return bool(np.all(np.isfinite(s)) and s[1] > 0 and s[0] / s[1] <= MAX_ANISOTROPY
-                and 1.0 / max_scale <= np.sqrt(s[0] * s[1]) <= max_scale)
+                and np.linalg.det(linear) > 0 and 1.0 / max_scale <= np.sqrt(s[0] * s[1]) <= max_scale)
 
 
 def _region_maps(src: np.ndarray, dst: np.ndarray, tol: float, min_shift: float,
