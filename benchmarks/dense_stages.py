@@ -23,7 +23,10 @@ from preprocessing.matching import DecisionParams, MatcherConfig
 
 SPLITS = {"tune": 1001, "heldout": 3003}
 STYLES = ("photos", "figures")
-STAGES = {"baseline": {}, "dense_field": {"dense_field": True}, "small_panels": {"small_panels": True},
+# each stage named alone (the other off), so the ablation does not depend on the current defaults
+STAGES = {"baseline": {"dense_field": False, "small_panels": False},
+          "dense_field": {"dense_field": True, "small_panels": False},
+          "small_panels": {"dense_field": False, "small_panels": True},
           "both": {"dense_field": True, "small_panels": True}}
 
 

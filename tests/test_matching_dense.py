@@ -20,8 +20,8 @@ from preprocessing.matching.keypoints import needs_dense_keypoints, panel_featur
 from preprocessing.matching.verify import bandpass
 from serving.metric import f1_matrix
 
-FIELD = MatcherConfig(dense_field=True)
-PANELS = MatcherConfig(small_panels=True)
+FIELD = MatcherConfig(dense_field=True, small_panels=False)
+PANELS = MatcherConfig(dense_field=False, small_panels=True)
 ON = MatcherConfig(dense_field=True, small_panels=True)
 
 

@@ -233,10 +233,15 @@ class MatcherConfig(Recorded):
     # the FFT search for plain / mirrored shifts: off by default, since on the tuning sets it
     # added no oF1 over keypoints + exact hashing at several times the time (docs/experiments.md)
     dense: bool = False
-    # the dense field (densefield.py): rotation- and scale-invariant disk features matched at
-    # every grid point, for copies in smooth areas, small and resampled copies
+    # the dense field (densefield.py): rotation-invariant, contrast-normalised disk features
+    # matched over a grid, for copies in smooth areas or with changed brightness. Off by default:
+    # on the tuning seed it raised oF1 but took 2-4x the matcher's time, beyond the speed goal
+    # (docs/dense_field.md)
     dense_field: bool = False
-    # a denser keypoint pass in small or low-contrast panels (keypoints.panel_features)
+    # a denser keypoint pass in small or low-contrast panels (keypoints.panel_features). Off by
+    # default: on the tuning seed it found more copies at about the same time, but it also flags
+    # authentic figures with look-alike structures (one of the tuning set's, one in
+    # tests/test_matching.py) until legitimate repeats are recognised (docs/dense_field.md)
     small_panels: bool = False
     exact: bool = True  # block hashing for copies pasted without resampling
     decorations: bool = True  # drop keypoints and agreement on labels, scale bars, arrows
