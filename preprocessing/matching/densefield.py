@@ -31,6 +31,7 @@ inliers, so the decision defaults apply unchanged.
 """
 from __future__ import annotations
 
+import warnings
 from math import factorial
 
 import cv2
@@ -41,8 +42,8 @@ from scipy.spatial import cKDTree
 from preprocessing.matching import params as P
 from preprocessing.matching.hypotheses import Hypothesis, distinct, to3
 
-# Highest Zernike order: order 5 (11 magnitudes without the mean) separates textures well while
-# a copy's rotation, resampling and JPEG leave the magnitudes close (Cozzolino et al. use 5).
+# Highest Zernike order, as in Cozzolino et al.: 11 magnitudes without the mean, close between a
+# copy and its source after rotation, resampling and JPEG.
 ZERNIKE_ORDER = 5
 # Disk radius (working pixels): a 16 px disk holds enough detail to be distinctive and still
 # fits several times inside a copy of 0.3% of a ~600 px image.
@@ -52,16 +53,17 @@ DISK_RADIUS = 8.0
 PATCHMATCH_ITERS = 2
 JUMPS = (4, 2, 1)
 # Grid points per image at most: the stride grows with the image (at least ``MIN_STRIDE``) so
-# that the feature and neighbour search stay within a fraction of a second per core.
+# that the neighbour search and PatchMatch are bounded whatever the page size.
 MAX_POINTS = 40_000
 MIN_STRIDE = 2
 # A disk whose grey-level standard deviation is below this has no detail: no features, no
 # evidence. Below the sensor noise of any camera or scanner (sigma >= ~1), above 8-bit rounding.
 FLAT_STD = 0.5
-# Neighbours retrieved per point (skipping itself, its other disk sizes, and partners too close).
+# Neighbours retrieved per grid point (itself and partners too close are skipped; the rest also
+# serve the ambiguity test).
 NEIGHBOURS = 8
-# Nearest neighbours by a k-d tree (scipy; exact in a dozen dimensions), allowed to be this
-# relatively farther than the true ones: a copy's partner is far closer than anything else.
+# The k-d tree (scipy) may return neighbours up to this relative distance farther than the true
+# ones (faster; PatchMatch then refines the partner).
 KD_EPS = 0.5
 # A point's best partner must be this much closer (feature distance ratio) than the best partner
 # elsewhere (farther than ``AMBIGUITY_PX`` from it): otherwise the texture matches itself at
@@ -203,7 +205,8 @@ def offset_field(feats: np.ndarray, usable: np.ndarray, grid: tuple[np.ndarray, 
                 if (dy, dx) == (0, 0):  # local search: one pixel around the current partner
                     cands = [part + np.array(o) for o in ((1, 0), (-1, 0), (0, 1), (0, -1))]
                 else:
-                    nb = np.roll(part - qq, (dy * jump, dx * jump), axis=(0, 1))  # neighbour's offset
+                    # the neighbour's offset (np.roll wraps at the borders: one more candidate, judged by its cost)
+                    nb = np.roll(part - qq, (dy * jump, dx * jump), axis=(0, 1))
                     cands = [qq + nb]
                 for c in cands:
                     cc = _cost(feats, usable, q, c.reshape(-1, 2), min_shift).reshape(shape)
@@ -224,11 +227,9 @@ def nan_median(field: np.ndarray, size: int) -> np.ndarray:
     half = size // 2
     padded = np.pad(field, ((half, half), (half, half)), constant_values=np.nan)
     win = sliding_window_view(padded, (size, size)).reshape(field.shape + (-1,))
-    with np.errstate(all="ignore"):
-        import warnings
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            med = np.nanmedian(win, axis=-1)
+    with warnings.catch_warnings():  # all-NaN windows are expected (no partner anywhere around)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(win, axis=-1)
     return np.where(np.isnan(field), np.nan, med)
 
 

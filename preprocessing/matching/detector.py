@@ -4,10 +4,12 @@
     pairs = decide(det, DecisionParams())   # (decision.py) the candidates that pass
     masks = instances_of(pairs, det.shape)  # (decision.py) source and copy masks, original size
 
-Three searches propose transforms: keypoints (any similarity, mirrored too), the dense FFT
-search (plain and mirrored shifts, for low-texture images) and exact block hashing (copies
-pasted without resampling, down to a few hundred pixels). Keypoint and dense proposals are
-verified by local correlation (``verify``); exact ones carry their own proof. ``detect`` never
+Up to four searches propose transforms: keypoints (any similarity, mirrored too; optionally
+denser in small or flat panels), the dense FFT search (plain and mirrored shifts, for low-texture
+images), the dense field (``densefield``: rotation-invariant disk features matched over a grid)
+and exact block hashing (copies pasted without resampling, down to a few hundred pixels).
+Keypoint, FFT and dense-field proposals are verified by local correlation (``verify``); exact
+ones carry their own proof. ``detect`` never
 raises on a valid image (uint8, (H, W) or (H, W, 3)): blank, flat or tiny images give a
 Detection without candidates. Memory is bounded by the working resolution (``WORK_MAX_SIDE``)
 and the exact search's size limit (``EXACT_MAX_PIXELS``).
