@@ -235,8 +235,8 @@ class MatcherConfig(Recorded):
     dense: bool = False
     # the dense field (densefield.py): rotation-invariant, contrast-normalised disk features
     # matched over a grid, for copies in smooth areas or with changed brightness. Off by default:
-    # on the tuning seed it raised oF1 but took 2-4x the matcher's time, beyond the speed goal
-    # (docs/dense_field.md)
+    # on the tuning seed it raised oF1 but about doubled the matcher's time, beyond the speed
+    # goal, and the gain did not hold on held-out photos (docs/dense_field.md)
     dense_field: bool = False
     # a denser keypoint pass in small or low-contrast panels (keypoints.panel_features). Off by
     # default: on the tuning seed it found more copies at about the same time, but it also flags
