@@ -161,7 +161,7 @@ def decorations_report(folder: str) -> dict:
     return out
 
 
-def memory_report(side: tuple[int, int] = (3000, 4000)) -> dict:
+def memory_report(side: tuple[int, int] = (3000, 4000), config: MatcherConfig = MatcherConfig()) -> dict:
     """Peak resident memory (of this process, so run it in a fresh one) and time of one detect
     on a fully textured page of ``side`` (h, w) pixels holding one plain copy."""
     cv2.setNumThreads(1)
@@ -172,7 +172,7 @@ def memory_report(side: tuple[int, int] = (3000, 4000)) -> dict:
     page[h // 10:h // 10 + ch, w // 10:w // 10 + cw] = page[h // 2:h // 2 + ch, w // 2:w // 2 + cw]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t = time.perf_counter()
-    det = detect(page)
+    det = detect(page, config)
     seconds = time.perf_counter() - t
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {"pixels": f"{side[1]}x{side[0]}", "seconds": round(seconds, 2), "peak_rss_mb": round(peak / 1024, 1),

@@ -4,11 +4,13 @@
     pairs = decide(det, DecisionParams())   # (decision.py) the candidates that pass
     masks = instances_of(pairs, det.shape)  # (decision.py) source and copy masks, original size
 
-Four searches propose transforms: keypoints (any similarity, mirrored too), the dense FFT
-search (plain and mirrored shifts, for low-texture images), lanes (blot and gel panels lane by
-lane, ``lanes``) and exact block hashing (copies pasted without resampling, down to a few
-hundred pixels). Keypoint, dense and lane proposals are verified by local correlation
-(``verify``; lane pairs inside their two lanes); exact ones carry their own proof. ``detect`` never
+Up to five searches propose transforms: keypoints (any similarity, mirrored too; optionally
+denser in small or flat panels), the dense FFT search (plain and mirrored shifts, for low-texture
+images), the dense field (``densefield``: rotation-invariant disk features matched over a grid),
+lanes (blot and gel panels lane by lane, ``lanes``) and exact block hashing (copies pasted without
+resampling, down to a few hundred pixels). Keypoint, FFT, dense-field and lane proposals are
+verified by local correlation (``verify``; lane pairs inside their two lanes); exact ones carry
+their own proof. ``detect`` never
 raises on a valid image (uint8, (H, W) or (H, W, 3)): blank, flat or tiny images give a
 Detection without candidates. Memory is bounded by the working resolution (``WORK_MAX_SIDE``)
 and the exact search's size limit (``EXACT_MAX_PIXELS``).
@@ -26,9 +28,10 @@ import numpy as np
 from preprocessing.matching import params as P
 from preprocessing.matching.decorations import DRAWING_KINDS
 from preprocessing.matching.dense import dense_hypotheses
+from preprocessing.matching.densefield import densefield_hypotheses
 from preprocessing.matching.exact import exact_candidates, exact_region
 from preprocessing.matching.hypotheses import keypoint_hypotheses
-from preprocessing.matching.keypoints import g2nn_matches, sift_features
+from preprocessing.matching.keypoints import concat, g2nn_matches, needs_dense_keypoints, panel_features, sift_features
 from preprocessing.matching.lanes import lane_matches
 from preprocessing.matching.layout import layout, page_pixels, to_original
 from preprocessing.matching.panels import panel_index_map
@@ -137,7 +140,7 @@ def excluded_mask(work: WorkImage, panels, deco: np.ndarray, page_px: np.ndarray
 
 
 def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shift: float,
-                 pmap: np.ndarray, band: np.ndarray) -> list[CopyPair]:
+                 pmap: np.ndarray, band: np.ndarray, limit: int) -> list[CopyPair]:
     """Pairs from exact block hashing on the original pixels (small enough images only)."""
     h, w = rgb.shape[:2]
     if h * w > P.EXACT_MAX_PIXELS:
@@ -145,7 +148,7 @@ def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shi
     native_excluded = (excluded if excluded.shape == (h, w)
                        else cv2.resize(excluded, (w, h), interpolation=cv2.INTER_NEAREST))
     out = []
-    for cand in exact_candidates(rgb, native_excluded, min_shift / min(1.0, work.scale)):
+    for cand in exact_candidates(rgb, native_excluded, min_shift / min(1.0, work.scale), limit):
         src, cpy = exact_region(rgb, cand)
         if touching(src, cpy):  # grown into flat surroundings that meet: keep the blocks alone
             src, cpy = exact_region(rgb, cand, grow=False)
@@ -204,8 +207,13 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
 
     t1 = time.perf_counter()
-    feats = sift_features(work.gray, (1 - excluded) * 255, config.sift_contrast, config.sift_max_features,
-                          work.sift_zoom)
+    allowed = (1 - excluded) * 255
+    feats = sift_features(work.gray, allowed, config.sift_contrast, config.sift_max_features, work.sift_zoom)
+    if config.small_panels:
+        extra = [panel_features(work.gray, allowed, box) for box, kind in panels
+                 if kind not in DRAWING_KINDS and needs_dense_keypoints(box, band)]
+        stats["dense_keypoint_panels"] = len(extra)
+        feats = concat([feats] + extra)
     matches = g2nn_matches(feats, config.g2nn_ratio)
     hyps = keypoint_hypotheses(feats, matches, config.ransac_px, config.max_scale, limit=config.max_hypotheses)
     stats.update(keypoints=len(feats), matches=len(matches), kp_hypotheses=len(hyps),
@@ -219,6 +227,12 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
         hyps = hyps + dense
     stats["t_dense"] = time.perf_counter() - t2
 
+    t_field = time.perf_counter()
+    if config.dense_field:
+        field = densefield_hypotheses(work.gray, excluded, min_shift, config.max_scale, config.max_hypotheses)
+        stats["densefield_hypotheses"] = len(field)
+        hyps = hyps + field
+    stats["t_densefield"] = time.perf_counter() - t_field
 
     t3 = time.perf_counter()
     pairs = []
@@ -240,7 +254,7 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
 
     t4 = time.perf_counter()
     if config.exact:
-        exact = _exact_pairs(rgb, work, excluded, min_shift, pmap, band)
+        exact = _exact_pairs(rgb, work, excluded, min_shift, pmap, band, config.max_hypotheses)
         stats["exact_candidates"] = len(exact)
         pairs += exact
     stats["t_exact"] = time.perf_counter() - t4

@@ -82,8 +82,9 @@ class ExactCandidate:
     support: int
 
 
-def exact_candidates(rgb: np.ndarray, excluded: np.ndarray, min_shift: float) -> list[ExactCandidate]:
-    """Candidates found by exact block hashing (``rgb`` at its own resolution)."""
+def exact_candidates(rgb: np.ndarray, excluded: np.ndarray, min_shift: float,
+                     limit: int = P.MAX_HYPOTHESES) -> list[ExactCandidate]:
+    """Up to ``limit`` candidates found by exact block hashing (``rgb`` at its own resolution)."""
     h, w = rgb.shape[:2]
     k = P.EXACT_BLOCK
     c = k // 2
@@ -144,8 +145,8 @@ def exact_candidates(rgb: np.ndarray, excluded: np.ndarray, min_shift: float) ->
                 if len(pts) < P.EXACT_MIN_BLOCKS:
                     continue
             votes[(flip, turns, int(keys[j][0]), int(keys[j][1]))] = ExactCandidate(m, pts, len(pts))
-    out = sorted(votes.values(), key=lambda e: -e.support)[:2 * P.MAX_HYPOTHESES]
-    return _drop_inverses(out)[:P.MAX_HYPOTHESES]
+    out = sorted(votes.values(), key=lambda e: -e.support)[:2 * limit]
+    return _drop_inverses(out)[:limit]
 
 
 def _drop_inverses(cands: list[ExactCandidate]) -> list[ExactCandidate]:

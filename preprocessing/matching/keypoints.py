@@ -92,6 +92,32 @@ def sift_features(gray: np.ndarray, mask: Optional[np.ndarray] = None, contrast:
     return Features(xy, angle, size, rootsift(desc), rootsift(desc[:, _MIRROR]))
 
 
+def concat(parts: list[Features]) -> Features:
+    """One Features holding the keypoints of every part (in order)."""
+    fields = ("xy", "angle", "size", "desc", "mirror")
+    return Features(*(np.concatenate([getattr(f, k) for f in parts]) for k in fields))
+
+
+def needs_dense_keypoints(box: tuple[int, int, int, int], band: np.ndarray) -> bool:
+    """Whether a panel (x, y, w, h, working pixels) gets the denser pass: small (its shorter
+    side under ``SMALL_PANEL_PX``) or low in contrast (the spread of its fine detail under
+    ``LOW_DETAIL_STD``)."""
+    x, y, w, h = box
+    return min(w, h) < P.SMALL_PANEL_PX or float(band[y:y + h, x:x + w].std()) < P.LOW_DETAIL_STD
+
+
+def panel_features(gray: np.ndarray, mask: np.ndarray, box: tuple[int, int, int, int]) -> Features:
+    """Denser keypoints of one small or flat panel: SIFT with a lower contrast threshold
+    (``DENSE_SIFT_CONTRAST``) on the panel enlarged ``PANEL_ZOOM`` times (less when the panel
+    is large, so its longer side stays within ``PANEL_MAX_SIDE``), at most
+    ``PANEL_MAX_FEATURES``, reported in ``gray``'s pixels."""
+    x, y, w, h = box
+    zoom = max(1.0, min(P.PANEL_ZOOM, P.PANEL_MAX_SIDE / max(w, h)))
+    f = sift_features(gray[y:y + h, x:x + w], mask[y:y + h, x:x + w], P.DENSE_SIFT_CONTRAST,
+                      P.PANEL_MAX_FEATURES, zoom)
+    return Features(f.xy + np.array([x, y], np.float32), f.angle, f.size, f.desc, f.mirror)
+
+
 @dataclass(frozen=True)
 class Matches:
     """Pairs of keypoint indices (i < j for plain matches); ``flip`` when j's mirror matches i."""

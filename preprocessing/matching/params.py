@@ -25,8 +25,8 @@ WORK_MAX_SIDE = 1280
 WORK_MIN_SIDE = 640
 # Optionally, SIFT sees images longer than this at half size (0 = never): OpenCV's SIFT doubles
 # its input for the first octave, so a halved image is still analysed near native detail on a
-# quarter of the pixels. Measured (benchmarks/matcher_dev.py, 900): ~1000 px figures 0.77 ->
-# 0.41 s per image, but tuning oF1 -2.4 points (photos and figures), so it is off by default.
+# quarter of the pixels. It roughly halves the time on ~1000 px figures but lost tuning oF1
+# (docs/experiments.md), so it is off by default.
 SIFT_HALVE_ABOVE = 0
 WORK_MAX_UPSCALE = 4.0
 # Images whose shorter side is below this (at the original size) carry no matchable copy.
@@ -110,8 +110,8 @@ G2NN_RATIO = 0.6
 G2NN_NEIGHBOURS = 8
 # Two keypoints closer than this are the same structure (overlapping SIFT windows), not a copy.
 MIN_MATCH_DIST_PX = 12.0
-# FLANN k-d forest: with 4 trees and 64 leaf checks the g2NN matches equal brute force's (72 of
-# 72 on a 3300-keypoint retina photo; near-duplicates are easy neighbours) at 1/5 of its time.
+# FLANN k-d forest: with 4 trees and 64 leaf checks the g2NN matches equal brute force's on a
+# dense retina photo (near-duplicates are easy neighbours) at a fraction of its time.
 FLANN_TREES = 4
 FLANN_CHECKS = 64
 # Matches are grouped by the rotation and scale their keypoints imply before RANSAC, so a
@@ -129,6 +129,23 @@ CANDIDATE_MIN_INLIERS = 4
 MAX_SCALE = 2.0
 # At most this many transforms are verified per image (strongest support first).
 MAX_HYPOTHESES = 24
+
+# ----------------------------------------------------------------------------- small and flat panels
+
+# Panels whose shorter side is below this (working pixels) hold too few scale-space extrema at
+# the image's SIFT settings: a copy inside them shows only a handful of keypoints.
+SMALL_PANEL_PX = 200
+# Panels whose fine detail (the verification band, grey levels) spreads less than this are
+# smooth (background, blurred nuclei, blot membranes): their keypoints sit below the contrast bar.
+LOW_DETAIL_STD = 2.5
+# The denser pass: SIFT's contrast threshold this low (OpenCV's default is 0.04; near zero keeps
+# extrema carried by sensor noise, which a copy carries too), on the panel enlarged this much ...
+DENSE_SIFT_CONTRAST = 0.003
+PANEL_ZOOM = 2.0
+# ... but never beyond this longer side, and at most this many keypoints per panel (the g2NN
+# search over all keypoints grows with their count).
+PANEL_MAX_SIDE = 800
+PANEL_MAX_FEATURES = 1500
 
 # ----------------------------------------------------------------------------- dense matching
 
@@ -162,17 +179,17 @@ EXACT_GROW_PX = 8
 # Gaps between recurring blocks closed in the region (JPEG-free copies miss a few blocks).
 EXACT_CLOSE_PX = 5
 # Larger images are not hashed: hashing works on the original pixels (resampling breaks
-# exactness) with int64 arrays. Whole detect on a fully textured page (benchmarks/matcher_dev.py
-# --memory): 2.5 MP 3.3 s / 590 MB peak RSS; at 6 MP it took 6.4 s / 830 MB. Figures up to
+# exactness) with int64 arrays, whose time and memory grow with the pixel count
+# (benchmarks/matcher_dev.py --memory; figures in docs/experiments.md). Figures up to
 # ~1580 x 1580 px are hashed.
 EXACT_MAX_PIXELS = 2_500_000
 
 # ----------------------------------------------------------------------------- verification
 
 # Band compared between a region and its transformed partner: a difference of Gaussians of
-# these sigmas. Measured on exact copies in the tuning sets (median local correlation over the
-# true region): high-pass 1.5 gives 1.00 clean / 0.88 after JPEG / 0.21 with added noise;
-# (0.7, 2.0) gives 1.00 / 0.97 / 0.42, while similar blot lanes stay below ~0.85.
+# these sigmas. On exact copies in the tuning sets this band kept far more of the copies'
+# correlation after JPEG and added noise than a plain high-pass, while similar blot lanes stayed
+# below the dense decision bar (docs/experiments.md).
 BAND_SIGMAS = (0.7, 2.0)
 # Local normalised cross-correlation window (odd); 9 px is small enough to follow region edges.
 ZNCC_WINDOW = 9
@@ -223,29 +240,37 @@ class MatcherConfig(Recorded):
     max_hypotheses: int = MAX_HYPOTHESES
     agree_zncc: float = AGREE_ZNCC
     # the FFT search for plain / mirrored shifts: off by default, since on the tuning sets it
-    # added no oF1 over keypoints + exact hashing at 3x the time (benchmarks/matcher_dev.py)
+    # added no oF1 over keypoints + exact hashing at several times the time (docs/experiments.md)
     dense: bool = False
+    # the dense field (densefield.py): rotation-invariant, contrast-normalised disk features
+    # matched over a grid, for copies in smooth areas or with changed brightness. Off by default:
+    # on the tuning seed it raised oF1 but about doubled the matcher's time, beyond the speed
+    # goal, and the gain did not hold on held-out photos (docs/dense_field.md)
+    dense_field: bool = False
+    # a denser keypoint pass in small or low-contrast panels (keypoints.panel_features). Off by
+    # default: on the tuning seed it found more copies at about the same time, but it also flags
+    # authentic figures with look-alike structures (one of the tuning set's, one in
+    # tests/test_matching.py) until legitimate repeats are recognised (docs/dense_field.md)
+    small_panels: bool = False
     exact: bool = True  # block hashing for copies pasted without resampling
     decorations: bool = True  # drop keypoints and agreement on labels, scale bars, arrows
     skip_charts: bool = True  # no matching inside chart / text panels
     lanes: bool = True  # blot and gel panels compared lane by lane (see lanes.py)
 
 
-# Decision defaults, measured by benchmarks/matcher_dev.py (--grid) on the tuning sets (synthetic
-# photos and figures, seed 1001, 120 test images each; the report sets use seed 2002): mean oF1
-# 0.777 (photos 0.808, figures 0.746), no authentic tuning image flagged. The grid's best mean,
-# 0.781 (5 inliers, 0.4% area), flags two authentic photos; the difference is within noise.
-# 8 inliers: 5-6 flag 2 authentic photos and 1 figure (similar texture); 10+ lose small copies.
+# Decision defaults, chosen by benchmarks/matcher_dev.py (--grid) on the tuning sets (synthetic
+# photos and figures, seed 1001; the report sets use seed 2002; figures in docs/experiments.md).
+# 8 inliers: fewer flag authentic photos and figures of similar texture; more lose small copies.
 DEFAULT_MIN_INLIERS = 8
-# Keypoint-verified copies agree at 0.8-1.0, resampled ones (rotation, scale) at 0.7-0.9: 0.8
-# costs 0.012 oF1 on photos.
+# Keypoint-verified copies agree at 0.8-1.0, resampled ones (rotation, scale) at 0.7-0.9: a
+# higher bar loses resampled copies.
 DEFAULT_MIN_CORRELATION = 0.7
 # 0.2% of the image: the smallest keypoint copies in the tuning sets (0.1-0.4% score the same).
 DEFAULT_MIN_AREA = 0.002
 # No image-level bar by default (calibration may set one on ``CopyPair.strength``).
 DEFAULT_MIN_STRENGTH = 0.0
-# 16 recurring 5x5 blocks (probed on a 2 px grid, ~ a 14 x 14 px copy): 6 flags 2 authentic
-# photos and 3 figures (identical tick marks, rulings, JPEG-flat blocks), 10 one photo.
+# 16 recurring 5x5 blocks (probed on a 2 px grid, ~ a 14 x 14 px copy): lower bars flag
+# authentic photos and figures (identical tick marks, rulings, JPEG-flat blocks).
 DEFAULT_MIN_EXACT_BLOCKS = 16
 # Pairs found only lane by lane (lanes.py) pass when their tile's lane-residual correlation
 # reaches this (the search proposes from lanes.LANE_TILE_ZNCC with a margin over every other

@@ -1,0 +1,193 @@
+"""The dense field and the small-panel keypoints, end to end on images made here with numpy and cv2.
+
+Each forged image is built so that the older searches have a hard time: a copy in a smooth area
+carried only by sensor noise, with its brightness changed (so exact hashing cannot see it); a
+copy rotated by 15 degrees and one rescaled by 0.85 in a field of look-alike cells; a small copy
+(0.3% of the image) re-saved as JPEG. Each must come out as two instances of pixel F1 >= 0.7
+(issue 22; the two targets not met yet are strict xfails, so they fail once met). A regular grid
+of identical cells and a periodic grating are legitimate repeats: they must stay authentic with
+every stage on.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from preprocessing.matching import DecisionParams, MatcherConfig, decide, detect, instances_of
+from preprocessing.matching.densefield import densefield_hypotheses, map_ok, zernike_pairs
+from preprocessing.matching.keypoints import needs_dense_keypoints, panel_features, sift_features
+from preprocessing.matching.verify import bandpass
+from serving.metric import f1_matrix
+
+FIELD = MatcherConfig(dense_field=True, small_panels=False)
+PANELS = MatcherConfig(dense_field=False, small_panels=True)
+ON = MatcherConfig(dense_field=True, small_panels=True)
+
+
+def cells(h: int, w: int, seed: int, n: int = 160, noise: float = 2.0) -> np.ndarray:
+    """A grey micrograph-like field: blurred random cells of varied size and brightness on a
+    smooth background, with sensor noise."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 90 + 30 * np.sin(xx / w * 2.0) * np.cos(yy / h * 1.5)
+    layer = np.zeros((h, w), np.float32)
+    for _ in range(n):
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        ax, ay = rng.uniform(4, 14), rng.uniform(4, 14)
+        cv2.ellipse(layer, (int(cx), int(cy)), (int(ax), int(ay)), float(rng.uniform(0, 180)), 0, 360,
+                    float(rng.uniform(30, 110)), -1)
+    layer = cv2.GaussianBlur(layer, (0, 0), 1.5)
+    img = img + layer + rng.normal(0, noise, (h, w))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def smooth_field(h: int, w: int, seed: int) -> np.ndarray:
+    """A smooth, low-texture background (a slow gradient) with a few cells on one side and
+    sensor noise of sigma 2 everywhere."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 120 + 25 * (xx / w) + 10 * np.sin(yy / h * 3.0)
+    for _ in range(12):
+        cv2.circle(img, (int(rng.uniform(0, w * 0.3)), int(rng.uniform(0, h))), int(rng.uniform(6, 14)),
+                   float(rng.uniform(40, 90)), -1)
+    img = img + rng.normal(0, 2.0, (h, w))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def paste(image: np.ndarray, center: tuple[float, float], radius: float, to: tuple[float, float],
+          angle: float = 0.0, scale: float = 1.0, gain: float = 0.0) -> tuple[np.ndarray, list]:
+    """Copy the disk of ``radius`` around ``center`` to ``to``, rotated by ``angle`` degrees and
+    scaled by ``scale``, its grey levels raised by ``gain``; returns (image, [source, copy] masks)."""
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D(center, angle, scale)
+    m[:, 2] += np.array(to) - np.array(center)
+    src = np.zeros((h, w), np.uint8)
+    cv2.circle(src, (int(round(center[0])), int(round(center[1]))), int(radius), 1, -1)
+    warped = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR)
+    copy = cv2.warpAffine(src, m, (w, h), flags=cv2.INTER_NEAREST)
+    out = image.copy().astype(np.float32)
+    out[copy > 0] = np.clip(warped[copy > 0].astype(np.float32) + gain, 0, 255)
+    return out.astype(np.uint8), [src, copy]
+
+
+def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+
+def best_f1(image: np.ndarray, truth: list, config: MatcherConfig = ON) -> float:
+    """The lower F1 of the two instances of the best decided pair (0 when none is decided)."""
+    det = detect(image, config)
+    best = 0.0
+    for p in decide(det, DecisionParams()):
+        f = f1_matrix([p.source.mask(), p.copy.mask()], truth)
+        best = max(best, min(f[0, 0], f[1, 1]), min(f[0, 1], f[1, 0]))
+    return best
+
+
+def test_zernike_moments_up_to_order_five_are_eleven_magnitudes():
+    assert zernike_pairs(5) == [(1, 1), (2, 0), (2, 2), (3, 1), (3, 3), (4, 0), (4, 2), (4, 4), (5, 1), (5, 3), (5, 5)]
+
+
+def test_sheared_unevenly_scaled_or_mirrored_maps_are_refused():
+    turn = cv2.getRotationMatrix2D((0, 0), 15, 0.85)
+    assert map_ok(turn, 2.0)
+    assert not map_ok(np.array([[-1.0, 0, 50], [0, 1, 0]]), 2.0)  # mirrors: left to keypoints and hashing
+    assert not map_ok(np.array([[1.0, 0.3, 0], [0, 1, 0]]), 2.0)  # shear
+    assert not map_ok(np.array([[1.0, 0, 0], [0, 0.7, 0]]), 2.0)  # uneven scale
+    assert not map_ok(np.array([[3.0, 0, 0], [0, 3.0, 0]]), 2.0)  # beyond the scale limit
+
+
+def smooth_copy() -> tuple[np.ndarray, list]:
+    """A disk of smooth, noisy background copied elsewhere with its brightness raised by 6."""
+    image, truth = paste(smooth_field(360, 480, 1), (300, 110), 34, (380, 260), gain=6.0)
+    return np.repeat(image[:, :, None], 3, axis=2), truth
+
+
+@pytest.mark.parametrize("config", [FIELD, PANELS], ids=["dense_field", "small_panels"])
+def test_copy_in_a_smooth_area_carried_by_sensor_noise(config):
+    image, truth = smooth_copy()
+    assert best_f1(image, truth, config) >= 0.7
+
+
+def test_dense_field_finds_the_shift_of_a_smooth_copy():
+    image, _ = smooth_copy()
+    gray = image[:, :, 0]
+    hyps = densefield_hypotheses(gray, np.zeros_like(gray), 10.0)
+    assert hyps, "no dense-field candidate"
+    m = hyps[0].matrix
+    shift = m[:, 2] if m[0, 2] > 0 else -m[:, 2]  # found from either side
+    assert np.allclose(m[:, :2], np.eye(2), atol=0.05) and np.allclose(shift, [80, 150], atol=2)
+
+
+def test_rescaled_copy():
+    image, truth = paste(cells(400, 520, 2), (130, 120), 45, (380, 280), scale=0.85)
+    image = jpeg(np.repeat(image[:, :, None], 3, axis=2), 90)
+    assert best_f1(image, truth) >= 0.7
+
+
+@pytest.mark.xfail(strict=True, reason="issue 22 target not met: keypoints give 7 of the 8 inliers needed and the "
+                                       "dense field's single-disk features do not separate look-alike cells")
+def test_rotated_copy():
+    image, truth = paste(cells(400, 520, 2), (130, 120), 45, (380, 280), angle=15.0)
+    image = jpeg(np.repeat(image[:, :, None], 3, axis=2), 90)
+    assert best_f1(image, truth) >= 0.7
+
+
+@pytest.mark.xfail(strict=True, reason="issue 22 target not met: a 0.3% copy among look-alike cells after JPEG 80 "
+                                       "gives no keypoint candidate and too few consistent dense-field points")
+def test_small_copy_after_jpeg():
+    h, w = 420, 560
+    r = np.sqrt(0.003 * h * w / np.pi)  # a disk of 0.3% of the image
+    image, truth = paste(cells(h, w, 3), (150, 140), r, (420, 300))
+    image = jpeg(np.repeat(image[:, :, None], 3, axis=2), 80)
+    assert best_f1(image, truth) >= 0.7
+
+
+def test_small_or_flat_panels_get_denser_keypoints():
+    gray = cv2.cvtColor(cells(300, 400, 5), cv2.COLOR_GRAY2BGR)[:, :, 0]
+    band = bandpass(gray)
+    small = (40, 60, 150, 120)
+    assert needs_dense_keypoints(small, band) and not needs_dense_keypoints((0, 0, 400, 300), band)
+    assert needs_dense_keypoints((0, 0, 400, 300), bandpass(smooth_field(300, 400, 5)))
+    mask = np.full(gray.shape, 255, np.uint8)
+    x, y, w, h = small
+    dense = panel_features(gray, mask, small)
+    plain = sift_features(gray[y:y + h, x:x + w], mask[y:y + h, x:x + w])
+    assert len(dense) > len(plain)
+    assert (dense.xy[:, 0] >= x - 1).all() and (dense.xy[:, 0] <= x + w).all()
+    assert (dense.xy[:, 1] >= y - 1).all() and (dense.xy[:, 1] <= y + h).all()
+
+
+def grid_of_cells(h: int, w: int, seed: int) -> np.ndarray:
+    """Identical round cells on a regular lattice (a well plate, a calibration grid) with noise."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w), 200.0)
+    for y in range(20, h - 10, 36):
+        for x in range(20, w - 10, 36):
+            cv2.circle(img, (x, y), 11, 80.0, -1)
+            cv2.circle(img, (x + 3, y - 3), 4, 140.0, -1)
+    img = cv2.GaussianBlur(img, (0, 0), 1.2) + rng.normal(0, 2.0, (h, w))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def grating(h: int, w: int, seed: int) -> np.ndarray:
+    """A periodic grating (period 19 px, tilted) with noise: it matches itself at every period."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    img = 128 + 60 * np.sin(2 * np.pi * (xx * 0.9 + yy * 0.3) / 19.0) * np.sin(2 * np.pi * yy / 23.0)
+    return np.clip(img + rng.normal(0, 2.0, (h, w)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("make", [grid_of_cells, grating])
+def test_periodic_authentic_images_stay_authentic(make):
+    image = jpeg(np.repeat(make(360, 480, 4)[:, :, None], 3, axis=2), 90)
+    det = detect(image, ON)
+    assert instances_of(decide(det, DecisionParams()), det.shape) == []
+
+
+def test_field_on_a_flat_image_proposes_nothing():
+    flat = np.full((200, 260), 128, np.uint8)
+    assert densefield_hypotheses(flat, np.zeros_like(flat), 10.0) == []
