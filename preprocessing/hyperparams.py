@@ -51,6 +51,46 @@ class Recorded:
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
 
 
+def checked_value(f: dataclasses.Field, value: Any, where: str) -> Any:
+    """``value`` for the field ``f`` as read from a file (a metadata.json), checked against the same
+    type, choices and bounds as the flag that sets it; ``ValueError`` naming ``where`` otherwise."""
+    meta, default = f.metadata, f.default
+    kind = type(default) if default is not dataclasses.MISSING and default is not None else None
+    if kind is bool and not isinstance(value, bool):
+        raise ValueError(f"{where}: {value!r} is not true or false")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, (int, float))
+                        or float(value) != int(value)):
+        raise ValueError(f"{where}: {value!r} is not an integer")
+    if kind is float and (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value):
+        raise ValueError(f"{where}: {value!r} is not a number")
+    if kind is str and not isinstance(value, str):
+        raise ValueError(f"{where}: {value!r} is not a string")
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: {value!r} is not a list")
+        value = tuple(value)
+    if kind is int:
+        value = int(value)
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ValueError(f"{where}: {value!r} is not one of {', '.join(map(repr, meta['choices']))}")
+    if meta.get("lower") is not None and isinstance(value, (int, float)) and value < meta["lower"]:
+        raise ValueError(f"{where}: {value!r} is below the lower bound {meta['lower']}")
+    if meta.get("upper") is not None and isinstance(value, (int, float)) and value > meta["upper"]:
+        raise ValueError(f"{where}: {value!r} is above the upper bound {meta['upper']}")
+    return value
+
+
+def checked_record(cls, d: Any, where: str) -> dict:
+    """The known fields of ``d`` (a dict read from a file) for the dataclass ``cls``, each through
+    ``checked_value``: a value a flag would refuse is refused here too, naming ``where.field``."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: {d!r} is not an object")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return {k: checked_value(fields[k], v, f"{where}.{k}") for k, v in d.items() if k in fields}
+
+
 def shared_option(name: str) -> Any:
     """The ``option`` of a shared flag, for a config dataclass field of that name."""
     default, help_text = SHARED[name]

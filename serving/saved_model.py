@@ -51,7 +51,28 @@ def read_metadata(export_dir: str) -> dict:
         raise UsageError(f"{path}: not valid JSON ({exc})") from exc
     if not isinstance(meta, dict) or "image_size" not in meta:
         raise UsageError(f"{path}: not an export's metadata (no image_size)")
+    try:
+        check_metadata(meta)
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from None
     return meta
+
+
+def check_metadata(meta: dict) -> None:
+    """``ValueError`` naming the field when a value metadata.json gives would be refused as a flag:
+    every value read from it goes through the same bounds and choices as the flag that sets it."""
+    from preprocessing.hyperparams import checked_record
+    from preprocessing.matching import DecisionParams
+    from serving.detectors import DETECTORS
+    from serving.fused import FusedParams
+
+    size = meta["image_size"]
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"image_size: {size!r} is not a positive integer")
+    if "detector" in meta and meta["detector"] not in DETECTORS:
+        raise ValueError(f"detector: {meta['detector']!r} is not one of {', '.join(map(repr, DETECTORS))}")
+    for key, cls in (("postprocess", PostprocessConfig), ("matcher", DecisionParams), ("fused", FusedParams)):
+        checked_record(cls, meta.get(key), key)
 
 
 # How a caller computes each input of the signature (recorded in metadata.json's ``inputs``).

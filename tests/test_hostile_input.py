@@ -480,3 +480,36 @@ def test_pillows_bomb_warning_is_not_printed():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert image_size(data, "big.png") == (9500, 9500)
+
+
+# ----------------------------------------------------------------------------- 7: metadata values checked
+
+@pytest.mark.parametrize("section, words", [
+    ({"postprocess": {"threshold": 5}}, ("postprocess.threshold", "upper bound")),
+    ({"postprocess": {"min_area": -3}}, ("postprocess.min_area", "lower bound")),
+    ({"detector": "magic"}, ("detector", "'magic'")),
+    ({"matcher": {"min_inliers": "eight"}}, ("matcher.min_inliers", "not an integer")),
+    ({"fused": {"confirm_bar": True}}, ("fused.confirm_bar", "not a number")),
+])
+def test_metadata_values_go_through_the_flags_bounds_and_choices(tmp_path, section, words):
+    from serving.saved_model import read_metadata
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "metadata.json").write_text(json.dumps({"image_size": 64, **section}))
+    with pytest.raises(UsageError) as info:
+        read_metadata(str(export))
+    assert str(export / "metadata.json") in str(info.value)
+    for w in words:
+        assert w in str(info.value), (w, str(info.value))
+
+
+def test_scoring_with_a_bad_metadata_value_is_one_line_naming_file_and_field(tmp_path):
+    export = tmp_path / "model" / "export"
+    export.mkdir(parents=True)
+    (export / "metadata.json").write_text(json.dumps({"image_size": 64, "postprocess": {"threshold": 5}}))
+    images = tmp_path / "in"
+    images.mkdir()
+    proc = run("serving.score", "--model_dir", str(tmp_path / "model"), "--input_dir", str(images), "--output",
+               str(tmp_path / "sub.csv"), "--allow_empty")
+    refused(proc, "metadata.json", "postprocess.threshold")
