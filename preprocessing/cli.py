@@ -281,7 +281,7 @@ def _parser(flags_parser: Optional[Callable]) -> Callable:
             return flags_parser(argv) if flags_parser else FLAGS(argv)
         except flags.Error as exc:
             message = " ".join(str(exc).split())
-            sys.stderr.write(f"error: {message}\nPass --help to see this command's flags.\n")
+            sys.stderr.write(f"error: {message} (--help lists this command's flags)\n")
             sys.exit(2)
     return parse
 

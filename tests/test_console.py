@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
 
+from checks import setup_result as installed_setup
 from test_help import KEY_FLAGS
 
 from preprocessing import console
@@ -23,18 +23,6 @@ def copymove(*args: str, check_modules: str = "") -> subprocess.CompletedProcess
               "assert not loaded, f'imported {loaded}'\nsys.exit(code)\n")
     return subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
                           capture_output=True, text=True, timeout=120)
-
-
-def installed_setup():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from distutils.core import run_setup
-    cwd = os.getcwd()
-    try:
-        os.chdir(REPO)
-        return run_setup("setup.py", stop_after="init")
-    finally:
-        os.chdir(cwd)
 
 
 def test_every_entry_point_is_a_subcommand():

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from checks import refused
 from tiny_model import export_tiny
 
 from preprocessing import fileio, outputs, synth
@@ -29,16 +30,6 @@ def run(*args, timeout=HANG) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=REPO)
     return subprocess.run([sys.executable, "-m", *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def refused(proc, *words) -> str:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: "), line
-    for w in words:
-        assert w in line, (w, line)
-    return line
 
 
 def png(path, seed=0, size=64):

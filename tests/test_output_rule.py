@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from checks import refused
 from tiny_model import export_tiny
 
 from preprocessing import outputs, synth
@@ -32,17 +33,6 @@ def snapshot(folder) -> dict:
             with open(os.path.join(d, n), "rb") as f:
                 out[os.path.relpath(os.path.join(d, n), folder)] = f.read()
     return out
-
-
-def refused(proc, *words) -> str:
-    """A refusal is one line on stderr naming the problem, exit status 2, no traceback."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
-    assert "Traceback" not in proc.stderr
-    line = proc.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: "), line
-    for w in words:
-        assert w in line, (w, line)
-    return line
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import ast
 import os
 import re
 
+from checks import setup_result as _setup_result
 from setuptools import find_packages
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,20 +50,6 @@ def test_an_install_ships_every_subpackage():
     finally:
         os.chdir(cwd)
     assert shipped == on_disk
-
-
-def _setup_result():
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from distutils.core import run_setup
-    cwd = os.getcwd()
-    try:
-        os.chdir(REPO)
-        return run_setup("setup.py", stop_after="init")
-    finally:
-        os.chdir(cwd)
 
 
 def test_the_base_install_is_light_and_the_test_install_has_everything():
