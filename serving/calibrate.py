@@ -139,8 +139,8 @@ def print_report(report: dict, stream=sys.stdout) -> None:
     for err in report["skipped_cases"]:
         print(f"  skipped {err['case_id']}: {err['path']}: {err['reason']}", file=stream)
     print(f"margin: {report['margin_se']} standard errors of the per-image paired difference", file=stream)
-    print(f"network before: {report['before']}", file=stream)
-    print(f"network after:  {report['after']}", file=stream)
+    print(f"network before: {cli.settings_text(report['before'])}", file=stream)
+    print(f"network after:  {cli.settings_text(report['after'])}", file=stream)
     print("\n".join(_search_lines("network", report)), file=stream, flush=True)
 
 
@@ -149,9 +149,9 @@ def print_detectors(report: dict, stream=sys.stdout) -> None:
     m = report["matcher"]
     splits = ", ".join(f"{n} {s}" for s, n in m["by_split"].items())
     lines = [f"matcher tuned on: {m['images']} labelled images ({splits}; {m['skipped']} skipped)",
-             *_search_lines("matcher", m), f"matcher after: {m['after']}",
+             *_search_lines("matcher", m), f"matcher after: {cli.settings_text(m['after'])}",
              f"detectors compared on: {report['images']} validation images ({report['skipped']} skipped)",
-             *_search_lines("fused", report["fused"]), f"fused after: {report['fused']['after']}",
+             *_search_lines("fused", report["fused"]), f"fused after: {cli.settings_text(report['fused']['after'])}",
              "validation oF1: " + ", ".join(f"{d} {v:.4f}" for d, v in report["validation_oF1"].items())]
     for step in report["choice"]:
         verdict = "chosen" if step["chosen"] else "not chosen"
