@@ -2,7 +2,6 @@
 (an error record naming it), never the run; workers do not outlive a killed ``serving.score``."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import pandas as pd
 import pytest
 
 from serving.matcher import CRASH_TEST_ENV, PARENT_POLL_S
-from serving.submission import errors_path
+from serving.submission import errors_path, read_side_file
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = [f"img{k}.png" for k in range(6)]
@@ -72,12 +71,11 @@ def test_a_worker_killed_by_its_image_costs_that_image_only(image_dir, tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = pd.read_csv(output, keep_default_na=False)
     assert sorted(rows["case_id"]) == sorted(n[:-4] for n in NAMES)
-    with open(errors_path(output)) as f:
-        errors = [json.loads(line) for line in f]
+    errors = read_side_file(output, errors_path(output))
     assert [(e["case_id"], e["reason"].split(":")[0]) for e in errors] == [("img3", "worker_crashed")]
     assert errors[0]["path"].endswith("img3.png")
-    with open(str(tmp_path / "sub.evidence.jsonl")) as f:
-        assert sorted(json.loads(line)["case_id"] for line in f) == sorted(n[:-4] for n in NAMES if n != "img3.png")
+    evidence = read_side_file(output, str(tmp_path / "sub.evidence.jsonl"))
+    assert sorted(e["case_id"] for e in evidence) == sorted(n[:-4] for n in NAMES if n != "img3.png")
 
 
 def test_a_worker_killed_from_outside_is_replaced_and_its_images_retried(image_dir, tmp_path):
@@ -95,7 +93,7 @@ def test_a_worker_killed_from_outside_is_replaced_and_its_images_retried(image_d
     assert proc.returncode == 0, err
     rows = pd.read_csv(output, keep_default_na=False)
     assert sorted(rows["case_id"]) == sorted(n[:-4] for n in NAMES)
-    assert not os.path.exists(errors_path(output)) or open(errors_path(output)).read() == ""
+    assert not os.path.exists(errors_path(output)) or read_side_file(output, errors_path(output)) == []
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])

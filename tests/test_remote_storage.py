@@ -76,9 +76,9 @@ def test_train_calibrate_and_score_on_ram(beam_run, small_synth_dir, tmp_path):
     assert load(model_dir).metadata["calibration"]["oF1_after"] == report["oF1_after"]  # written to ram://
 
     model = load(model_dir)
-    remote, _ = network.score_items(discover_test_images(images), model, batch_size=4, progress=False)
+    remote, _ = network.score_items(discover_test_images(images)[0], model, batch_size=4, progress=False)
     write_outputs(f"{RAM}/out/submission.csv", remote.rows, remote.errors)
-    local, _ = network.score_items(discover_test_images(small_synth_dir), model, batch_size=4, progress=False)
+    local, _ = network.score_items(discover_test_images(small_synth_dir)[0], model, batch_size=4, progress=False)
     assert remote.rows == local.rows and len(remote.rows) == len(os.listdir(os.path.join(small_synth_dir,
                                                                                          "test_images")))
     with tf.io.gfile.GFile(f"{RAM}/out/submission.csv") as f:
