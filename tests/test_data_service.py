@@ -236,5 +236,9 @@ def test_a_dispatcher_killed_mid_training_ends_the_run_in_bounded_time_with_its_
     # Left as a kill leaves it, which a relaunch resumes (tests/test_train.py): training, epochs logged, a backup.
     assert run_state.read_state(str(model_dir)) == run_state.TRAINING
     assert len(log.read_text().splitlines()) >= 2
-    resume = run_state.prepare_backup(str(model_dir))  # what the relaunch reads first: a readable backup
-    assert resume.epoch >= 1 and resume.note.startswith(f"resuming after epoch {resume.epoch}")
+    # What the relaunch reads first: a readable backup, or (the exit came while Keras was writing one) the
+    # torn file named and the previous good state taken, as after any kill (tests/test_train.py).
+    resume = run_state.prepare_backup(str(model_dir))
+    assert resume.epoch >= 1, resume.note
+    assert (resume.note.startswith(f"resuming after epoch {resume.epoch}")
+            or f"resuming from the previous state (after epoch {resume.epoch})" in resume.note), resume.note
