@@ -198,8 +198,8 @@ def main(argv):
                   # Checkpoint on segmentation quality: oF1 under the seed's fixed post-processing
                   # rewards the all-authentic model early on; calibration sets the image bar later.
                   "--monitor", "val_mask_dice"], summary=os.path.join(summaries, "train.json"))
-        calib = last_json(run_step(4, total, "calibrate the network, the matcher and the fused decision on the "
-                                   "validation split", "serving.calibrate",
+        calib = last_json(run_step(4, total, "calibrate the network, the matcher and the fused decision (the "
+                                   "matcher on every labelled image)", "serving.calibrate",
                                    ["--model_dir", model, "--data_dir", records, "--workers", workers],
                                    summary=os.path.join(summaries, "calibrate.json")))
         subs = {}
@@ -224,8 +224,8 @@ def main(argv):
 
     base = evals["everything authentic"]
     print(f"\nDemo finished in {(time.time() - start) / 60:.1f} min. Test set: {base['images']} images "
-          f"({base['true_forged']} forged). Calibrated on the validation split; the detector that scored best "
-          f"there (serving.score --detector auto): {chosen}.")
+          f"({base['true_forged']} forged). The detector calibration chose (the simplest one no other beat by "
+          f"its margin; serving.score --detector auto): {chosen}.")
     print_table(evals)
     print("\nWrote:")
     for label, path in (("dataset", data), ("TFRecords + manifest", records), ("model + export", model),
