@@ -374,21 +374,29 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
-def read_input(path: str, read: Callable[[str], bytes] = read_bytes) -> bytes:
-    """The bytes of an input file (an image, a mask), or ``BadInput`` naming it and the reason: the
-    one place read failures become reasons. Only regular files are read (``not_a_file`` otherwise);
-    ``read``: another reader of the same path (Beam's file systems in the Beam job)."""
-    from preprocessing.errors import BadInput
-
+@contextlib.contextmanager
+def input_errors(path: str):
+    """Failures while reading the input file ``path`` become ``BadInput`` naming it and the reason:
+    the one place read failures become reasons (``read_input``, ``images.check_file``)."""
     try:
-        check_regular(path)
-        return read(path)
+        yield
+    except BadInput:
+        raise
     except NotAFile as exc:
         raise BadInput(path, f"not_a_file: {exc.kind}; only regular files are read") from exc
     except OSError as exc:
         raise BadInput(path, f"unreadable: {exc.strerror or exc}") from exc
     except Exception as exc:  # remote file systems raise their own error types
         raise BadInput(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
+
+
+def read_input(path: str, read: Callable[[str], bytes] = read_bytes) -> bytes:
+    """The bytes of an input file (an image, a mask), or ``BadInput`` naming it and the reason. Only
+    regular files are read (``not_a_file`` otherwise); ``read``: another reader of the same path
+    (Beam's file systems in the Beam job)."""
+    with input_errors(path):
+        check_regular(path)
+        return read(path)
 
 
 def read_text(path: str) -> str:

@@ -135,13 +135,16 @@ def image_size(data, path: str) -> tuple[int, int]:
     return image_header(data, path)[:2]
 
 
-def check_header(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int, str]:
-    """(height, width, format) of encoded image bytes from the header, or ``BadInput``: empty files,
-    junk and images above ``max_pixels`` are refused before any decoder sees the bytes."""
-    if len(data) == 0:
+def check_header(data, path: str, max_pixels: int = MAX_PIXELS, nbytes: Optional[int] = None,
+                 ) -> tuple[int, int, str]:
+    """(height, width, format) from the header, or ``BadInput``: empty files, junk, images above
+    ``max_pixels`` and files longer than their header explains are refused before any decoder sees the
+    bytes. ``data``: the encoded bytes, or an open binary file of ``nbytes`` (only its header is read)."""
+    nbytes = len(data) if nbytes is None else nbytes
+    if nbytes == 0:
         raise BadInput(path, "empty_file: zero bytes")
     height, width, fmt = image_header(data, path)
-    check_size(height, width, path, max_pixels, len(data))
+    check_size(height, width, path, max_pixels, nbytes)
     return height, width, fmt
 
 
@@ -177,25 +180,13 @@ def check_file(path: str, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
     before reading a file whole (memory stays bounded by ``max_pixels``)."""
     from preprocessing import fileio
 
-    try:
+    with fileio.input_errors(path):
         fileio.check_regular(path)  # a FIFO named like an image would block the open below
         with fileio.open_file(path, "rb") as f:
             f.seek(0, 2)
-            file_bytes = f.tell()
-            if file_bytes == 0:
-                raise BadInput(path, "empty_file: zero bytes")
+            nbytes = f.tell()
             f.seek(0)
-            height, width = image_size(f, path)
-    except BadInput:
-        raise
-    except fileio.NotAFile as exc:
-        raise BadInput(path, f"not_a_file: {exc.kind}; only regular files are read") from exc
-    except OSError as exc:
-        raise BadInput(path, f"unreadable: {exc.strerror or exc}") from exc
-    except Exception as exc:  # remote file systems raise their own error types
-        raise BadInput(path, f"unreadable: {type(exc).__name__}: {exc}") from exc
-    check_size(height, width, path, max_pixels, file_bytes)
-    return height, width
+            return check_header(f, path, max_pixels, nbytes)[:2]
 
 
 def decode_rgb8(data: bytes, path: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
