@@ -23,7 +23,7 @@ from typing import Optional
 from absl import app, flags
 
 from preprocessing import hyperparams
-from preprocessing.errors import BadInput, UsageError
+from preprocessing.errors import USAGE_EXIT, BadInput, UsageError
 
 FLAGS = flags.FLAGS
 
@@ -184,7 +184,7 @@ USER_ERRORS = (UsageError, BadInput, OSError)
 # module need not import TensorFlow.
 TF_ENVIRONMENT_ERRORS = ("NotFoundError", "AlreadyExistsError", "PermissionDeniedError", "UnauthenticatedError",
                          "UnavailableError", "UnimplementedError", "DeadlineExceededError", "ResourceExhaustedError")
-INTERNAL_EXIT = 1  # a bug: as an uncaught exception would exit; user and environment errors exit 2
+INTERNAL_EXIT = 1  # a bug: as an uncaught exception would exit; user and environment errors: USAGE_EXIT
 
 
 def is_user_error(exc: BaseException) -> bool:
@@ -282,7 +282,7 @@ def _parser(flags_parser: Optional[Callable]) -> Callable:
         except flags.Error as exc:
             message = " ".join(str(exc).split())
             sys.stderr.write(f"error: {message} (--help lists this command's flags)\n")
-            sys.exit(2)
+            sys.exit(USAGE_EXIT)
     return parse
 
 
@@ -309,7 +309,7 @@ def run(main: Callable, flags_parser: Optional[Callable] = None) -> None:
             if verbose:
                 traceback.print_exc()
             sys.stderr.write(user_error_line(exc) + "\n")
-            return 2
+            return USAGE_EXIT
 
     app.run(wrapped, flags_parser=_parser(flags_parser))
 

@@ -18,6 +18,7 @@ import runpy
 import sys
 from typing import Optional
 
+from preprocessing.errors import USAGE_EXIT
 from preprocessing.version import __version__
 
 PROGRAM = "copymove"
@@ -36,7 +37,6 @@ COMMANDS = {
     "submission-report": ("serving.report", "a dataset report with a submission scored on it"),
     "demo": ("serving.demo", "the end-to-end demo on built-in data (what make demo runs)"),
 }
-USAGE_STATUS = 2  # the status of every usage error, as in the commands themselves (preprocessing.cli)
 
 
 def _main_file(module: str) -> Optional[str]:
@@ -75,10 +75,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     module = COMMANDS.get(args[0], (None,))[0]
     if module is None:
         sys.stderr.write(f"error: {PROGRAM}: unknown command {args[0]!r}; one of: {', '.join(COMMANDS)}\n")
-        return USAGE_STATUS
+        return USAGE_EXIT
     if _main_file(module) is None:
         sys.stderr.write(f"error: {PROGRAM} {args[0]}: module {module} is not installed in this version\n")
-        return USAGE_STATUS
+        return USAGE_EXIT
     sys.argv = [f"{PROGRAM} {args[0]}", *args[1:]]  # runpy replaces argv[0] with the module's file
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=True)

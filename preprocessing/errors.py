@@ -1,6 +1,10 @@
 """The project's error types for things a user can fix, so every entry point reports them the same way."""
 from __future__ import annotations
 
+# Exit status of every command line that cannot be carried out as given (a bad flag, a user error, an
+# environment error); a bug exits 1, as an uncaught exception would.
+USAGE_EXIT = 2
+
 
 class BadInput(ValueError):
     """A file that cannot be used; ``reason`` is a short machine-friendly tag plus detail."""

@@ -50,7 +50,7 @@ import time
 
 import tensorflow as tf
 
-from preprocessing.errors import UsageError
+from preprocessing.errors import USAGE_EXIT, UsageError
 
 PROCESSING_MODE = "distributed_epoch"
 MAX_PORT = 65535  # the largest TCP port
@@ -101,7 +101,7 @@ def check_dispatcher(service: str, flag: str = "--data_service", timeout: float 
 
 
 PROBE_EVERY_S = 2.0  # how often a training run asks its dispatcher whether it is still there
-LOST_EXIT = 2  # the exit status of a run ended because its dispatcher went away (as for other one-line errors)
+LOST_EXIT = USAGE_EXIT  # the exit status of a run ended because its dispatcher went away (an environment error)
 
 
 @contextlib.contextmanager
