@@ -32,6 +32,16 @@ def run(*args, timeout=HANG) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+def add_duplicate_and_bad_name(data):
+    """``a.png`` and ``a.jpg`` (one case id twice) and a file whose name is not UTF-8, in ``data``'s
+    test images; returns that folder."""
+    tests = data / "test_images"
+    png(tests / "a.png", 1)
+    png(tests / "a.jpg", 2)
+    png(tests / BAD_NAME, 3)
+    return tests
+
+
 def png(path, seed=0, size=64):
     rng = np.random.default_rng(seed)
     ok, data = cv2.imencode(".png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
@@ -203,11 +213,8 @@ def test_beam_job_records_a_fifo_and_a_bad_name_and_completes(data, tmp_path):
 def test_report_records_a_fifo_a_duplicate_and_a_bad_name(data, tmp_path):
     """Before: the report blocked forever on the FIFO; a.png + a.jpg was one image; a non-UTF-8 name
     was refused without naming the file."""
-    tests = data / "test_images"
+    tests = add_duplicate_and_bad_name(data)
     os.mkfifo(tests / "p.png")
-    png(tests / "a.png", 1)
-    png(tests / "a.jpg", 2)
-    png(tests / BAD_NAME, 3)
     out = tmp_path / "report"
     proc = run("preprocessing.report", "--input_dir", str(data), "--output_dir", str(out), timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -222,10 +229,7 @@ def test_report_records_a_fifo_a_duplicate_and_a_bad_name(data, tmp_path):
 
 def test_score_lists_duplicate_ids_and_bad_names_as_errors(data, tmp_path):
     """Before: a.png was dropped silently (a.jpg scored); a non-UTF-8 name crashed the CSV writer."""
-    tests = data / "test_images"
-    png(tests / "a.png", 1)
-    png(tests / "a.jpg", 2)
-    png(tests / BAD_NAME, 3)
+    add_duplicate_and_bad_name(data)
     out = tmp_path / "sub.csv"
     proc = run("serving.score", "--detector", "matcher", "--input_dir", str(data), "--output", str(out),
                "--workers", "1")
@@ -240,10 +244,7 @@ def test_score_lists_duplicate_ids_and_bad_names_as_errors(data, tmp_path):
 
 
 def test_beam_score_lists_duplicate_ids_and_bad_names_as_errors(data, tmp_path):
-    tests = data / "test_images"
-    png(tests / "a.png", 1)
-    png(tests / "a.jpg", 2)
-    png(tests / BAD_NAME, 3)
+    add_duplicate_and_bad_name(data)
     out = tmp_path / "sub.csv"
     proc = run("serving.beam_score", "--detector", "matcher", "--input_dir", str(data), "--output", str(out),
                "--direct_running_mode=in_memory", timeout=300)
