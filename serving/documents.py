@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from preprocessing import fileio
 from preprocessing.errors import BadInput
 from preprocessing.images import IMAGE_EXTENSIONS, MAX_PIXELS, is_image_file, read_rgb8, to_rgb8
 
@@ -77,12 +78,11 @@ def _pdfium():
 def _open_pdf(path: str, source: str):
     """The open PDF, or BadInput with the reason (empty, not a PDF, encrypted, damaged)."""
     pdfium, raw = _pdfium()
-    try:
+    with fileio.input_errors(source):  # the one place read failures become reasons
+        fileio.check_regular(path)  # a FIFO named .pdf would block the open below
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             head = f.read(PDF_SIGNATURE_WINDOW)
-    except OSError as exc:
-        raise BadInput(source, f"unreadable: {exc.strerror or exc}") from exc
     if size == 0:
         raise BadInput(source, "empty_file: zero bytes")
     if PDF_SIGNATURE not in head:

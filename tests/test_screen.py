@@ -205,6 +205,19 @@ def test_bad_files_are_error_rows_and_the_rest_completes(tmp_path, panels):
     assert all(os.path.basename(str(p)) in html for p in paths[1:])
 
 
+def test_fifos_named_like_a_pdf_or_an_image_are_error_rows_not_hangs(tmp_path, panels):
+    """Only regular files are opened: a FIFO would block the reader forever."""
+    folder = tmp_path / "paper"
+    folder.mkdir()
+    write_pdf(folder / "good.pdf", [figure(panels["a"], panels["b"])])
+    os.mkfifo(folder / "x.pdf")
+    os.mkfifo(folder / "p.png")
+    proc, out = run(tmp_path, folder)
+    assert proc.returncode == 0, proc.stderr
+    reasons = {os.path.basename(e["file"]): e["reason"].split(":")[0] for e in out["errors"]}
+    assert reasons == {"x.pdf": "not_a_file", "p.png": "not_a_file"}, out["errors"]
+
+
 def _check_html(folder, findings) -> None:
     """Every picture the page shows exists (and only files in the report folder), every file in
     pictures/ is shown, and every finding appears with both places."""
