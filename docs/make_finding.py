@@ -1,6 +1,6 @@
 """Redraws docs/finding.png, the README's picture of a finding: the matcher on a synthetic compound
 figure (``preprocessing.synth``, seed 1, case 27433), drawn as serving's review pages draw it
-(``serving.pictures``: predicted regions green where they match the truth, an arrow per pair).
+(``serving.pictures``: predicted regions green where they match the truth, a line joining the two regions of each pair).
 
     PYTHONPATH=. python docs/make_finding.py [OUTPUT_PNG]
 """
