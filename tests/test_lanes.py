@@ -9,7 +9,7 @@ import pytest
 
 from preprocessing import synth
 from preprocessing.matching import DecisionParams, MatcherConfig, decide, detect
-from preprocessing.matching.lanes import band_signal, lane_spans
+from preprocessing.matching.lanes import band_signal, lane_spans, laned_boxes
 from preprocessing.synth.figure_blots import lane_boxes, lane_centres
 from serving.metric import f1_matrix
 
@@ -45,6 +45,18 @@ def test_lanes_are_found_from_column_profiles():
     centres = lane_centres((0, 0, 120, 360), LANES)
     assert len(spans) == LANES[0]
     assert all(min(abs((a + b) / 2 - c) for c in centres) <= 4 for a, b in spans)
+
+
+def test_only_panels_with_lanes_count_as_laned():
+    """The keypoint stage keeps its higher contrast threshold in laned panels only: a blot, not a
+    grey micrograph that the panel classifier also calls "blot"."""
+    gray = blot(2)
+    box = (0, 0, gray.shape[1], gray.shape[0])
+    assert laned_boxes(gray, [(box, "blot")]) == [box]
+    assert laned_boxes(gray, [(box, "photo")]) == []
+    for seed in range(4):  # grey micrographs whose columns do show runs, but irregular ones
+        micrograph, _ = synth.photo_crop(np.random.default_rng(seed), gray.shape[0], gray.shape[1], gray=True)
+        assert laned_boxes(micrograph, [(box, "blot")]) == []
 
 
 @pytest.mark.parametrize("seed,change", [(0, {"gain": 0.9, "offset": 5.0}), (2, {"flip": "h"})])

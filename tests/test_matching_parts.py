@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from preprocessing.matching import describe, detect
 from preprocessing.matching.exact import SYMMETRIES, exact_candidates, linear, symmetry_vectors
-from preprocessing.matching.keypoints import mirror_permutation
+from preprocessing.matching.keypoints import features_by_region, mirror_permutation, sift_features
 from preprocessing.matching.layout import layout
 from preprocessing.matching.panels import find_page, find_panels
 from preprocessing.matching.results import Region, Transform, region_from_mask
@@ -39,6 +39,22 @@ def test_mirror_permutation_matches_sift_on_the_flipped_image():
     err = np.abs(desc[:, mirror_permutation()] - desc_m).mean()
     other = np.abs(desc - desc_m).mean()  # the unpermuted descriptors, for scale
     assert err < 0.2 * other
+
+
+def test_laned_panels_keep_the_higher_contrast_threshold():
+    """Panels get the low SIFT contrast threshold (weak keypoints of smooth areas), blot and gel
+    panels with lanes the higher one (weak keypoints of look-alike lanes match each other)."""
+    gray = cv2.cvtColor(photo(200, 400), cv2.COLOR_RGB2GRAY)
+    gray = (cv2.GaussianBlur(gray, (0, 0), 2.0) * 0.3 + 100).astype(np.uint8)  # low contrast, as in smooth areas
+    allowed = np.full(gray.shape, 255, np.uint8)
+    left, right = np.zeros_like(allowed), np.zeros_like(allowed)
+    left[:, :200], right[:, 200:] = 255, 255
+    both = features_by_region(gray, allowed, [(200, 0, 200, 200)], 0.003, 0.01, 10_000)
+    low, high = sift_features(gray, left, 0.003, 10_000), sift_features(gray, right, 0.01, 10_000)
+    assert np.array_equal(both.xy, np.concatenate([low.xy, high.xy]))  # each panel at its own threshold
+    assert len(sift_features(gray, right, 0.003, 10_000).xy) > len(high.xy)  # the threshold matters here
+    assert len(features_by_region(gray, allowed, [], 0.003, 0.01, 10_000).xy) \
+        == len(sift_features(gray, allowed, 0.003, 10_000).xy)
 
 
 def test_symmetry_weights_hash_the_transformed_block():

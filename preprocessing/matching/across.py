@@ -25,7 +25,8 @@ import numpy as np
 from preprocessing.matching.decision import passes
 from preprocessing.matching.detector import FLAT_MAX_STD, excluded_mask, make_pair
 from preprocessing.matching.hypotheses import keypoint_hypotheses, to3
-from preprocessing.matching.keypoints import Features, Matches, sift_features
+from preprocessing.matching.keypoints import Features, Matches, features_by_region
+from preprocessing.matching.lanes import laned_boxes
 from preprocessing.matching.layout import layout, page_pixels
 from preprocessing.matching.params import DecisionParams, MatcherConfig
 from preprocessing.matching.results import Box, Transform
@@ -103,7 +104,8 @@ def prepare(panel: np.ndarray, config: MatcherConfig = MatcherConfig(),
     work = replace(work, sift_zoom=ACROSS_SIFT_ZOOM if work.sift_zoom > 1 else work.sift_zoom)
     panels, deco, page = layout(work)
     excluded = excluded_mask(work, panels, deco, page_pixels(work.rgb, page), config)
-    feats = sift_features(work.gray, (1 - excluded) * 255, config.sift_contrast, max_features, work.sift_zoom, GRID)
+    feats = features_by_region(work.gray, (1 - excluded) * 255, laned_boxes(work.gray, panels), config.sift_contrast,
+                               config.blot_sift_contrast, max_features, work.sift_zoom, GRID)
     return Prepared(work, excluded, feats)
 
 

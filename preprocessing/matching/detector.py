@@ -31,8 +31,14 @@ from preprocessing.matching.dense import dense_hypotheses
 from preprocessing.matching.densefield import densefield_hypotheses
 from preprocessing.matching.exact import exact_candidates, exact_region
 from preprocessing.matching.hypotheses import keypoint_hypotheses
-from preprocessing.matching.keypoints import concat, g2nn_matches, needs_dense_keypoints, panel_features, sift_features
-from preprocessing.matching.lanes import lane_matches
+from preprocessing.matching.keypoints import (
+    concat,
+    features_by_region,
+    g2nn_matches,
+    needs_dense_keypoints,
+    panel_features,
+)
+from preprocessing.matching.lanes import lane_matches, laned_boxes
 from preprocessing.matching.layout import layout, page_pixels, to_original
 from preprocessing.matching.panels import panel_index_map
 from preprocessing.matching.params import MatcherConfig
@@ -181,6 +187,25 @@ def _lane_pairs(band: np.ndarray, work: WorkImage, excluded: np.ndarray, panels,
     return out
 
 
+def keypoint_stage(work: WorkImage, excluded: np.ndarray, panels, band: np.ndarray, config: MatcherConfig,
+                   stats: Optional[dict] = None):
+    """(features, matches, hypotheses) of the keypoint search on the working image, outside
+    ``excluded``: SIFT at each region's contrast threshold, the small/flat-panel pass when on,
+    g2NN matching and RANSAC hypotheses (``benchmarks/miss_analysis.py`` reuses it)."""
+    allowed = (1 - excluded) * 255
+    feats = features_by_region(work.gray, allowed, laned_boxes(work.gray, panels), config.sift_contrast,
+                               config.blot_sift_contrast, config.sift_max_features, work.sift_zoom)
+    if config.small_panels:
+        extra = [panel_features(work.gray, allowed, box) for box, kind in panels
+                 if kind not in DRAWING_KINDS and needs_dense_keypoints(box, band)]
+        if stats is not None:
+            stats["dense_keypoint_panels"] = len(extra)
+        feats = concat([feats] + extra)
+    matches = g2nn_matches(feats, config.g2nn_ratio)
+    hyps = keypoint_hypotheses(feats, matches, config.ransac_px, config.max_scale, limit=config.max_hypotheses)
+    return feats, matches, hyps
+
+
 def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detection:
     """Verified candidate copy pairs of one RGB uint8 image, with panels and decorations."""
     rgb = as_rgb8(image)
@@ -207,15 +232,7 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
 
     t1 = time.perf_counter()
-    allowed = (1 - excluded) * 255
-    feats = sift_features(work.gray, allowed, config.sift_contrast, config.sift_max_features, work.sift_zoom)
-    if config.small_panels:
-        extra = [panel_features(work.gray, allowed, box) for box, kind in panels
-                 if kind not in DRAWING_KINDS and needs_dense_keypoints(box, band)]
-        stats["dense_keypoint_panels"] = len(extra)
-        feats = concat([feats] + extra)
-    matches = g2nn_matches(feats, config.g2nn_ratio)
-    hyps = keypoint_hypotheses(feats, matches, config.ransac_px, config.max_scale, limit=config.max_hypotheses)
+    feats, matches, hyps = keypoint_stage(work, excluded, panels, band, config, stats)
     stats.update(keypoints=len(feats), matches=len(matches), kp_hypotheses=len(hyps),
                  matches_on_decorations=_on_mask(feats.xy, matches, deco))
     stats["t_keypoints"] = time.perf_counter() - t1

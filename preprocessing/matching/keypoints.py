@@ -92,6 +92,25 @@ def sift_features(gray: np.ndarray, mask: Optional[np.ndarray] = None, contrast:
     return Features(xy, angle, size, rootsift(desc), rootsift(desc[:, _MIRROR]))
 
 
+def features_by_region(gray: np.ndarray, allowed: np.ndarray, laned_boxes, contrast: float, laned_contrast: float,
+                       max_features: int, zoom: float = 1.0, grid: int = 0) -> Features:
+    """``sift_features`` at ``contrast``, except inside ``laned_boxes`` (x, y, w, h, working pixels:
+    blot and gel panels with lanes) at ``laned_contrast``; ``max_features`` shared by area."""
+    laned = np.zeros(gray.shape, bool)
+    for x, y, w, h in laned_boxes:
+        laned[y:y + h, x:x + w] = True
+    if contrast == laned_contrast or not laned.any():
+        return sift_features(gray, allowed, contrast, max_features, zoom, grid)
+    usable = allowed > 0
+    parts = []
+    for where, c in ((usable & ~laned, contrast), (usable & laned, laned_contrast)):
+        share = float(where.sum()) / max(1.0, float(usable.sum()))
+        if share > 0:
+            parts.append(sift_features(gray, where.astype(np.uint8) * 255, c,
+                                       max(1, int(round(max_features * share))), zoom, grid))
+    return concat(parts) if parts else sift_features(gray, allowed, contrast, max_features, zoom, grid)
+
+
 def concat(parts: list[Features]) -> Features:
     """One Features holding the keypoints of every part (in order)."""
     fields = ("xy", "angle", "size", "desc", "mirror")
