@@ -4,7 +4,7 @@ Each forged image is built so that the older searches have a hard time: a copy i
 carried only by sensor noise, with its brightness changed (so exact hashing cannot see it); a
 copy rotated by 15 degrees and one rescaled by 0.85 in a field of look-alike cells; a small copy
 (0.3% of the image) re-saved as JPEG. Each must come out as two instances of pixel F1 >= 0.7
-(issue 22; the two targets not met yet are strict xfails, so they fail once met). A regular grid
+(issue 22; the target not met yet, the small copy, is a strict xfail, so it fails once met). A regular grid
 of identical cells and a periodic grating are legitimate repeats: they must stay authentic with
 every stage on.
 """
@@ -128,9 +128,8 @@ def test_rescaled_copy():
     assert best_f1(image, truth) >= 0.7
 
 
-@pytest.mark.xfail(strict=True, reason="issue 22 target not met: keypoints give 7 of the 8 inliers needed and the "
-                                       "dense field's single-disk features do not separate look-alike cells")
 def test_rotated_copy():
+    """g2NN keeps 7 of the copy's pairs among look-alike cells (8 needed); guided matching finds the rest."""
     image, truth = paste(cells(400, 520, 2), (130, 120), 45, (380, 280), angle=15.0)
     image = jpeg(np.repeat(image[:, :, None], 3, axis=2), 90)
     assert best_f1(image, truth) >= 0.7

@@ -30,11 +30,15 @@ from preprocessing.matching.decorations import DRAWING_KINDS
 from preprocessing.matching.dense import dense_hypotheses
 from preprocessing.matching.densefield import densefield_hypotheses
 from preprocessing.matching.exact import exact_candidates, exact_region
-from preprocessing.matching.hypotheses import keypoint_hypotheses
+from preprocessing.matching.hypotheses import Hypothesis, distinct, keypoint_hypotheses
 from preprocessing.matching.keypoints import (
+    Features,
+    Neighbours,
     concat,
+    descriptor_neighbours,
     features_by_region,
     g2nn_matches,
+    guided_pairs,
     needs_dense_keypoints,
     panel_features,
 )
@@ -201,9 +205,22 @@ def keypoint_stage(work: WorkImage, excluded: np.ndarray, panels, band: np.ndarr
         if stats is not None:
             stats["dense_keypoint_panels"] = len(extra)
         feats = concat([feats] + extra)
-    matches = g2nn_matches(feats, config.g2nn_ratio)
+    near = descriptor_neighbours(feats) if len(feats) >= 2 else None
+    matches = g2nn_matches(feats, config.g2nn_ratio, near=near)
     hyps = keypoint_hypotheses(feats, matches, config.ransac_px, config.max_scale, limit=config.max_hypotheses)
+    if config.guided and near is not None:
+        hyps = [with_guided_pairs(feats, near, h) for h in hyps]
     return feats, matches, hyps
+
+
+def with_guided_pairs(feats: Features, near: Neighbours, h: Hypothesis) -> Hypothesis:
+    """``h`` with the pairs guided matching finds (``keypoints.guided_pairs``) added to its
+    inliers: more seeds for verification, and support counted over both (distinct positions)."""
+    src, dst = guided_pairs(feats, near, h.matrix, h.src)
+    if not len(src):
+        return h
+    src, dst = np.concatenate([h.src, src]), np.concatenate([h.dst, dst])
+    return replace(h, src=src, dst=dst, support=max(h.support, min(distinct(src), distinct(dst))))
 
 
 def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detection:

@@ -111,6 +111,45 @@ def features_by_region(gray: np.ndarray, allowed: np.ndarray, laned_boxes, contr
     return concat(parts) if parts else sift_features(gray, allowed, contrast, max_features, zoom, grid)
 
 
+def guided_pairs(f: Features, near: Neighbours, m: np.ndarray, src: np.ndarray, margin: float = P.GUIDED_MARGIN,
+                 radius: float = P.GUIDED_RADIUS_PX, max_dist: float = P.GUIDED_MAX_DIST,
+                 ratio: float = P.GUIDED_RATIO) -> tuple[np.ndarray, np.ndarray]:
+    """(source points, copy points) of the keypoint pairs a map ``m`` explains: keypoints around
+    its inliers ``src`` (their box grown by ``margin`` of its size) whose image under ``m`` lands
+    within ``radius`` px of a keypoint with a near-identical descriptor (the mirrored one for a
+    mirroring map), clearly nearer than the keypoint's nearest descriptor elsewhere (``near``).
+    Among look-alike cells g2NN's ratio keeps few of a true copy's pairs; here the map's geometry
+    picks the partner and the looser ``ratio`` still refuses a lattice's identical elements."""
+    if len(f) < 2 or len(src) == 0:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    from scipy.spatial import cKDTree
+
+    lo, hi = src.min(0), src.max(0)
+    pad = margin * (hi - lo) + radius
+    around = np.flatnonzero(np.all((f.xy >= lo - pad) & (f.xy <= hi + pad), axis=1))
+    m = np.asarray(m, np.float64)
+    mirrored = np.linalg.det(m[:, :2]) < 0
+    target = f.xy[around] @ m[:, :2].T + m[:, 2]
+    used: set = set()
+    pairs = []
+    for i, t, cands in zip(around, target, cKDTree(f.xy).query_ball_point(target, radius)):
+        d = f.mirror[i] if mirrored else f.desc[i]
+        best, j = min(((float(np.linalg.norm(d - f.desc[c])), c) for c in cands
+                       if c != i and c not in used and np.linalg.norm(f.xy[c] - f.xy[i]) >= P.MIN_MATCH_DIST_PX),
+                      default=(np.inf, -1))
+        if best > max_dist:
+            continue
+        elsewhere = near.kept[i] & (np.linalg.norm(f.xy[near.other[i]] - t, axis=1) > 2 * radius)
+        alternative = float(near.dist[i][elsewhere][0]) if elsewhere.any() else float(near.dist[i][-1])
+        if best < ratio * alternative:
+            used.add(j)
+            pairs.append((i, j))
+    if not pairs:
+        return np.zeros((0, 2)), np.zeros((0, 2))
+    i, j = np.array(pairs).T
+    return f.xy[i].astype(np.float64), f.xy[j].astype(np.float64)
+
+
 def concat(parts: list[Features]) -> Features:
     """One Features holding the keypoints of every part (in order)."""
     fields = ("xy", "angle", "size", "desc", "mirror")
@@ -154,15 +193,22 @@ def _empty_matches() -> Matches:
     return Matches(z, z, np.zeros(0, bool))
 
 
-def g2nn_matches(f: Features, ratio: float = P.G2NN_RATIO, neighbours: int = P.G2NN_NEIGHBOURS,
-                 min_dist: float = P.MIN_MATCH_DIST_PX) -> Matches:
-    """Matches of every keypoint among all others and their mirrors (generalised 2NN).
+@dataclass(frozen=True)
+class Neighbours:
+    """Each keypoint's nearest descriptors among all others and their mirrors, nearest first:
+    rows of (keypoint ``other``, mirrored ``flip``, ``dist``), ``kept`` False where a neighbour
+    is the keypoint itself, its own mirror or closer than ``min_dist`` pixels."""
 
-    Neighbours that are the keypoint itself, its own mirror, or closer than ``min_dist`` pixels
-    (overlapping windows of one structure) are skipped before the ratio test."""
+    other: np.ndarray
+    flip: np.ndarray
+    dist: np.ndarray
+    kept: np.ndarray
+
+
+def descriptor_neighbours(f: Features, neighbours: int = P.G2NN_NEIGHBOURS,
+                          min_dist: float = P.MIN_MATCH_DIST_PX) -> Neighbours:
+    """``Neighbours`` of every keypoint (FLANN k-d trees; at least 2 keypoints)."""
     n = len(f)
-    if n < 2:
-        return _empty_matches()
     base = np.concatenate([f.desc, f.mirror])
     k = min(neighbours + 3, 2 * n)
     index = cv2.flann_Index(base, {"algorithm": _FLANN_KDTREE, "trees": P.FLANN_TREES})
@@ -176,10 +222,22 @@ def g2nn_matches(f: Features, ratio: float = P.G2NN_RATIO, neighbours: int = P.G
     skip = (other == query) | (gap < min_dist) | (idx < 0)
     # Compact each row: the kept neighbours first, in distance order (FLANN returns sorted rows).
     order = np.argsort(skip, axis=1, kind="stable")
-    other = np.take_along_axis(other, order, 1)
-    flip = np.take_along_axis(flip, order, 1)
-    dist = np.take_along_axis(dist, order, 1)
-    kept = ~np.take_along_axis(skip, order, 1)
+    return Neighbours(np.take_along_axis(other, order, 1), np.take_along_axis(flip, order, 1),
+                      np.take_along_axis(dist, order, 1), ~np.take_along_axis(skip, order, 1))
+
+
+def g2nn_matches(f: Features, ratio: float = P.G2NN_RATIO, neighbours: int = P.G2NN_NEIGHBOURS,
+                 min_dist: float = P.MIN_MATCH_DIST_PX, near: Optional[Neighbours] = None) -> Matches:
+    """Matches of every keypoint among all others and their mirrors (generalised 2NN), from
+    ``near`` (``descriptor_neighbours``, computed here when not given).
+
+    Neighbours that are the keypoint itself, its own mirror, or closer than ``min_dist`` pixels
+    (overlapping windows of one structure) are skipped before the ratio test."""
+    if len(f) < 2:
+        return _empty_matches()
+    if near is None:
+        near = descriptor_neighbours(f, neighbours, min_dist)
+    other, flip, dist, kept = near.other, near.flip, near.dist, near.kept
     # g2NN: accept neighbour m while d_m < ratio * d_(m+1) (and both exist), stop at the first failure.
     passes = kept[:, :-1] & kept[:, 1:] & (dist[:, :-1] < ratio * np.maximum(dist[:, 1:], 1e-6))
     accepted = np.cumprod(passes, axis=1).astype(bool)
