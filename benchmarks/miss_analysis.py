@@ -30,6 +30,7 @@ from preprocessing.images import read_rgb8
 from preprocessing.matching import MatcherConfig, decide, detect
 from preprocessing.matching import params as P
 from preprocessing.matching.detector import excluded_mask, keypoint_stage
+from preprocessing.matching.hypotheses import apply
 from preprocessing.matching.layout import layout, page_pixels
 from preprocessing.matching.verify import bandpass, verify
 from preprocessing.matching.work import to_work
@@ -72,7 +73,7 @@ def fate(rgb: np.ndarray, truth: list, config: MatcherConfig) -> list[str]:
         ca, cb = (np.array([np.nonzero(m)[1].mean(), np.nonzero(m)[0].mean()]) for m in (am, bm))
         tol = CENTRE_TOL * np.sqrt(am.sum()) + 3
         explaining = [hyp for hyp in hyps for s, d in ((ca, cb), (cb, ca))
-                      if np.linalg.norm(np.asarray(hyp.matrix)[:, :2] @ s + np.asarray(hyp.matrix)[:, 2] - d) < tol]
+                      if np.linalg.norm(apply(hyp.matrix, s) - d) < tol]
         if not explaining:
             out.append("no_hypothesis")
             continue
@@ -112,7 +113,12 @@ def main() -> None:
     args = ap.parse_args()
     cv2.setNumThreads(1)
     config = MatcherConfig(**json.loads(args.config))
-    for folder in args.sets.split(","):
+    folders = args.sets.split(",")
+    for folder in folders:
+        if not os.path.isfile(os.path.join(folder, synth.SOLUTION_FILE)):
+            ap.error(f"{folder}: not a synthetic set (no {synth.SOLUTION_FILE}; make one with "
+                     "python -m preprocessing.synth)")
+    for folder in folders:
         print_table(os.path.basename(folder.rstrip("/")), analyse(folder, config))
 
 

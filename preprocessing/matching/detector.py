@@ -24,6 +24,7 @@ from typing import Optional
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
 from preprocessing.matching import params as P
 from preprocessing.matching.decorations import DRAWING_KINDS
@@ -209,14 +210,15 @@ def keypoint_stage(work: WorkImage, excluded: np.ndarray, panels, band: np.ndarr
     matches = g2nn_matches(feats, config.g2nn_ratio, near=near)
     hyps = keypoint_hypotheses(feats, matches, config.ransac_px, config.max_scale, limit=config.max_hypotheses)
     if config.guided and near is not None:
-        hyps = [with_guided_pairs(feats, near, h) for h in hyps]
+        where = cKDTree(feats.xy)
+        hyps = [with_guided_pairs(feats, near, where, h) for h in hyps]
     return feats, matches, hyps
 
 
-def with_guided_pairs(feats: Features, near: Neighbours, h: Hypothesis) -> Hypothesis:
+def with_guided_pairs(feats: Features, near: Neighbours, where: cKDTree, h: Hypothesis) -> Hypothesis:
     """``h`` with the pairs guided matching finds (``keypoints.guided_pairs``) added to its
     inliers: more seeds for verification, and support counted over both (distinct positions)."""
-    src, dst = guided_pairs(feats, near, h.matrix, h.src)
+    src, dst = guided_pairs(feats, near, where, h.matrix, h.src)
     if not len(src):
         return h
     src, dst = np.concatenate([h.src, src]), np.concatenate([h.dst, dst])

@@ -15,6 +15,7 @@ from typing import Optional
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
 from preprocessing.matching import params as P
 
@@ -111,19 +112,18 @@ def features_by_region(gray: np.ndarray, allowed: np.ndarray, laned_boxes, contr
     return concat(parts) if parts else sift_features(gray, allowed, contrast, max_features, zoom, grid)
 
 
-def guided_pairs(f: Features, near: Neighbours, m: np.ndarray, src: np.ndarray, margin: float = P.GUIDED_MARGIN,
-                 radius: float = P.GUIDED_RADIUS_PX, max_dist: float = P.GUIDED_MAX_DIST,
-                 ratio: float = P.GUIDED_RATIO) -> tuple[np.ndarray, np.ndarray]:
+def guided_pairs(f: Features, near: Neighbours, where: cKDTree, m: np.ndarray, src: np.ndarray,
+                 margin: float = P.GUIDED_MARGIN, radius: float = P.GUIDED_RADIUS_PX,
+                 max_dist: float = P.GUIDED_MAX_DIST, ratio: float = P.GUIDED_RATIO) -> tuple[np.ndarray, np.ndarray]:
     """(source points, copy points) of the keypoint pairs a map ``m`` explains: keypoints around
     its inliers ``src`` (their box grown by ``margin`` of its size) whose image under ``m`` lands
     within ``radius`` px of a keypoint with a near-identical descriptor (the mirrored one for a
-    mirroring map), clearly nearer than the keypoint's nearest descriptor elsewhere (``near``).
+    mirroring map), clearly nearer than the keypoint's nearest descriptor elsewhere (``near``);
+    ``where`` is the k-d tree of ``f.xy``, built once per image for all its maps.
     Among look-alike cells g2NN's ratio keeps few of a true copy's pairs; here the map's geometry
     picks the partner and the looser ``ratio`` still refuses a lattice's identical elements."""
     if len(f) < 2 or len(src) == 0:
         return np.zeros((0, 2)), np.zeros((0, 2))
-    from scipy.spatial import cKDTree
-
     lo, hi = src.min(0), src.max(0)
     pad = margin * (hi - lo) + radius
     around = np.flatnonzero(np.all((f.xy >= lo - pad) & (f.xy <= hi + pad), axis=1))
@@ -132,7 +132,7 @@ def guided_pairs(f: Features, near: Neighbours, m: np.ndarray, src: np.ndarray, 
     target = f.xy[around] @ m[:, :2].T + m[:, 2]
     used: set = set()
     pairs = []
-    for i, t, cands in zip(around, target, cKDTree(f.xy).query_ball_point(target, radius)):
+    for i, t, cands in zip(around, target, where.query_ball_point(target, radius)):
         d = f.mirror[i] if mirrored else f.desc[i]
         best, j = min(((float(np.linalg.norm(d - f.desc[c])), c) for c in cands
                        if c != i and c not in used and np.linalg.norm(f.xy[c] - f.xy[i]) >= P.MIN_MATCH_DIST_PX),

@@ -104,7 +104,7 @@ DECOR_HALO_PX = 2
 # give keypoints (the 2nd-place Kaggle solution found low thresholds essential). At 0.01 most
 # copies the matcher missed on the tuning sets lay in smooth areas with under 25 keypoints per
 # instance and no hypothesis; 0.003 gives them 3-8x more and no authentic image more was flagged
-# (docs/recall.md).
+# (docs/matcher_recall.md).
 SIFT_CONTRAST = 0.003
 # ... except in blot and gel panels with regular lanes (``lanes.laned_boxes``), whose lanes and
 # bands are look-alikes: at 0.003-0.006 the weak keypoints of one authentic gel in 40 matched its
@@ -216,7 +216,7 @@ ZNCC_WINDOW = 9
 # Windows flatter than this (std of the high-pass, grey levels) carry no evidence either way;
 # low, because the sensor noise of a blot or a smooth photo area (std 0.3-1) is often its only
 # detail: noise correlates with itself in an untouched copy and not with unrelated noise. 0.6
-# left copies of smooth areas with no textured pixel to grow from (docs/recall.md).
+# left copies of smooth areas with no textured pixel to grow from (docs/matcher_recall.md).
 TEXTURE_MIN_STD = 0.3
 # A pixel agrees when its local correlation with its partner is at least this.
 AGREE_ZNCC = 0.55
