@@ -1,18 +1,23 @@
-"""The detectors side by side on held-out synthetic photos and compound figures.
+"""The detectors side by side on held-out synthetic photos, compound figures and unfamiliar images.
 
-    python -m benchmarks.detectors --work_dir /tmp/detectors [--seeds 0,1] [--minutes 8] [--image_size 128]
-        [--num_train 600] [--num_test 100] [--workers 2]
+    python -m benchmarks.detectors --work_dir /tmp/detectors [--seeds 0,1,2] [--minutes 8] [--image_size 128]
+        [--num_train 600] [--num_test 100] [--sets photos,figures,unseen] [--networks default,evidence]
+        [--workers 2]
 
 For every seed (data, training and test sets all change with it):
 1. A training corpus (``mixed`` style) goes through the Beam job with the matcher's evidence maps;
-   its val split is the validation data every detector is tuned on.
-2. Two networks train for ``--minutes`` each on the CPU: the default model and the same with the
-   evidence stream (``--evidence``). ``serving.calibrate`` then tunes, on the val split, each
-   network's post-processing, the matcher's decision and the fused decision, with the pessimistic
-   rule (the test sets are never seen).
-3. Two held-out test sets, ``photos`` and ``figures`` (their own seeds, never a tuning seed:
-   ``benchmarks.seeds``), are scored by: the network,
-   the network with evidence, the matcher, the fused detector (with each network), and "everything
+   its val split is the validation data the network, the fused decision and the choice of
+   detector are tuned on (the matcher's decision: every split, as ``serving.calibrate`` does).
+2. The networks of ``--networks`` train for ``--minutes`` each on the CPU: ``default`` (no evidence
+   stream) and ``evidence`` (the trainer's default, with the matcher's evidence map).
+   ``serving.calibrate`` then tunes each network's post-processing, the matcher's decision and the
+   fused decision, and chooses the default detector, with the pessimistic rule (the test sets are
+   never seen).
+3. The held-out test sets of ``--sets`` (``benchmarks.seeds.HELD_OUT_SETS``: their own seeds, never
+   a tuning seed; ``unseen`` is made of image sources the other styles and the tuning never use)
+   are scored by: each network, the matcher, the fused detector with each network, the end-to-end
+   default (``auto``: what ``serving.score --detector auto`` runs after that calibration, i.e. the
+   row of the detector it chose for the last network of ``--networks``), and "everything
    authentic". oF1 overall / on forged / on authentic images, TP / FP / FN / TN at the image level,
    images per second of scoring, and which copy-moves were found by operation kind and transform
    (a copy is found when a predicted instance matches it with pixel F1 >= 0.5).
@@ -28,14 +33,18 @@ from collections import defaultdict
 
 from absl import app, flags
 
-from benchmarks.seeds import held_out_seed
+from benchmarks.seeds import HELD_OUT_SETS, held_out_set_seed
 from preprocessing import cli
 
 FLAGS = flags.FLAGS
+NETWORKS = {"default": False, "evidence": True}  # network name -> whether it reads the evidence map
 flags.DEFINE_string("work_dir", "/tmp/copymove_detectors", "Scratch directory (data, records, models).")
 flags.DEFINE_list("seeds", ["0"], "One full run (data, training, test sets) per seed.")
 flags.DEFINE_integer("num_train", 600, "Training cases of the mixed corpus (about half forged).")
-flags.DEFINE_integer("num_test", 100, "Images in each held-out test set (photos, figures).")
+flags.DEFINE_integer("num_test", 100, "Images in each held-out test set.")
+flags.DEFINE_list("sets", ["photos", "figures", "unseen"], f"Held-out test sets, of {', '.join(HELD_OUT_SETS)}.")
+flags.DEFINE_list("networks", list(NETWORKS), "Networks to train: 'default' (no evidence stream) and/or "
+                  "'evidence' (the trainer's default); the last one is the end-to-end default's.")
 flags.DEFINE_integer("min_size", 96, "Smallest image side.")
 flags.DEFINE_integer("max_size", 1000, "Largest image side (figure pages up to this wide).")
 flags.DEFINE_integer("image_size", 128, "Network input size.")
@@ -45,16 +54,16 @@ flags.DEFINE_integer("depth", 3, "Network depth.")
 flags.DEFINE_integer("workers", cli.DEFAULT_WORKERS, "Processes for the matcher and the Beam job.")
 flags.DEFINE_bool("reuse", True, "Reuse data, records and trained models already in work_dir.")
 
-TEST_STYLES = ("photos", "figures")
+AUTO_ROW = "auto (end-to-end default)"
 MATCH_F1 = 0.5  # a predicted instance this close to a copy finds it (serving.pictures uses the same bar)
 
 
-def synth_set(path: str, num_train: int, num_test: int, seed: int, style: str) -> str:
+def synth_set(path: str, num_train: int, num_test: int, seed: int, style: str, sources: str = "seen") -> str:
     from preprocessing import synth
 
     if not (FLAGS.reuse and os.path.exists(os.path.join(path, synth.META_FILE))):
         synth.generate(path, num_train=num_train, num_test=num_test, seed=seed, min_size=FLAGS.min_size,
-                       max_size=FLAGS.max_size, style=style, overwrite=True, show_progress=True)
+                       max_size=FLAGS.max_size, style=style, sources=sources, overwrite=True, show_progress=True)
     return path
 
 
@@ -151,8 +160,17 @@ def evaluate(test_dir: str, rows: list) -> dict:
             "FN": s["true_forged"] - s["forged_detected"], "TN": s["true_authentic"] - s["authentic_false_positive"]}
 
 
-def score_all(test_dir: str, models: dict) -> dict:
-    """contender -> metrics on one test set."""
+def contenders(networks: list[str]) -> list[tuple[str, str, str]]:
+    """(row name, detector, network) in table order."""
+    plan = [(f"network{'' if n == 'default' else ' + ' + n}", "network", n) for n in networks]
+    plan.append(("matcher", "matcher", networks[-1]))
+    plan += [(f"fused{'' if n == 'default' else f' (network with {n})'}", "fused", n) for n in networks]
+    return plan
+
+
+def score_all(test_dir: str, models: dict, chosen: str) -> dict:
+    """contender -> metrics on one test set; ``chosen``: the detector calibration chose for the
+    last network, whose row the end-to-end default's is (the same call with the same settings)."""
     from preprocessing import rle
     from preprocessing.cases import discover_test_images
     from serving import detectors
@@ -160,10 +178,8 @@ def score_all(test_dir: str, models: dict) -> dict:
 
     items, _ = discover_test_images(test_dir)
     out = {}
-    plan = [("network", "network", "default"), ("network + evidence", "network", "evidence"),
-            ("matcher", "matcher", "default"), ("fused", "fused", "default"),
-            ("fused (network with evidence)", "fused", "evidence")]
-    for name, detector, which in plan:
+    last = FLAGS.networks[-1]
+    for name, detector, which in contenders(FLAGS.networks):
         model = load(models[which])
         settings = detectors.Settings.from_metadata(model.metadata)
         t0 = time.monotonic()
@@ -173,6 +189,8 @@ def score_all(test_dir: str, models: dict) -> dict:
         rows = dict(result.rows)
         out[name] = dict(evaluate(test_dir, result.rows), images_per_s=len(items) / seconds,
                          found=found_by_kind(test_dir, rows))
+        if which == last and detector == chosen:
+            out[AUTO_ROW] = dict(out[name], chosen=chosen)
     baseline = [(cid, rle.AUTHENTIC) for cid, _ in items]
     out["everything authentic"] = dict(evaluate(test_dir, baseline), images_per_s=float("nan"),
                                        found=found_by_kind(test_dir, dict(baseline)))
@@ -184,28 +202,31 @@ def run_seed(seed: int) -> dict:
     corpus = synth_set(os.path.join(work, "train"), FLAGS.num_train, 0, seed, "mixed")
     records = records_of(corpus, os.path.join(work, f"records{FLAGS.image_size}"))
     models, calibration = {}, {}
-    for which, evidence in (("default", False), ("evidence", True)):
+    for which in FLAGS.networks:
         models[which] = os.path.join(work, f"model_{which}")
-        calibration[which] = train_network(records, models[which], evidence, seed)
+        calibration[which] = train_network(records, models[which], NETWORKS[which], seed)
+    chosen = calibration[FLAGS.networks[-1]].get("detectors", {}).get("detector", "network")
     results = {}
-    for k, style in enumerate(TEST_STYLES):
-        test_seed = held_out_seed(seed, k)  # the path names it, so a reused set never has another seed
-        test = synth_set(os.path.join(work, f"test_{style}_{test_seed}"), 0, FLAGS.num_test, test_seed, style)
-        results[style] = score_all(test, models)
-    return {"seed": seed, "calibration": {w: c.get("detectors", {}) for w, c in calibration.items()},
-            "results": results}
+    for name in FLAGS.sets:
+        style, sources = HELD_OUT_SETS[name]
+        test_seed = held_out_set_seed(seed, name)  # the path names it, so a reused set never has another seed
+        test = synth_set(os.path.join(work, f"test_{name}_{test_seed}"), 0, FLAGS.num_test, test_seed, style,
+                         sources)
+        results[name] = score_all(test, models, chosen)
+    return {"seed": seed, "chosen": chosen,
+            "calibration": {w: c.get("detectors", {}) for w, c in calibration.items()}, "results": results}
 
 
 def print_tables(runs: list) -> None:
-    for style in TEST_STYLES:
-        names = list(runs[0]["results"][style])
+    for style in FLAGS.sets:
+        names = list(dict.fromkeys(n for r in runs for n in r["results"][style]))
         print(f"\n{style}: {FLAGS.num_test} held-out images per seed, seeds {', '.join(str(r['seed']) for r in runs)}; "
               f"networks {FLAGS.image_size} px, width {FLAGS.width}, depth {FLAGS.depth}, {FLAGS.minutes:g} CPU min")
         print("| detector | oF1 | forged | authentic | TP | FP | FN | TN | images/s |" + (
             " oF1 min-max |" if len(runs) > 1 else ""))
         print("|---|--:|--:|--:|--:|--:|--:|--:|--:|" + ("--:|" if len(runs) > 1 else ""))
         for name in names:
-            rs = [r["results"][style][name] for r in runs]
+            rs = [r["results"][style][name] for r in runs if name in r["results"][style]]
             mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("oF1", "forged", "authentic", "TP", "FP", "FN",
                                                                  "TN", "images_per_s")}
             spread = f" {min(r['oF1'] for r in rs):.3f}-{max(r['oF1'] for r in rs):.3f} |" if len(runs) > 1 else ""
@@ -230,7 +251,7 @@ def main(argv):
         with open(os.path.join(FLAGS.work_dir, "results.json"), "w") as f:
             json.dump(runs, f, indent=1, default=float)
     for r in runs:
-        print(f"seed {r['seed']} validation oF1: " + json.dumps(
+        print(f"seed {r['seed']}: calibration chose {r['chosen']}; validation oF1: " + json.dumps(
             {w: c.get("validation_oF1") for w, c in r["calibration"].items()}))
     print_tables(runs)
 

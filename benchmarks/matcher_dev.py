@@ -30,7 +30,7 @@ from scipy.optimize import linear_sum_assignment
 from benchmarks import seeds
 from preprocessing import rle, synth
 from preprocessing.images import read_rgb8
-from preprocessing.matching import DecisionParams, MatcherConfig, decide, detect, passes
+from preprocessing.matching import DecisionParams, MatcherConfig, decide, decided, detect
 from preprocessing.synth import base as synth_base
 from serving.metric import f1_matrix
 
@@ -104,7 +104,7 @@ def image_of1(n_truth: int, keep: list, f1) -> float:
 def score(results: dict, params: DecisionParams) -> dict:
     per, found = [], defaultdict(lambda: [0, 0])
     for r in results.values():
-        keep = [k for k, p in enumerate(r["det"].candidates) if passes(p, params)]
+        keep = decided(r["det"], params)
         per.append((r["n_truth"] > 0, image_of1(r["n_truth"], keep, r["f1"]), bool(keep)))
         for k, op in enumerate(r["meta"]["ops"]):  # truth instances come in (source, copy) order
             hit = any(min(r["f1"][2 * j, 2 * k], r["f1"][2 * j + 1, 2 * k + 1]) >= 0.5
@@ -138,7 +138,7 @@ def grid(results_sets: list[dict]) -> list:
 def score_quick(results: dict, params: DecisionParams) -> tuple[float, int]:
     total, flagged = [], 0
     for r in results.values():
-        keep = [k for k, p in enumerate(r["det"].candidates) if passes(p, params)]
+        keep = decided(r["det"], params)
         total.append(image_of1(r["n_truth"], keep, r["f1"]))
         flagged += bool(keep) and r["n_truth"] == 0
     return float(np.mean(total)), flagged

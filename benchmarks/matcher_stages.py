@@ -26,13 +26,11 @@ from collections import defaultdict
 import numpy as np
 
 from benchmarks.matcher_dev import image_of1, run
-from benchmarks.seeds import TUNING_SEEDS, held_out_seed
+from benchmarks.seeds import HELD_OUT_SETS as SETS
+from benchmarks.seeds import TUNING_SEEDS, held_out_set_seed
 from preprocessing import synth
-from preprocessing.matching import DecisionParams, MatcherConfig, passes
+from preprocessing.matching import DecisionParams, MatcherConfig, decided
 
-# Held-out sets: (style, sources); the index in this table is the set's seed index.
-SETS = {"photos": ("photos", "seen"), "figures": ("figures", "seen"), "hard": ("hard", "seen"),
-        "unseen": ("hard", "unseen")}
 # Boolean MatcherConfig fields that mask evidence rather than search for it: never ablated.
 NOT_STAGES = ("decorations", "skip_charts")
 FOUND_F1 = 0.5  # a copy is found when one kept pair matches both its instances this well
@@ -59,7 +57,7 @@ def configurations() -> dict[str, MatcherConfig]:
 
 def make_set(work_dir: str, name: str, num_test: int, seed: int) -> str:
     style, sources = SETS[name]
-    test_seed = held_out_seed(seed, list(SETS).index(name))
+    test_seed = held_out_set_seed(seed, name)
     assert test_seed not in TUNING_SEEDS
     out = os.path.join(work_dir, f"{name}_{test_seed}_{num_test}")
     if not os.path.exists(os.path.join(out, synth.SOLUTION_FILE)):
@@ -99,7 +97,7 @@ def score(results: dict, params: DecisionParams = DecisionParams()) -> dict:
     """Image-level counts, oF1 and the copies found per breakdown key."""
     per, found = [], defaultdict(lambda: [0, 0])
     for r in results.values():
-        keep = [k for k, p in enumerate(r["det"].candidates) if passes(p, params)]
+        keep = decided(r["det"], params)
         forged = r["n_truth"] > 0
         per.append((forged, image_of1(r["n_truth"], keep, r["f1"]), bool(keep)))
         for k, op in enumerate(r["meta"]["ops"]):  # truth instances: (source, copy) per op

@@ -12,6 +12,11 @@ TUNING_SEEDS = (TUNE_SEED, REPORT_SEED)
 # Held-out test sets: HELD_OUT_BASE + 100 * run seed + set index (set index < 100), far from the
 # tuning seeds and from the small training seeds (0, 1, ...).
 HELD_OUT_BASE = 7000
+# The held-out sets every benchmark draws from: name -> (synth style, image sources); a set's
+# position here is its seed index, so "photos" of run seed 0 is the same set in every benchmark.
+# ``unseen`` is the hard style built from image sources the other styles never use.
+HELD_OUT_SETS = {"photos": ("photos", "seen"), "figures": ("figures", "seen"), "hard": ("hard", "seen"),
+                 "unseen": ("hard", "unseen")}
 
 
 def held_out_seed(run_seed: int, index: int) -> int:
@@ -22,3 +27,10 @@ def held_out_seed(run_seed: int, index: int) -> int:
     if seed in TUNING_SEEDS:
         raise ValueError(f"held-out seed {seed} is a tuning seed")
     return seed
+
+
+def held_out_set_seed(run_seed: int, name: str) -> int:
+    """The seed of the held-out set ``name`` (a key of ``HELD_OUT_SETS``) of run ``run_seed``."""
+    if name not in HELD_OUT_SETS:
+        raise ValueError(f"unknown held-out set {name!r}; expected one of {', '.join(HELD_OUT_SETS)}")
+    return held_out_seed(run_seed, list(HELD_OUT_SETS).index(name))

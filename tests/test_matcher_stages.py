@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from benchmarks import matcher_stages as ms
 from benchmarks.matcher_dev import run
 from benchmarks.seeds import TUNING_SEEDS, held_out_seed
@@ -40,3 +42,13 @@ def test_small_hard_set_is_scored_with_counts_that_add_up(tmp_path):
     assert 0.0 <= s["oF1"] <= 1.0 and s["images_per_s"] > 0
     forged = s["TP"] + s["FN"]
     assert sum(b for k, (a, b) in s["found"].items() if k.startswith("placement:")) == forged
+
+
+def test_every_held_out_set_has_its_own_seed_and_unknown_sets_are_refused():
+    from benchmarks.seeds import HELD_OUT_SETS, held_out_set_seed
+
+    seeds = [held_out_set_seed(0, name) for name in HELD_OUT_SETS]
+    assert len(set(seeds)) == len(HELD_OUT_SETS) and not set(seeds) & set(TUNING_SEEDS)
+    assert held_out_set_seed(1, "photos") != held_out_set_seed(0, "photos")
+    with pytest.raises(ValueError, match="unknown held-out set"):
+        held_out_set_seed(0, "tuning")

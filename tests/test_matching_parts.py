@@ -168,3 +168,36 @@ def test_describe_reads_like_a_sentence():
     text = describe(det.candidates[0])
     assert "match: the second is the first" in text and "mirrored top-bottom" in text
     assert "identical blocks" in text
+
+
+def _rect_pair(src, dst, shape=(200, 400), inliers=20, correlation=0.9):
+    """A translated copy-move between two rectangles (x, y, w, h) of a (H, W) image."""
+    from preprocessing.matching.results import CopyPair
+
+    def region(box):
+        x, y, w, h = box
+        return Region(box, np.ones((h, w), np.uint8), shape, shape)
+
+    m = ((1.0, 0.0, dst[0] - src[0]), (0.0, 1.0, dst[1] - src[1]))
+    return CopyPair(region(src), region(dst), Transform(m, False, 0.0, 1.0), inliers, correlation, False, 0, True,
+                    0.5)
+
+
+def test_decide_reports_a_copy_once_not_its_parts_found_again():
+    """A keypoint pair lying inside an exact pair's regions (here found in the other direction) is a
+    part of the same copy: reported, it would only add two unmatched instances."""
+    from preprocessing.matching import DecisionParams, decide
+    from preprocessing.matching.results import Detection
+
+    whole = _rect_pair((10, 10, 100, 80), (200, 10, 100, 80))
+    part = _rect_pair((230, 30, 40, 40), (40, 30, 40, 40))  # inside the copy -> inside the source
+    other = _rect_pair((10, 120, 60, 60), (300, 120, 60, 60))  # a second copy-move elsewhere
+    det = Detection((200, 400), (200, 400), [whole, part, other])
+    assert decide(det) == [whole, other]
+    # the part stands on its own when the whole does not pass
+    det = Detection((200, 400), (200, 400), [_rect_pair((10, 10, 100, 80), (200, 10, 100, 80), correlation=0.3),
+                                             part])
+    assert decide(det, DecisionParams()) == [part]
+    # two pairs that are each other's parts (the same copy twice): the first stays
+    twin = _rect_pair((12, 10, 98, 80), (202, 10, 98, 80))
+    assert decide(Detection((200, 400), (200, 400), [whole, twin])) == [whole]

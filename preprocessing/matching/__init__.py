@@ -9,11 +9,11 @@
 Layers: imports numpy, scipy, OpenCV and other ``preprocessing`` modules only (``serving``
 wraps it as a detector; never the reverse).
 """
-from preprocessing.matching.decision import decide, instances_of, passes
+from preprocessing.matching.decision import decide, decided, instances_of, passes
 from preprocessing.matching.describe import describe
 from preprocessing.matching.detector import detect
 from preprocessing.matching.params import DecisionParams, MatcherConfig
 from preprocessing.matching.results import CopyPair, Detection, Panel, Region, Transform
 
 __all__ = ["CopyPair", "DecisionParams", "Detection", "MatcherConfig", "Panel", "Region", "Transform", "decide",
-           "describe", "detect", "instances_of", "passes"]
+           "decided", "describe", "detect", "instances_of", "passes"]

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from preprocessing.matching.params import DecisionParams
+from preprocessing.matching.params import PART_INSIDE, DecisionParams
 from preprocessing.matching.results import CopyPair, Detection
 
 
@@ -28,9 +28,26 @@ def passes(p: CopyPair, params: DecisionParams) -> bool:
     return exact or (p.correlation >= params.min_correlation and p.area >= params.min_area)
 
 
+def part_of(p: CopyPair, q: CopyPair) -> bool:
+    """Whether both of ``p``'s regions lie inside ``q``'s (either way round): ``p`` is a piece of
+    the copy ``q`` already reports, found again by another search or in the other direction."""
+    t = PART_INSIDE
+    return ((p.source.inside(q.source) >= t and p.copy.inside(q.copy) >= t)
+            or (p.source.inside(q.copy) >= t and p.copy.inside(q.source) >= t))
+
+
+def decided(det: Detection, params: DecisionParams = DecisionParams()) -> list[int]:
+    """Indices of the candidates that pass ``params``, without those that are a part of another
+    passing pair (of two that are parts of each other, the first stays): one pair per copy."""
+    passing = [k for k, p in enumerate(det.candidates) if passes(p, params)]
+    c = det.candidates
+    return [k for k in passing
+            if not any(part_of(c[k], c[j]) and (j < k or not part_of(c[j], c[k])) for j in passing if j != k)]
+
+
 def decide(det: Detection, params: DecisionParams = DecisionParams()) -> list[CopyPair]:
-    """The candidates that pass ``params`` (no image work)."""
-    return [p for p in det.candidates if passes(p, params)]
+    """The candidates ``decided`` keeps (no image work)."""
+    return [det.candidates[k] for k in decided(det, params)]
 
 
 def instances_of(pairs: Sequence[CopyPair], shape: tuple[int, int]) -> list[np.ndarray]:

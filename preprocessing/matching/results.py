@@ -62,18 +62,26 @@ class Region:
         out[by:by + bh, bx:bx + bw] = soft >= 0.5
         return out
 
-    def iou(self, other: Region) -> float:
-        """Intersection over union at the working resolution (same image)."""
+    def overlap(self, other: Region) -> int:
+        """Working-resolution pixels the two regions share (same image)."""
         ax, ay, aw, ah = self.work_box
         bx, by, bw, bh = other.work_box
         x0, y0, x1, y1 = max(ax, bx), max(ay, by), min(ax + aw, bx + bw), min(ay + ah, by + bh)
-        inter = 0
-        if x1 > x0 and y1 > y0:
-            a = self.crop[y0 - ay:y1 - ay, x0 - ax:x1 - ax]
-            b = other.crop[y0 - by:y1 - by, x0 - bx:x1 - bx]
-            inter = int(np.count_nonzero(a & b))
+        if x1 <= x0 or y1 <= y0:
+            return 0
+        a = self.crop[y0 - ay:y1 - ay, x0 - ax:x1 - ax]
+        b = other.crop[y0 - by:y1 - by, x0 - bx:x1 - bx]
+        return int(np.count_nonzero(a & b))
+
+    def iou(self, other: Region) -> float:
+        """Intersection over union at the working resolution (same image)."""
+        inter = self.overlap(other)
         union = self.work_area + other.work_area - inter
         return inter / union if union else 0.0
+
+    def inside(self, other: Region) -> float:
+        """The share of this region that ``other`` covers (1: wholly inside it)."""
+        return self.overlap(other) / self.work_area if self.work_area else 0.0
 
 
 def region_from_mask(mask: np.ndarray, shape: tuple[int, int]) -> Optional[Region]:
