@@ -7,8 +7,10 @@
     python -m benchmarks.dense_stages --split heldout --timing 8                     # time vs baseline
 
 Data: ``preprocessing.synth.generate`` test splits of both styles, ``--count`` images each; the
-tuning split uses seed 1001 (the seed the decision defaults were tuned on), the held-out split
-seed 3003, which no tuning ever saw. Every configuration is scored with the same
+tuning split uses seed 1001 (the seed the decision defaults were tuned on), the held-out split uses
+the shared held-out sets' seeds (``benchmarks.seeds.held_out_set_seed`` of run 0; until
+2026-12-04 it was seed 3003, which has since served development and is a tuning seed now).
+Every configuration is scored with the same
 ``DecisionParams()`` defaults by ``benchmarks.matcher_dev.score`` (oF1, authentic flagged, copies
 found per transform and post-processing, seconds per image on one core).
 """
@@ -23,11 +25,12 @@ import time
 import cv2
 
 from benchmarks.matcher_dev import memory_report, run, score
+from benchmarks.seeds import TUNE_SEED, held_out_set_seed
 from preprocessing import synth
 from preprocessing.images import read_rgb8
 from preprocessing.matching import DecisionParams, MatcherConfig, detect
 
-SPLITS = {"tune": 1001, "heldout": 3003}
+SPLITS = ("tune", "heldout")
 STYLES = ("photos", "figures")
 # each stage named alone (the other off), so the ablation does not depend on the current defaults
 STAGES = {"baseline": {"dense_field": False, "small_panels": False},
@@ -41,8 +44,9 @@ def folder(work_dir: str, split: str, style: str) -> str:
 
 
 def make(work_dir: str, count: int) -> None:
-    for split, seed in SPLITS.items():
+    for split in SPLITS:
         for style in STYLES:
+            seed = TUNE_SEED if split == "tune" else held_out_set_seed(0, style)
             out = folder(work_dir, split, style)
             if not os.path.exists(os.path.join(out, synth.SOLUTION_FILE)):
                 synth.generate(out, num_train=0, num_test=count, seed=seed, style=style, show_progress=False)

@@ -9,7 +9,7 @@ import pytest
 
 from preprocessing import synth
 from preprocessing.matching import DecisionParams, MatcherConfig, decide, detect
-from preprocessing.matching.lanes import band_signal, lane_spans, laned_boxes
+from preprocessing.matching.lanes import band_signal, lane_spans, laned_boxes, panel_lane_matches
 from preprocessing.synth.figure_blots import lane_boxes, lane_centres
 from serving.metric import f1_matrix
 
@@ -57,6 +57,22 @@ def test_only_panels_with_lanes_count_as_laned():
     for seed in range(4):  # grey micrographs whose columns do show runs, but irregular ones
         micrograph, _ = synth.photo_crop(np.random.default_rng(seed), gray.shape[0], gray.shape[1], gray=True)
         assert laned_boxes(micrograph, [(box, "blot")]) == []
+
+
+def test_the_lane_stage_compares_no_lanes_in_panels_without_regular_lanes():
+    """Column runs of a grey micrograph are no lanes: their smooth residuals matched each other
+    under a rescale and a mirror in an authentic tuning image (docs/matcher_recall.md)."""
+    forged, _ = copy_lane(blot(2), {"flip": "h"}, {})
+    gray = np.ascontiguousarray(forged[:, :, 0])
+    box = (0, 0, gray.shape[1], gray.shape[0])
+    none = np.zeros(gray.shape, np.uint8)
+    assert panel_lane_matches(gray, none, box, 8.0)  # a blot's lanes are compared: its copied lane matches
+    with_runs = 0
+    for seed in range(4):
+        micrograph, _ = synth.photo_crop(np.random.default_rng(seed), gray.shape[0], gray.shape[1], gray=True)
+        with_runs += len(lane_spans(band_signal(micrograph))) >= 3
+        assert panel_lane_matches(micrograph, none, box, 8.0) == []
+    assert with_runs  # the rule, not the lack of column runs, is what stops them
 
 
 @pytest.mark.parametrize("seed,change", [(0, {"gain": 0.9, "offset": 5.0}), (2, {"flip": "h"})])

@@ -22,6 +22,18 @@ def test_channel_split_figure_with_its_merge_stays_authentic(seed):
     assert flagged(image) == []
 
 
+@pytest.mark.parametrize("seed", [2, 84])
+def test_noisy_channel_figures_of_the_hard_style_stay_authentic(seed):
+    """The merge rule reads the channel's own colour under the region (its surroundings hold the
+    neighbouring panel's dye) and never reads labels or page: these two, with sensor noise, were
+    flagged before (as were two of 30 authentic images of a tuning set, docs/matcher_recall.md)."""
+    from preprocessing.synth import hard
+
+    image, _, _, _, kind = hard.hard_case(np.random.default_rng(seed), False, 96, 1000)
+    assert kind == "lookalike:channel_merge"
+    assert flagged(synth.post_process(image, {"noise_sigma": 2.2, "noise_seed": seed})) == []
+
+
 def test_merge_rule_is_what_keeps_the_channel_figure_authentic():
     """Without the colour-composition rule the channel panel and its merge match (grey levels
     agree): the test above is not passing by accident."""

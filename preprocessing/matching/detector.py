@@ -90,14 +90,15 @@ def touching(source: np.ndarray, copy: np.ndarray) -> bool:
 
 def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkImage, pmap: np.ndarray,
               correlation: float, textured: float, inliers: int = 0, dense: bool = False,
-              exact_blocks: int = 0, lane: float = 0.0, band: Optional[np.ndarray] = None) -> Optional[CopyPair]:
+              exact_blocks: int = 0, lane: float = 0.0, band: Optional[np.ndarray] = None,
+              excluded: Optional[np.ndarray] = None) -> Optional[CopyPair]:
     """A CopyPair from working-resolution masks and a working-pixel map (None when source and
     copy touch, see ``touching``, or, given the band-passed image, repeat by design, see
-    ``repeats``)."""
+    ``repeats``, which does not read the ``excluded`` pixels)."""
     if touching(source, copy):
         return None
     min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
-    if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift):
+    if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift, excluded):
         return None
     src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
     if src is None or cpy is None:
@@ -171,7 +172,8 @@ def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shi
             src = cv2.resize(src, size, interpolation=cv2.INTER_NEAREST)
             cpy = cv2.resize(cpy, size, interpolation=cv2.INTER_NEAREST)
             m = scaled_matrix(m, (h, w), work.work_shape)
-        p = make_pair(src, cpy, m, work, pmap, correlation=1.0, textured=1.0, exact_blocks=cand.support, band=band)
+        p = make_pair(src, cpy, m, work, pmap, correlation=1.0, textured=1.0, exact_blocks=cand.support, band=band,
+                      excluded=excluded)
         if p is not None:
             out.append(p)
     return out
@@ -186,7 +188,7 @@ def _lane_pairs(band: np.ndarray, work: WorkImage, excluded: np.ndarray, panels,
         v = verify(band, excluded | match.outside(excluded.shape), h.matrix, h.src, config.agree_zncc, min_shift)
         if v is not None:
             p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured, lane=match.score,
-                          band=band)
+                          band=band, excluded=excluded)
             if p is not None:
                 out.append(p)
     return out
@@ -277,7 +279,7 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
         if v is not None:
             dense = h.method == "dense"
             p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured,
-                          inliers=0 if dense else h.support, dense=dense, band=band)
+                          inliers=0 if dense else h.support, dense=dense, band=band, excluded=excluded)
             if p is not None:
                 pairs.append(p)
     stats["t_verify"] = time.perf_counter() - t3

@@ -217,11 +217,12 @@ def _strips(gray: np.ndarray, spans: list[tuple[int, int]]) -> tuple[np.ndarray,
 
 def panel_lane_matches(gray: np.ndarray, excluded: np.ndarray, box, min_shift: float) -> list[LaneMatch]:
     """Lane-pair maps of one blot panel ``box`` (x, y, w, h, working pixels), one per distinct
-    map, in image pixels."""
+    map, in image pixels; none unless its lanes are ``regular``: column runs of a micrograph or
+    a smooth membrane are no lanes, and their smooth residuals match under a rescale and a mirror."""
     x, y, w, h = box
     panel = gray[y:y + h, x:x + w]
     spans = lane_spans(band_signal(panel))
-    if not spans:
+    if not regular(spans):
         return []
     row, where = _strips(panel, spans)
     bad = excluded[y:y + h, x:x + w]

@@ -71,15 +71,19 @@ def _direction(colours: np.ndarray) -> np.ndarray:
     return v if v.sum() >= 0 else -v
 
 
-def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: np.ndarray) -> bool:
+def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: np.ndarray,
+                     ignore: Optional[np.ndarray] = None) -> bool:
     """Whether the pair (working masks, map ``m`` source -> copy) is a channel and the merge that
     contains it: around the pair (``REPEAT_CONTEXT``), one side is dark like a fluorescence channel
     and the other is it plus light of another dye, i.e. the difference is non-negative nearly
     everywhere (``MERGE_TOL``, ``MERGE_MIN_SHARE``),
     large on a share of the pixels (``MERGE_MIN_EXTRA*``), saturated (a dye, not a brightness
-    offset: ``DYE_MIN_CHROMA``) and of another hue than the dimmer side (``MERGE_MIN_ANGLE``: not a
-    gain change). Regions and their surroundings are read, not panels: blur or JPEG can fill the
-    gutters between panels, and exact hashing grows a region across them."""
+    offset: ``DYE_MIN_CHROMA``) and of another hue than the dimmer side's own colour under the
+    region (``MERGE_MIN_ANGLE``: not a gain change; the surroundings may hold a neighbouring
+    panel's dye). Regions and their surroundings are read, not panels: blur or JPEG can fill the
+    gutters between panels, and exact hashing grows a region across them. Pixels where either
+    side is in ``ignore`` (labels, scale bars, page: the detector's excluded mask) are not read:
+    a channel's name differs from "Merge" in white, not in a dye."""
     h, w = source.shape
     if not source.any():
         return False
@@ -87,9 +91,14 @@ def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: n
     m = np.asarray(m, np.float64)
     px = np.rint(m[0, 0] * xs + m[0, 1] * ys + m[0, 2]).astype(int)
     py = np.rint(m[1, 0] * xs + m[1, 1] * ys + m[1, 2]).astype(int)
-    inside = (px >= 0) & (px < w) & (py >= 0) & (py < h)
-    a = rgb[ys[inside], xs[inside]].astype(np.int16)
-    b = rgb[py[inside], px[inside]].astype(np.int16)
+    keep = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    ys, xs, px, py = ys[keep], xs[keep], px[keep], py[keep]
+    if ignore is not None:
+        read = (ignore[ys, xs] == 0) & (ignore[py, px] == 0)
+        ys, xs, px, py = ys[read], xs[read], px[read], py[read]
+    a = rgb[ys, xs].astype(np.int16)
+    b = rgb[py, px].astype(np.int16)
+    core = source[ys, xs] > 0  # under the region itself (a's side; b is its partner under the copy)
     if len(a) < 16:
         return False
     for dim, bright in ((a, b), (b, a)):
@@ -99,8 +108,10 @@ def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: n
         if float(np.mean((d >= -MERGE_TOL).all(axis=1))) < MERGE_MIN_SHARE:
             continue
         extra = d[d.max(axis=1) >= MERGE_MIN_EXTRA]
-        # the dimmer side's own colour, from its coloured pixels (gutters and page are grey)
-        lit = dim[(dim.max(axis=1) >= DYE_MIN_LEVEL) & (np.ptp(dim, axis=1) >= DYE_MIN_LEVEL)]
+        # the dimmer side's own colour, from its coloured pixels under the region (gutters and
+        # page are grey)
+        own = dim[core]
+        lit = own[(own.max(axis=1) >= DYE_MIN_LEVEL) & (np.ptp(own, axis=1) >= DYE_MIN_LEVEL)]
         if len(extra) < MERGE_MIN_EXTRA_SHARE * len(d) or len(lit) < 16:
             continue
         v, u = _direction(extra), _direction(lit)
@@ -141,9 +152,10 @@ def lattice(band: np.ndarray, source: np.ndarray, min_shift: float) -> bool:
 
 
 def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, source: np.ndarray, copy: np.ndarray,
-                      m: np.ndarray, min_shift: float) -> Optional[str]:
-    """The reason a verified pair is a repeat by design ("channel_of_merge", "lattice"), or None."""
-    if channel_of_merge(rgb, source, copy, m):
+                      m: np.ndarray, min_shift: float, ignore: Optional[np.ndarray] = None) -> Optional[str]:
+    """The reason a verified pair is a repeat by design ("channel_of_merge", "lattice"), or None;
+    ``ignore``: pixels never read (see ``channel_of_merge``)."""
+    if channel_of_merge(rgb, source, copy, m, ignore):
         return "channel_of_merge"
     if lattice(band, source, min_shift):
         return "lattice"
