@@ -23,7 +23,9 @@ What each search varies:
   reference: the defaults;
 - the fused decision (``search_fused``): ``serving.fused.FusedParams``; reference: the defaults
   (the matcher alone);
-- the detector (``choose_detector``): ``SIMPLEST_FIRST`` in order, each against the current choice.
+- the detector (``choose_detector``): simplest first (``simplest_first``: a plain network, the
+  matcher, the fused verdict; a network that reads the matcher's evidence ranks above the matcher),
+  each against the current choice.
 
 Ground truth: from records, the 4-connected components of the stored union mask (records keep only
 the union), at the records' resolution; from a labelled folder or for the matcher, the real instance
@@ -55,9 +57,17 @@ DEFAULT_MIN_AREAS = (0, 4, 8, 16, 32, 64, 128, 256, 512)
 # SE keeps a move that one image of a few dozen makes out, yet lets a gain most images share through.
 DEFAULT_MARGIN_SE = 1.0
 TIE = 1e-12  # score differences below this are ties, which the reference wins
-# The detectors from simplest to most complex, as issue 24 ranks them: the fused verdict needs both
-# others; the matcher is ranked above the network. ``choose_detector`` moves along it only on evidence.
+# The detectors from simplest to most complex (issue 24): the fused verdict needs both others; a
+# plain network is ranked below the matcher. ``choose_detector`` moves along it only on evidence.
 SIMPLEST_FIRST = ("network", "matcher", "fused")
+# A network that reads the matcher's evidence map is the matcher plus a trained model, so it ranks
+# above the matcher: it must beat the matcher it is built on by the margin to be chosen.
+SIMPLEST_FIRST_WITH_EVIDENCE = ("matcher", "network", "fused")
+
+
+def simplest_first(network_reads_evidence: bool) -> tuple[str, ...]:
+    """The detectors from simplest to most complex, for a network with or without the evidence input."""
+    return SIMPLEST_FIRST_WITH_EVIDENCE if network_reads_evidence else SIMPLEST_FIRST
 
 
 # ----------------------------------------------------------------------------- the rule
@@ -540,13 +550,14 @@ def tuning_cases(data_dir: str | None, input_dir: str | None, split: str) -> tup
     return {"folder": cases}, cases
 
 
-def choose_detector(scores: dict[str, np.ndarray], margin_se: float = DEFAULT_MARGIN_SE) -> tuple[str, list[dict]]:
+def choose_detector(scores: dict[str, np.ndarray], margin_se: float = DEFAULT_MARGIN_SE,
+                    order: Sequence[str] = SIMPLEST_FIRST) -> tuple[str, list[dict]]:
     """The default detector from each detector's per-image scores on the same validation images:
-    ``SIMPLEST_FIRST`` in order; each more complex one replaces the
+    ``order`` (simplest first, ``simplest_first``); each more complex one replaces the
     current choice only when it beats it by more than ``margin_se`` standard errors of the paired
     difference. Returns the choice and every comparison made."""
-    chosen, steps = SIMPLEST_FIRST[0], []
-    for candidate in SIMPLEST_FIRST[1:]:
+    chosen, steps = order[0], []
+    for candidate in order[1:]:
         diff = paired_difference(scores[candidate], scores[chosen])
         won = diff.beats(margin_se)
         steps.append({"candidate": candidate, "against": chosen, "chosen": won, **diff.to_dict()})
@@ -590,7 +601,7 @@ def calibrate_detectors(model: ExportedModel, meta: dict, data_dir: str | None, 
                              for f in fused_samples]),
         "fused": FusedEvaluator(fused_samples, net_cfg).scores(fused.params),
     }
-    chosen, steps = choose_detector(per_image, margin_se)
+    chosen, steps = choose_detector(per_image, margin_se, simplest_first(model.uses_evidence))
     val_errors = [e for e in errors if e["case_id"] in {c.key for c in validation}]
     report = {
         "images": len(fused_samples),

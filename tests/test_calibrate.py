@@ -201,6 +201,29 @@ def test_choose_detector_keeps_the_simpler_one_unless_beaten_by_the_margin():
     assert paired_difference(fused, three_better).beats(1.0) is False
 
 
+def test_a_network_that_reads_the_matchers_evidence_must_beat_the_matcher():
+    """An evidence network is the matcher plus a trained model: it ranks above the matcher, so the
+    matcher stays unless the network beats it by the margin (one image of ten does not), and the
+    fused verdict is then measured against whichever stayed."""
+    from serving.tuning import SIMPLEST_FIRST, choose_detector, simplest_first
+
+    assert simplest_first(False) == SIMPLEST_FIRST and simplest_first(True)[0] == "matcher"
+    assert sorted(simplest_first(True)) == sorted(SIMPLEST_FIRST)
+    matcher = np.zeros(10)
+    one_better, three_better = matcher.copy(), matcher.copy()
+    one_better[0] = 1.0
+    three_better[:3] = 1.0
+    chosen, steps = choose_detector({"matcher": matcher, "network": one_better, "fused": matcher},
+                                    order=simplest_first(True))
+    assert chosen == "matcher" and [(s["candidate"], s["against"]) for s in steps] == \
+        [("network", "matcher"), ("fused", "matcher")]
+    chosen, _ = choose_detector({"matcher": matcher, "network": three_better, "fused": three_better},
+                                order=simplest_first(True))
+    assert chosen == "network"
+    # the same scores with a plain network: the network is the simpler one and stays
+    assert choose_detector({"matcher": one_better, "network": matcher, "fused": one_better})[0] == "network"
+
+
 def _split_keys(records_dir: str) -> dict:
     """split -> the label/case_id keys its records hold (read from the TFRecords themselves)."""
     import tensorflow as tf
