@@ -49,7 +49,7 @@ from preprocessing.matching.panels import panel_index_map
 from preprocessing.matching.params import MatcherConfig
 from preprocessing.matching.repeats import legitimate_repeat
 from preprocessing.matching.results import CopyPair, Detection, Panel, Transform, region_from_mask
-from preprocessing.matching.verify import bandpass, verify
+from preprocessing.matching.verify import Verified, bandpass, verify
 from preprocessing.matching.work import WorkImage, as_rgb8, to_work
 
 RNG_SEED = 20240601
@@ -77,6 +77,28 @@ def scaled_matrix(m: np.ndarray, src_shape: tuple[int, int], dst_shape: tuple[in
 def _majority_panel(pmap: np.ndarray, mask: np.ndarray) -> int:
     labels = pmap[mask > 0].astype(np.int64) + 1
     return int(np.argmax(np.bincount(labels))) - 1 if len(labels) else -1
+
+
+def _in_one_panel(pmap: np.ndarray, mask: np.ndarray, share: float) -> bool:
+    """Whether at least ``share`` of ``mask`` lies in one panel."""
+    labels = pmap[mask > 0].astype(np.int64) + 1
+    if not len(labels):
+        return False
+    counts = np.bincount(labels)
+    best = int(np.argmax(counts))
+    return best > 0 and counts[best] >= share * len(labels)
+
+
+def verify_coarse(coarse: np.ndarray, excluded: np.ndarray, h: Hypothesis, pmap: np.ndarray, agree_zncc: float,
+                  min_shift: float) -> Optional[Verified]:
+    """A keypoint hypothesis the fine band did not verify, verified in the coarse band
+    (``COARSE_BAND_SIGMAS``): not for mirrors, and only when each region stays in one panel."""
+    if h.method != "keypoints" or np.linalg.det(np.asarray(h.matrix, np.float64)[:, :2]) < 0:
+        return None
+    v = verify(coarse, excluded, h.matrix, h.src, agree_zncc, min_shift)
+    if v is None or not all(_in_one_panel(pmap, m, P.COARSE_IN_PANEL) for m in (v.source, v.copy)):
+        return None
+    return v
 
 
 def touching(source: np.ndarray, copy: np.ndarray) -> bool:
@@ -274,8 +296,12 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
 
     t3 = time.perf_counter()
     pairs = []
+    coarse = None
     for h in hyps:
         v = verify(band, excluded, h.matrix, h.src, config.agree_zncc, min_shift)
+        if v is None and h.method == "keypoints":
+            coarse = bandpass(work.gray, P.COARSE_BAND_SIGMAS) if coarse is None else coarse
+            v = verify_coarse(coarse, excluded, h, pmap, config.agree_zncc, min_shift)
         if v is not None:
             dense = h.method == "dense"
             p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured,

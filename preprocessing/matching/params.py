@@ -211,6 +211,14 @@ EXACT_MAX_PIXELS = 2_500_000
 # correlation after JPEG and added noise than a plain high-pass, while similar blot lanes stayed
 # below the dense decision bar (docs/experiments.md).
 BAND_SIGMAS = (0.7, 2.0)
+# A keypoint hypothesis that this band does not verify is tried once more in a coarser band:
+# JPEG at quality 70-90, blur and a resampled copy's interpolation remove the fine band's detail,
+# not the coarser structure the keypoints matched on. Coarse structure is shared more easily, so
+# only for maps that do not mirror (a band or a lane's halves mirror each other at that scale),
+# and only when each region stays inside one panel (COARSE_IN_PANEL of it): repeated labels and
+# scale bars down a column of panels otherwise grow into panel-wide agreement.
+COARSE_BAND_SIGMAS = (2.0, 6.0)
+COARSE_IN_PANEL = 0.9
 # Local normalised cross-correlation window (odd); 9 px is small enough to follow region edges.
 ZNCC_WINDOW = 9
 # Windows flatter than this (std of the high-pass, grey levels) carry no evidence either way;

@@ -23,12 +23,12 @@ from preprocessing.matching.hypotheses import is_involution, side_direction, sou
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
 
 
-def bandpass(gray: np.ndarray) -> np.ndarray:
+def bandpass(gray: np.ndarray, sigmas: tuple[float, float] = P.BAND_SIGMAS) -> np.ndarray:
     """Fine detail of the image: a difference of Gaussians (``BAND_SIGMAS``). The small one
     averages away JPEG ringing and added noise; the large one removes illumination, offsets and
     the smooth band profiles similar lanes share."""
     g = gray.astype(np.float32)
-    lo, hi = P.BAND_SIGMAS
+    lo, hi = sigmas
     return cv2.GaussianBlur(g, (0, 0), lo) - cv2.GaussianBlur(g, (0, 0), hi)
 
 
