@@ -74,19 +74,20 @@ def scaled_matrix(m: np.ndarray, src_shape: tuple[int, int], dst_shape: tuple[in
     return (to_dst @ np.vstack([np.asarray(m, np.float64), [0, 0, 1.0]]) @ np.linalg.inv(to_dst))[:2]
 
 
-def _majority_panel(pmap: np.ndarray, mask: np.ndarray) -> int:
+def _majority_panel(pmap: np.ndarray, mask: np.ndarray) -> tuple[int, float]:
+    """(the panel holding most of ``mask``, -1 for none or outside every panel; its share of ``mask``)."""
     labels = pmap[mask > 0].astype(np.int64) + 1
-    return int(np.argmax(np.bincount(labels))) - 1 if len(labels) else -1
+    if not len(labels):
+        return -1, 0.0
+    counts = np.bincount(labels)
+    best = int(np.argmax(counts))
+    return best - 1, counts[best] / len(labels)
 
 
 def _in_one_panel(pmap: np.ndarray, mask: np.ndarray, share: float) -> bool:
     """Whether at least ``share`` of ``mask`` lies in one panel."""
-    labels = pmap[mask > 0].astype(np.int64) + 1
-    if not len(labels):
-        return False
-    counts = np.bincount(labels)
-    best = int(np.argmax(counts))
-    return best > 0 and counts[best] >= share * len(labels)
+    panel, held = _majority_panel(pmap, mask)
+    return panel >= 0 and held >= share
 
 
 def verify_coarse(coarse: np.ndarray, excluded: np.ndarray, h: Hypothesis, pmap: np.ndarray, agree_zncc: float,
@@ -125,7 +126,7 @@ def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkIma
     src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
     if src is None or cpy is None:
         return None
-    ps, pc = _majority_panel(pmap, source), _majority_panel(pmap, copy)
+    (ps, _), (pc, _) = _majority_panel(pmap, source), _majority_panel(pmap, copy)
     area = min(src.area_fraction, cpy.area_fraction)
     transform = Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape))
     return CopyPair(source=src, copy=cpy, transform=transform,
