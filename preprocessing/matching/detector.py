@@ -31,7 +31,7 @@ from preprocessing.matching.decorations import DRAWING_KINDS
 from preprocessing.matching.dense import dense_hypotheses
 from preprocessing.matching.densefield import densefield_hypotheses
 from preprocessing.matching.exact import exact_candidates, exact_region
-from preprocessing.matching.hypotheses import Hypothesis, distinct, keypoint_hypotheses
+from preprocessing.matching.hypotheses import Hypothesis, distinct, keypoint_hypotheses, mirrors
 from preprocessing.matching.keypoints import (
     Features,
     Neighbours,
@@ -90,12 +90,16 @@ def _in_one_panel(pmap: np.ndarray, mask: np.ndarray, share: float) -> bool:
     return panel >= 0 and held >= share
 
 
+def coarse_applies(h: Hypothesis) -> bool:
+    """Whether a hypothesis the fine band did not verify is tried in the coarse band: keypoint
+    maps that do not mirror (a band's or a lane's halves mirror each other at that scale)."""
+    return h.method == "keypoints" and not mirrors(h.matrix)
+
+
 def verify_coarse(coarse: np.ndarray, excluded: np.ndarray, h: Hypothesis, pmap: np.ndarray, agree_zncc: float,
                   min_shift: float) -> Optional[Verified]:
-    """A keypoint hypothesis the fine band did not verify, verified in the coarse band
-    (``COARSE_BAND_SIGMAS``): not for mirrors, and only when each region stays in one panel."""
-    if h.method != "keypoints" or np.linalg.det(np.asarray(h.matrix, np.float64)[:, :2]) < 0:
-        return None
+    """A hypothesis (``coarse_applies``) verified in the coarse band (``COARSE_BAND_SIGMAS``),
+    kept only when each region stays in one panel."""
     v = verify(coarse, excluded, h.matrix, h.src, agree_zncc, min_shift)
     if v is None or not all(_in_one_panel(pmap, m, P.COARSE_IN_PANEL) for m in (v.source, v.copy)):
         return None
@@ -300,7 +304,7 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     coarse = None
     for h in hyps:
         v = verify(band, excluded, h.matrix, h.src, config.agree_zncc, min_shift)
-        if v is None and h.method == "keypoints":
+        if v is None and coarse_applies(h):
             coarse = bandpass(work.gray, P.COARSE_BAND_SIGMAS) if coarse is None else coarse
             v = verify_coarse(coarse, excluded, h, pmap, config.agree_zncc, min_shift)
         if v is not None:

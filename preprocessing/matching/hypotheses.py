@@ -42,6 +42,11 @@ def apply(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return np.asarray(pts, np.float64) @ m[:, :2].T + m[:, 2]
 
 
+def mirrors(m: np.ndarray) -> bool:
+    """Whether the map mirrors (its linear part has a negative determinant)."""
+    return bool(np.linalg.det(np.asarray(m, np.float64)[:, :2]) < 0)
+
+
 def is_involution(m: np.ndarray, linear_tol: float = 0.05, shift_tol: float = 5.0) -> bool:
     """Whether the map is its own inverse (a mirror about an axis, a half turn about a point):
     then every copied point also maps back, and source and copy must be told apart by side."""
