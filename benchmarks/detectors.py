@@ -244,6 +244,10 @@ def print_tables(runs: list) -> None:
 
 def main(argv):
     del argv
+    for flag, given, known in (("--networks", FLAGS.networks, NETWORKS), ("--sets", FLAGS.sets, HELD_OUT_SETS)):
+        unknown = [v for v in given if v not in known]
+        if unknown or not given:
+            raise app.UsageError(f"{flag}: unknown {unknown or 'empty list'}; expected some of {', '.join(known)}")
     os.makedirs(FLAGS.work_dir, exist_ok=True)
     runs = []
     for seed in (int(s) for s in FLAGS.seeds):
