@@ -225,13 +225,18 @@ def fits(height: int, width: int, size: int) -> bool:
 
 
 def resize_image(image, size: int):
-    """RGB uint8 (H, W, 3) as stored for a model of input ``size``: unchanged if it ``fits``, else
-    (size, size, 3) by area averaging when shrinking both sides (no aliasing), bilinear otherwise."""
+    """RGB uint8 (H, W, 3) (or any number of planes: the evidence map) as stored for a model of
+    input ``size``: unchanged if it ``fits``, else (size, size, C) by area averaging when shrinking
+    both sides (no aliasing), bilinear otherwise."""
     h, w = image.shape[:2]
     if fits(h, w, size):
         return image
     interp = cv2.INTER_AREA if (size <= h and size <= w) else cv2.INTER_LINEAR
-    return cv2.resize(image, (size, size), interpolation=interp)
+    if image.ndim == 2 or image.shape[2] <= 4:
+        return cv2.resize(image, (size, size), interpolation=interp)
+    # OpenCV resizes at most 4 channels at once, each on its own: resize them in groups.
+    return np.concatenate([cv2.resize(image[:, :, k:k + 3], (size, size), interpolation=interp).reshape(size, size, -1)
+                           for k in range(0, image.shape[2], 3)], axis=2)
 
 
 def resize_mask(mask, size: int):

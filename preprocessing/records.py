@@ -32,8 +32,23 @@ def read_manifest(data_dir: str) -> dict:
         raise UsageError(f"{path}: expected a JSON object, found {type(manifest).__name__}")
     version = manifest.get("schema_version")
     if version not in READABLE_VERSIONS:
-        raise UsageError(f"{path}: schema_version {version}, but this code reads {READABLE_VERSIONS}")
+        raise UsageError(f"{path}: schema_version {version}, but this code reads {READABLE_VERSIONS} "
+                         f"({VERSION_CHANGE}); {rewrite_command(manifest)}")
     return manifest
+
+
+# What the current schema version changed, for the message that refuses older records.
+VERSION_CHANGE = "version 4 adds the dense field's planes to the evidence map"
+
+
+def rewrite_command(manifest: dict) -> str:
+    """How to rewrite refused records: the Beam job again, on the corpus the manifest names."""
+    options = manifest.get("options") if isinstance(manifest.get("options"), dict) else {}
+    corpus = options.get("input_dir") or "CORPUS"
+    before = options.get("command")
+    was = f"; they were written by `{' '.join(map(str, before))}`" if isinstance(before, list) and before else ""
+    return (f"rewrite them with `python -m preprocessing.main --input_dir {corpus} --output_dir NEW_DIR` "
+            f"and the same other flags{was}; then train on NEW_DIR")
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ Each record is a ``tf.train.Example`` with exactly the features in
 JPEG: lossy storage destroys the forensic signal); the mask is the union of
 instances, one channel, values 0/1, same size and format as the image.
 
-Sizes (schema version 2): with the manifest's ``image_size`` S, an image is
-stored at its own size when both its sides are at most S
-(``preprocessing.images.fits``), else resized to S x S. Version 1 records (all
-S x S) are a special case, so this code reads both.
+Sizes: with the manifest's ``image_size`` S, an image is stored at its own size
+when both its sides are at most S (``preprocessing.images.fits``), else resized
+to S x S. Schema version 4 adds the dense field's planes to the evidence map;
+older records are refused with the command that rewrites them.
 """
 from __future__ import annotations
 
@@ -18,10 +18,10 @@ import tensorflow as tf
 
 from preprocessing.constants import AUTHENTIC, ENCODINGS, EVIDENCE_CHANNELS, FORGED
 
-SCHEMA_VERSION = 3
-# 1: every record resized to S x S (version 2 allows that too); 2: no evidence map (read as zeros,
-# whose "present" channel tells the model so).
-READABLE_VERSIONS = (1, 2, 3)
+SCHEMA_VERSION = 4
+# Versions 1-3 are refused, naming the fix (``records.read_manifest``): their evidence maps have
+# fewer planes (3: no dense field; 1-2: none), which a network trained on version 4 cannot read.
+READABLE_VERSIONS = (4,)
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 FEATURES = {
@@ -37,7 +37,8 @@ FEATURES = {
     "mask/num_instances": tf.io.FixedLenFeature([], tf.int64),
     "orig/height": tf.io.FixedLenFeature([], tf.int64),
     "orig/width": tf.io.FixedLenFeature([], tf.int64),
-    # Schema 3: the matcher's evidence map, same size and format as the image (absent before: "").
+    # The matcher's evidence map, same size and format as the image, planes stacked (see
+    # ``planar``); "" when the job ran without it.
     "evidence/encoded": tf.io.FixedLenFeature([], tf.string, default_value=b""),
 }
 
@@ -96,8 +97,15 @@ def make_example(case_id: str, label: int, source: str, image: np.ndarray, mask:
         "orig/width": _int(orig_hw[1]),
     }
     if evidence is not None:
-        feats["evidence/encoded"] = _bytes(_encode_plane(evidence, encoding))
+        feats["evidence/encoded"] = _bytes(_encode_plane(planar(evidence), encoding))
     return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+
+
+def planar(evidence: np.ndarray) -> np.ndarray:
+    """(H, W, E) -> (E * H, W): the evidence planes one under the other, as stored (a PNG holds
+    at most 4 channels; one grey image of stacked planes holds any number, raw or PNG alike)."""
+    h, w, e = evidence.shape
+    return np.ascontiguousarray(evidence.transpose(2, 0, 1)).reshape(e * h, w)
 
 
 def decode_plane(data: tf.Tensor, fmt: tf.Tensor, h: tf.Tensor, w: tf.Tensor, channels: int) -> tf.Tensor:
@@ -179,12 +187,15 @@ def parse_record(filename: tf.Tensor, serialized: tf.Tensor, max_size: int = 0, 
 
 
 def _evidence(encoded: tf.Tensor, fmt: tf.Tensor, h: tf.Tensor, w: tf.Tensor, filename, case_id) -> tf.Tensor:
-    """The record's evidence map (h, w, E) uint8, zeros when it has none (schema 2)."""
+    """The record's evidence map (h, w, E) uint8 (stored ``planar``), zeros when it has none."""
     channels = len(EVIDENCE_CHANNELS)
     present = tf.strings.length(encoded) > 0
     ok = tf.logical_or(tf.logical_not(present), _bytes_ok(encoded, fmt, h * w * channels))
     check = _assert_all([(ok, "evidence bytes do not match image/format and size")], filename, case_id)
     h32, w32 = tf.cast(h, tf.int32), tf.cast(w, tf.int32)
     with tf.control_dependencies([check]):
-        return tf.cond(present, lambda: decode_plane(encoded, fmt, h32, w32, channels),
-                       lambda: tf.zeros(tf.stack([h32, w32, channels]), tf.uint8))
+        def stored():
+            stacked = decode_plane(encoded, fmt, channels * h32, w32, 1)
+            return tf.transpose(tf.reshape(stacked, tf.stack([channels, h32, w32])), [1, 2, 0])
+
+        return tf.cond(present, stored, lambda: tf.zeros(tf.stack([h32, w32, channels]), tf.uint8))

@@ -111,14 +111,19 @@ class DecodeFn(beam.DoFn):
 
 
 class MatchFn(beam.DoFn):
-    """(case_id, path) -> (case_id, ``serving.matcher.Analysed``), or an error record on the side."""
+    """(case_id, path) -> (case_id, ``serving.matcher.Analysed``), or an error record on the side.
+    ``with_field``: also the dense field's planes, for a network that reads the evidence map."""
+
+    def __init__(self, with_field: bool = False):
+        super().__init__()
+        self._with_field = with_field
 
     def setup(self):
         self._matched = beam.metrics.Metrics.counter(COUNTERS, "images_matched")
         self._bad = beam.metrics.Metrics.counter(COUNTERS, "images_unreadable")
 
     def process(self, item):
-        a = matcher.analyse(item)
+        a = matcher.analyse(item, matcher.config_for(self._with_field))
         if a.error:
             self._bad.inc()
             yield beam.pvalue.TaggedOutput(ERRORS, a.error)
@@ -173,7 +178,7 @@ def build(p: beam.Pipeline, items: Sequence[tuple[str, str]], model_dir: Optiona
     images = p | "Images" >> beam.Create(list(items))
     error_parts = [p | "Refused" >> beam.Create(list(refused))]
     if detector != "network" or uses_evidence:
-        matched = images | "Match" >> beam.ParDo(MatchFn()).with_outputs(ERRORS, main="analysed")
+        matched = images | "Match" >> beam.ParDo(MatchFn(uses_evidence)).with_outputs(ERRORS, main="analysed")
         error_parts.append(matched[ERRORS])
     if detector == "matcher":
         decided = matched.analysed | "Decide" >> beam.Map(matcher_decision, settings)

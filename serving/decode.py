@@ -96,7 +96,8 @@ def decode_rgb8_tf(data: tf.Tensor) -> tf.Tensor:
 
 
 def resize_to_model(image: tf.Tensor, size: int) -> tf.Tensor:
-    """RGB uint8 (H, W, 3) -> (size, size, 3) uint8 exactly as training saw it.
+    """RGB uint8 (H, W, 3) (or the evidence map's planes) -> (size, size, C) uint8 exactly as
+    training saw it.
 
     An image that fits in size x size is enlarged by preprocessing.model_input,
     the function the training step runs on the accelerator. A larger one goes
@@ -113,7 +114,7 @@ def resize_to_model(image: tf.Tensor, size: int) -> tf.Tensor:
                                  stateful=False)
 
     out = tf.cond(small, lambda: upscale_one(image, size), with_opencv)
-    return tf.ensure_shape(out, [size, size, 3])
+    return tf.ensure_shape(out, [size, size, image.shape[-1]])
 
 
 def load_for_model(path: tf.Tensor, size: int) -> tuple[tf.Tensor, tf.Tensor]:

@@ -119,7 +119,8 @@ def score_items(items: Sequence[tuple[str, str]], model, decision: DecisionParam
     """
     from serving import network  # TensorFlow: only when the network runs
 
-    analysed = {a.case_id: a for a in matcher.iter_analysed(items, workers=workers, progress=progress)}
+    analysed = {a.case_id: a for a in matcher.iter_analysed(items, matcher.config_for(model.uses_evidence),
+                                                             workers, progress)}
     detections = {cid: a.detection for cid, a in analysed.items() if a.detection}
     errors: list[dict] = [a.error for a in analysed.values() if a.error]
     readable = [item for item in items if item[0] in detections]

@@ -68,6 +68,16 @@ def analyse(item: tuple[str, str], config: MatcherConfig = MatcherConfig()) -> A
     return Analysed(case_id, path, detection=detect(rgb, config))
 
 
+def config_for(network_reads_evidence: bool) -> MatcherConfig:
+    """The matcher's settings for a run: its defaults, plus the dense field's planes when a network
+    reads the evidence map (``preprocessing.matching.evidence.EVIDENCE_CONFIG``; same verdicts)."""
+    if not network_reads_evidence:
+        return MatcherConfig()
+    from preprocessing.matching.evidence import EVIDENCE_CONFIG
+
+    return EVIDENCE_CONFIG
+
+
 def _analyse_star(args) -> Analysed:
     return analyse(*args)
 

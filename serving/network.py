@@ -94,9 +94,9 @@ def evidence_function(model: ExportedModel, items: Sequence[tuple[str, str]], de
     from preprocessing.matching.evidence import evidence_map
 
     if detections is None:
-        from serving.matcher import detections_of
+        from serving.matcher import config_for, detections_of
 
-        detections = detections_of(items, workers=workers, progress=progress)
+        detections = detections_of(items, config_for(True), workers, progress)
     return lambda case_id: evidence_map(detections[case_id])
 
 

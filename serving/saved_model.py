@@ -7,10 +7,11 @@ The signature (``serving_default``), as metadata.json's ``inputs`` records it (`
 - ``images``: uint8 [N, S, S, 3], S = metadata.json's ``image_size``: each image decoded to RGB
   uint8 at its own size (``preprocessing.images.read_rgb8``), then brought to S x S by
   ``serving.decode.resize_to_model`` (what training saw);
-- ``evidence`` (only for a model trained with the matcher's evidence stream): uint8 [N, S, S, 3],
-  the planes ``preprocessing.constants.EVIDENCE_CHANNELS``, computed by
+- ``evidence`` (only for a model trained with the matcher's evidence stream): uint8 [N, S, S, E],
+  the planes ``preprocessing.constants.EVIDENCE_CHANNELS`` (a model trained on others is refused
+  at loading: ``check_evidence_planes``), computed by
   ``preprocessing.matching.evidence.evidence_of(rgb)`` on that same RGB image at its own size (the
-  matcher's default ``MatcherConfig``; never on the S x S image), then brought to S x S by
+  matcher's ``EVIDENCE_CONFIG``; never on the S x S image), then brought to S x S by
   ``serving.decode.resize_to_model`` exactly as the image;
 - outputs ``probabilities`` float32 [N, S, S, 1] and, with an image-level head, ``image_score``
   float32 [N].
@@ -147,4 +148,23 @@ def load(model_dir: str) -> ExportedModel:
     import tensorflow as tf  # here, not at import: commands set TensorFlow's log level first
 
     loaded = tf.saved_model.load(export_dir)
-    return ExportedModel(export_dir, meta, loaded.signatures["serving_default"])
+    signature = loaded.signatures["serving_default"]
+    check_evidence_planes(export_dir, meta, signature.structured_input_signature[1].get("evidence"))
+    return ExportedModel(export_dir, meta, signature)
+
+
+def check_evidence_planes(export_dir: str, meta: dict, spec) -> None:
+    """``UsageError`` for a model trained on other evidence planes than this code computes (an
+    export from before the dense field's planes): fed today's map it would fail, or worse, read
+    planes as others."""
+    if spec is None:
+        return
+    from preprocessing.constants import EVIDENCE_CHANNELS
+    from preprocessing.records import VERSION_CHANGE
+
+    recorded = ((meta.get("inputs") or {}).get("evidence") or {}).get("channels")
+    if recorded == list(EVIDENCE_CHANNELS) and spec.shape[-1] == len(EVIDENCE_CHANNELS):
+        return
+    raise UsageError(f"{export_dir}: this model reads the evidence planes {recorded or spec.shape[-1]}, but this "
+                     f"code computes {list(EVIDENCE_CHANNELS)} ({VERSION_CHANGE}); retrain it with "
+                     "`python -m trainer.main` on records rewritten by `python -m preprocessing.main`")

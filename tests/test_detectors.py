@@ -45,7 +45,8 @@ def test_the_beam_job_and_serving_compute_the_same_evidence_for_a_file(records_d
     resizes it with the same function: the model sees one feature in training and scoring."""
     stored = stored_records(records_dir, "val")
     cases = {c.key: c for c in discover_training_cases(synth_dir)[0]}
-    assert stored and all(ex["evidence"].shape == ex["image"].shape for ex in stored.values())
+    assert stored and all(ex["evidence"].shape == ex["image"].shape[:2] + (len(EVIDENCE_CHANNELS),)
+                          for ex in stored.values())
     for key, ex in stored.items():
         mine = resize_image(evidence_of(read_rgb8(cases[key].image_path)), 64)
         np.testing.assert_array_equal(ex["evidence"], mine)
@@ -74,7 +75,7 @@ def test_records_with_evidence_go_through_tf_data_and_the_device_step(records_di
 
 
 def test_records_without_evidence_read_as_zeros_and_say_so(small_records_dir):
-    """Records written without evidence (as schema version 2 was) give zeros, "present" included."""
+    """Records written without evidence (the Beam job's --noevidence) give zeros, "present" included."""
     from trainer import data
 
     inputs, _ = next(iter(data.make_dataset(small_records_dir, "val", 4, training=False, evidence=True)))
@@ -324,11 +325,12 @@ def test_calibrate_tunes_every_detector_and_records_the_best(tiny_model, synth_d
 
 def test_evidence_map_of_a_copy_marks_both_regions():
     from preprocessing.matching import detect
+    from preprocessing.matching.evidence import EVIDENCE_CONFIG
 
     rng = np.random.default_rng(4)
     img = cv2_blur(rng.integers(0, 256, (160, 200, 3), dtype=np.uint8))
     img[100:140, 130:180] = img[10:50, 20:70]
-    ev = evidence_map(detect(img))
+    ev = evidence_map(detect(img, EVIDENCE_CONFIG))
     assert ev.shape == (160, 200, len(EVIDENCE_CHANNELS)) and ev.dtype == np.uint8
     match = ev[..., EVIDENCE_CHANNELS.index("match")]
     assert match[20:40, 30:60].mean() > 128 and match[110:130, 140:170].mean() > 128

@@ -10,6 +10,7 @@ import sys
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from tiny_model import SIZE, export_tiny
 
 from preprocessing.cases import discover_training_cases
@@ -35,6 +36,7 @@ def _copy_move_png(path: str) -> str:
 PLAIN_TF = """
 import json, sys
 import numpy as np
+import pytest
 import tensorflow as tf
 from preprocessing.images import read_rgb8
 from preprocessing.matching.evidence import evidence_of
@@ -97,3 +99,21 @@ def test_a_plain_tensorflow_user_computes_the_evidence_input_as_metadata_says(sm
     # The evidence input mattered: without it some probabilities differ (the test can fail).
     assert np.abs(plain["probs"] - plain["without_evidence"]).max() > 0.1
     assert meta["image_size"] == SIZE
+
+
+def test_a_model_trained_on_other_evidence_planes_is_refused_at_loading(tmp_path):
+    """An export from before the dense field's planes (schema 3: match, decoration, present) would
+    read today's map wrongly: loading it says so and names the fix."""
+    from preprocessing.errors import UsageError
+    from serving.saved_model import write_metadata
+
+    model_dir = export_tiny(str(tmp_path / "model"), evidence=True)
+    export_dir = os.path.join(model_dir, "export")
+    load(model_dir)  # as exported: accepted
+    meta = read_metadata(export_dir)
+    meta["inputs"]["evidence"]["channels"] = ["match", "decoration", "present"]
+    write_metadata(export_dir, meta)
+    with pytest.raises(UsageError) as err:
+        load(model_dir)
+    assert export_dir in str(err.value) and "dense field" in str(err.value)
+    assert "python -m trainer.main" in str(err.value) and "python -m preprocessing.main" in str(err.value)

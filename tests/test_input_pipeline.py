@@ -23,7 +23,8 @@ import tensorflow as tf
 from preprocessing import cases as cases_lib
 from preprocessing import records as records_lib
 from preprocessing import schema
-from preprocessing.constants import MANIFEST_FILE
+from preprocessing.constants import EVIDENCE_CHANNELS, MANIFEST_FILE
+from preprocessing.errors import UsageError
 from preprocessing.images import read_rgb8
 from preprocessing.masks import load_mask
 from trainer import augment, data
@@ -480,3 +481,31 @@ def test_native_size_records_train_one_image_per_batch(tmp_path, cases_64):
     for _ in range(3):  # epochs: each image keeps its own size, recompressed or not
         shapes = {i["case_id"][0].numpy().decode(): x["images"].shape[1:3] for x, _, i in ds}
         assert shapes == {f"n{i}": (30 + 9 * i, 61 - 7 * i) for i in range(4)}
+
+
+@pytest.mark.parametrize("encoding", ["png", "raw"])
+def test_every_evidence_plane_survives_a_record_in_both_encodings(encoding):
+    """Schema 4 stores the evidence planes stacked in one grey plane (a PNG holds at most four
+    channels); the reader gives back exactly the (H, W, E) map, and zeros for a record without one."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    evidence = rng.integers(0, 256, (20, 30, len(EVIDENCE_CHANNELS)), dtype=np.uint8)
+    mask = np.zeros((20, 30), np.uint8)
+    for stored, expect in ((evidence, evidence), (None, np.zeros_like(evidence))):
+        record = schema.make_example("c1", 0, "synth", image, mask, 0, (20, 30), encoding, evidence=stored)
+        out = schema.parse_record(tf.constant("f.tfrecord"), tf.constant(record), evidence=True)
+        np.testing.assert_array_equal(out["evidence"].numpy(), expect)
+
+
+@pytest.mark.parametrize("version", [1, 2, 3])
+def test_records_of_an_older_schema_are_refused_with_the_command_that_rewrites_them(tmp_path, version):
+    command = ["python", "-m", "preprocessing.main", "--input_dir", "/data/corpus", "--output_dir", "/data/rec"]
+    with open(tmp_path / MANIFEST_FILE, "w") as f:
+        json.dump({"schema_version": version, "options": {"input_dir": "/data/corpus", "command": command}}, f)
+    with pytest.raises(UsageError) as err:
+        records_lib.read_manifest(str(tmp_path))
+    message = str(err.value)
+    assert str(tmp_path / MANIFEST_FILE) in message and f"schema_version {version}" in message
+    assert "dense field" in message  # why
+    assert "python -m preprocessing.main --input_dir /data/corpus --output_dir NEW_DIR" in message  # the fix
+    assert " ".join(command) in message  # and how they were written

@@ -209,3 +209,38 @@ def test_periodic_authentic_images_stay_authentic(make):
 def test_field_on_a_flat_image_proposes_nothing():
     flat = np.full((200, 260), 128, np.uint8)
     assert densefield_hypotheses(flat, np.zeros_like(flat), 10.0) == []
+
+
+def test_field_planes_light_both_regions_of_a_rotated_copy_and_change_no_verdict():
+    """The dense field's evidence planes (schema 4): the network reads the field before any
+    verification, at both ends of each match; computing them changes nothing the matcher decides."""
+    from preprocessing.constants import EVIDENCE_CHANNELS
+    from preprocessing.matching.evidence import EVIDENCE_CONFIG, evidence_map
+
+    gray = cells(300, 400, 7)
+    image, truth = paste(np.repeat(gray[:, :, None], 3, axis=2), (90, 80), 36, (290, 200), angle=15)
+    plain, with_field = detect(image, MatcherConfig()), detect(image, EVIDENCE_CONFIG)
+    assert plain.field_planes is None
+    assert [p.to_dict() for p in plain.candidates] == [p.to_dict() for p in with_field.candidates]
+    ev = evidence_map(with_field)
+    assert ev.shape == (300, 400, len(EVIDENCE_CHANNELS))
+    copied = (truth[0] | truth[1]) > 0
+    # Look-alike cells match each other everywhere, but only a copy moves its neighbourhood along
+    # with it: consistency tells the copy apart far better than clarity alone.
+    for name, factor in (("field_clarity", 1.5), ("field_consistency", 3.0)):
+        plane = ev[..., EVIDENCE_CHANNELS.index(name)].astype(float)
+        for region in truth:  # both the source and the copy, each above the rest of the image
+            assert plane[region > 0].mean() > factor * plane[~copied].mean(), name
+    with pytest.raises(ValueError, match="EVIDENCE_CONFIG"):
+        evidence_map(plain)  # an empty field would read as "no copy": refused, not drawn
+
+
+def test_field_planes_of_a_flat_or_tiny_image_are_computed_and_empty():
+    from preprocessing.constants import EVIDENCE_CHANNELS
+    from preprocessing.matching.evidence import evidence_of
+
+    for shape in ((200, 260, 3), (6, 6, 3)):
+        ev = evidence_of(np.full(shape, 128, np.uint8))
+        assert ev.shape == shape[:2] + (len(EVIDENCE_CHANNELS),)
+        assert not ev[..., EVIDENCE_CHANNELS.index("field_consistency")].any()
+        assert (ev[..., EVIDENCE_CHANNELS.index("present")] == 255).all()

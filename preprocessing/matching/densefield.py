@@ -27,12 +27,16 @@ detection"), reimplemented with numpy, OpenCV and a scipy k-d tree:
 
 Each region becomes a ``Hypothesis`` (its inlier points as seeds) that the detector verifies
 and decides exactly like a keypoint candidate: the inlier count plays the role of keypoint
-inliers, so the decision defaults apply unchanged.
+inliers, so the decision defaults apply unchanged. Separately, ``field_planes`` draws the field
+itself (clarity and consistency of every point, nothing thresholded) as planes of the network's
+evidence map (``evidence.py``).
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from math import factorial
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -166,8 +170,10 @@ def _cost(feats: np.ndarray, usable: np.ndarray, q: np.ndarray, cand: np.ndarray
 
 
 def offset_field(feats: np.ndarray, usable: np.ndarray, grid: tuple[np.ndarray, np.ndarray],
-                 min_shift: float) -> np.ndarray:
-    """(gh, gw, 2) partner (x, y) of each grid point, NaN where it has none.
+                 min_shift: float) -> tuple[np.ndarray, np.ndarray]:
+    """((gh, gw, 2) partner (x, y) of each grid point, NaN where it has none; (gh, gw) its
+    clarity in [0, 1]: 1 - its feature distance / that of the best candidate elsewhere, 0 where
+    it has none).
 
     Initialised by each point's nearest far neighbour among the grid points (k-d tree), then
     improved by PatchMatch-style propagation (a neighbour's offset tried here, at jumps of
@@ -179,9 +185,10 @@ def offset_field(feats: np.ndarray, usable: np.ndarray, grid: tuple[np.ndarray, 
     q = np.stack([gx.ravel(), gy.ravel()], 1)
     ok = usable[q[:, 1], q[:, 0]]
     out = np.full(shape + (2,), np.nan, np.float32)
+    clarity = np.zeros(shape, np.float32)
     ids = np.flatnonzero(ok)
     if len(ids) < 2:
-        return out
+        return out, clarity
     f = feats[q[ids, 1], q[ids, 0]]
     k = min(NEIGHBOURS, len(ids))
     dist, nn = cKDTree(f).query(f, k=k, eps=KD_EPS)
@@ -216,10 +223,12 @@ def offset_field(feats: np.ndarray, usable: np.ndarray, grid: tuple[np.ndarray, 
     fin = part.reshape(-1, 2)[ids]
     away = far & (np.hypot(*(pos - fin[:, None, :]).transpose(2, 0, 1)) > AMBIGUITY_PX)
     second = np.where(away.any(1), dist[rows, np.argmax(away, 1)], np.inf)
-    clear = np.isfinite(cst.reshape(-1)[ids]) & (cst.reshape(-1)[ids] < AMBIGUITY * second)
-    flat = out.reshape(-1, 2)
-    flat[ids[clear]] = fin[clear]
-    return out
+    best = cst.reshape(-1)[ids]
+    clear = np.isfinite(best) & (best < AMBIGUITY * second)
+    out.reshape(-1, 2)[ids[clear]] = fin[clear]
+    with np.errstate(invalid="ignore", divide="ignore"):  # second may be inf (no candidate elsewhere): clarity 1
+        clarity.reshape(-1)[ids[clear]] = 1.0 - np.nan_to_num(best[clear] / second[clear])
+    return out, clarity
 
 
 def nan_median(field: np.ndarray, size: int) -> np.ndarray:
@@ -243,11 +252,25 @@ def _shifted(a: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def consistent_points(target: np.ndarray, stride: int) -> np.ndarray:
-    """bool (gh, gw): dense linear fitting. ``target`` (gh, gw, 2) holds each grid point's
-    partner (NaN: none). Each point's local affine map is fitted by least squares to the
-    median-filtered partners of its neighbourhood; the point is consistent when enough of its
-    neighbours' raw partners agree with that map (share, not mean residual)."""
+def solve3(a: np.ndarray, b: np.ndarray, det: np.ndarray) -> np.ndarray:
+    """x with a @ x = b for many 3 x 3 systems ((N, 3, 3), (N, 3, K), their determinants (N,)), by
+    the adjugate: ``np.linalg.solve`` pays ~20 us per tiny system, this pays ~0.1."""
+    adj = np.empty_like(a)
+    for i in range(3):
+        for j in range(3):
+            r0, r1 = [r for r in range(3) if r != j]
+            c0, c1 = [c for c in range(3) if c != i]
+            adj[:, i, j] = (-1) ** (i + j) * (a[:, r0, c0] * a[:, r1, c1] - a[:, r0, c1] * a[:, r1, c0])
+    return np.einsum("nij,njk->nik", adj, b) / det[:, None, None]
+
+
+def local_agreement(target: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense linear fitting: ((gh, gw) agreeing neighbours, (gh, gw) their share). ``target``
+    (gh, gw, 2) holds each grid point's partner (NaN: none). Each point's local affine map is
+    fitted by least squares to the median-filtered partners of its neighbourhood; a neighbour
+    agrees when its raw partner lies where the map puts it. The share is over the point's valid
+    neighbours, and over at least ``FIT_MIN_AGREE`` (a point with three neighbours is no field);
+    both are 0 where no map fits (share, not mean residual: one outlier wrecks a small copy's fit)."""
     smooth = np.stack([nan_median(target[..., c], MEDIAN_STEPS) for c in (0, 1)], -1)
     valid = ~np.isnan(target[..., 0])
     gh, gw = valid.shape
@@ -263,7 +286,7 @@ def consistent_points(target: np.ndarray, stride: int) -> np.ndarray:
     det = np.linalg.det(normal)
     solvable = valid & (np.abs(det) > 1e-6 * stride ** 4)
     coef = np.zeros_like(rhs)
-    coef[solvable] = np.linalg.solve(normal[solvable], rhs[solvable])
+    coef[solvable] = solve3(normal[solvable], rhs[solvable], det[solvable])
     agree = np.zeros((gh, gw))
     count = np.zeros((gh, gw))
     for dy, dx in offs:
@@ -273,7 +296,15 @@ def consistent_points(target: np.ndarray, stride: int) -> np.ndarray:
         err = np.linalg.norm(np.nan_to_num(t) - pred, axis=-1)
         count += ok
         agree += ok & (err <= tolerance(stride))
-    return solvable & (agree >= FIT_MIN_AGREE) & (agree >= FIT_SHARE * np.maximum(count, 1))
+    agree = np.where(solvable, agree, 0)
+    return agree, agree / np.maximum(count, FIT_MIN_AGREE)
+
+
+def consistent_points(target: np.ndarray, stride: int) -> np.ndarray:
+    """bool (gh, gw): the points whose neighbourhood fits one local affine map (``local_agreement``:
+    at least ``FIT_MIN_AGREE`` agreeing neighbours and a share of at least ``FIT_SHARE``)."""
+    agree, share = local_agreement(target, stride)
+    return (agree >= FIT_MIN_AGREE) & (share >= FIT_SHARE)
 
 
 def tolerance(stride: int) -> float:
@@ -328,24 +359,78 @@ def _drop_inverses(hyps: list[Hypothesis]) -> list[Hypothesis]:
     return kept
 
 
-def densefield_hypotheses(gray: np.ndarray, excluded: np.ndarray, min_shift: float,
-                          max_scale: float = P.MAX_SCALE, limit: int = P.MAX_HYPOTHESES) -> list[Hypothesis]:
-    """Candidate maps from the dense field of a working-resolution grey image (see the module
-    docstring), most supported first; pixels on ``excluded`` take no part."""
+@dataclass(frozen=True)
+class Field:
+    """The dense field of one working image: each grid point's partner and how much to trust it."""
+
+    grid: tuple[np.ndarray, np.ndarray]  # (gy, gx): working pixel of each grid point
+    stride: int
+    partner: np.ndarray  # (gh, gw, 2) float32 partner (x, y), NaN where none
+    clarity: np.ndarray  # (gh, gw) in [0, 1]: how clearly the partner beats the best elsewhere
+    agree: np.ndarray  # (gh, gw) neighbours agreeing with the point's local affine map
+    share: np.ndarray  # (gh, gw) in [0, 1]: their share (``local_agreement``)
+
+
+def dense_field(gray: np.ndarray, excluded: np.ndarray, min_shift: float) -> Optional[Field]:
+    """The dense field of a working-resolution grey image (steps 1-3 of the module docstring);
+    pixels on ``excluded`` take no part. None for an image too small for a grid."""
     h, w = gray.shape
     stride = grid_stride((h, w))
     grid = np.mgrid[stride // 2:h:stride, stride // 2:w:stride]
     if grid[0].size < 4:
-        return []
+        return None
     feats, textured = feature_maps(cv2.GaussianBlur(gray.astype(np.float32), (0, 0), P.BAND_SIGMAS[0]))
-    target = offset_field(feats, textured & (excluded == 0), (grid[0], grid[1]), max(min_shift, 2 * DISK_RADIUS))
-    good = consistent_points(target, stride)
+    partner, clarity = offset_field(feats, textured & (excluded == 0), (grid[0], grid[1]),
+                                    max(min_shift, 2 * DISK_RADIUS))
+    agree, share = local_agreement(partner, stride)
+    return Field((grid[0], grid[1]), stride, partner, clarity, agree, share)
+
+
+def field_hypotheses(field: Optional[Field], min_shift: float, max_scale: float = P.MAX_SCALE,
+                     limit: int = P.MAX_HYPOTHESES) -> list[Hypothesis]:
+    """Candidate maps of a dense field (step 4 of the module docstring), most supported first."""
+    if field is None:
+        return []
+    good = (field.agree >= FIT_MIN_AGREE) & (field.share >= FIT_SHARE)
     n, labels = cv2.connectedComponents(good.astype(np.uint8), connectivity=8)
+    gy, gx = field.grid
     hyps: list[Hypothesis] = []
     for k in range(1, n):
         sel = labels == k
         if sel.sum() < MIN_POINTS:
             continue
-        src = np.stack([grid[1][sel], grid[0][sel]], 1).astype(np.float64)
-        hyps += _region_maps(src, target[sel].astype(np.float64), tolerance(stride), min_shift, max_scale)
+        src = np.stack([gx[sel], gy[sel]], 1).astype(np.float64)
+        hyps += _region_maps(src, field.partner[sel].astype(np.float64), tolerance(field.stride), min_shift,
+                             max_scale)
     return _drop_inverses(hyps)[:limit]
+
+
+def densefield_hypotheses(gray: np.ndarray, excluded: np.ndarray, min_shift: float,
+                          max_scale: float = P.MAX_SCALE, limit: int = P.MAX_HYPOTHESES) -> list[Hypothesis]:
+    """Candidate maps from the dense field of a working-resolution grey image (see the module
+    docstring), most supported first; pixels on ``excluded`` take no part."""
+    return field_hypotheses(dense_field(gray, excluded, min_shift), min_shift, max_scale, limit)
+
+
+# The evidence planes of a field (``field_planes``), in this order: ``clarity`` and ``consistency``.
+FIELD_PLANES = ("clarity", "consistency")
+
+
+def field_planes(field: Optional[Field]) -> np.ndarray:
+    """(gh, gw, 2) uint8 evidence on the field's grid, for the network (``FIELD_PLANES``): each
+    point's partner clarity and its consistency (the share of its neighbours that agree with its
+    local affine map), drawn at the point and at its partner, so both regions of a copy light up
+    (the stronger value wins where they meet). Unlike the field's candidates, nothing is
+    thresholded: the network learns which fields to trust. (1, 1, 2) zeros without a field."""
+    if field is None:
+        return np.zeros((1, 1, len(FIELD_PLANES)), np.uint8)
+    gh, gw = field.share.shape
+    has = ~np.isnan(field.partner[..., 0])
+    values = np.stack([np.where(has, field.clarity, 0), np.where(has, field.share, 0)], -1)
+    out = np.round(255 * np.clip(values, 0, 1)).astype(np.uint8)
+    iy, ix = np.nonzero(has)
+    at = np.round((field.partner[iy, ix] - field.stride // 2) / field.stride).astype(int)
+    px, py = np.clip(at[:, 0], 0, gw - 1), np.clip(at[:, 1], 0, gh - 1)
+    for c in range(out.shape[-1]):
+        np.maximum.at(out[..., c], (py, px), out[iy, ix, c])
+    return out

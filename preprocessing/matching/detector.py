@@ -29,7 +29,7 @@ from scipy.spatial import cKDTree
 from preprocessing.matching import params as P
 from preprocessing.matching.decorations import DRAWING_KINDS
 from preprocessing.matching.dense import dense_hypotheses
-from preprocessing.matching.densefield import densefield_hypotheses
+from preprocessing.matching.densefield import dense_field, field_hypotheses, field_planes
 from preprocessing.matching.exact import exact_candidates, exact_region
 from preprocessing.matching.hypotheses import Hypothesis, distinct, keypoint_hypotheses, mirrors
 from preprocessing.matching.keypoints import (
@@ -263,9 +263,10 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     # the same image always gives the same candidates.
     cv2.setRNGSeed(RNG_SEED)
     work = to_work(rgb, config.work_max_side, config.work_min_side, config.sift_halve_above)
+    no_field = field_planes(None) if config.field_evidence else None  # computed: nothing there
     if work is None:
-        return Detection(shape=shape, work_shape=shape, stats={"empty": "too_small"})
-    det = Detection(shape=shape, work_shape=work.work_shape)
+        return Detection(shape=shape, work_shape=shape, field_planes=no_field, stats={"empty": "too_small"})
+    det = Detection(shape=shape, work_shape=work.work_shape, field_planes=no_field)
     stats = det.stats
     panels, deco, page = layout(work)
     det.panels = [Panel(box, kind) for box, kind in to_original(panels, work.work_shape, shape)]
@@ -293,10 +294,14 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     stats["t_dense"] = time.perf_counter() - t2
 
     t_field = time.perf_counter()
-    if config.dense_field:
-        field = densefield_hypotheses(work.gray, excluded, min_shift, config.max_scale, config.max_hypotheses)
-        stats["densefield_hypotheses"] = len(field)
-        hyps = hyps + field
+    if config.dense_field or config.field_evidence:
+        field = dense_field(work.gray, excluded, min_shift)
+        if config.field_evidence:
+            det.field_planes = field_planes(field)
+        if config.dense_field:
+            found = field_hypotheses(field, min_shift, config.max_scale, config.max_hypotheses)
+            stats["densefield_hypotheses"] = len(found)
+            hyps = hyps + found
     stats["t_densefield"] = time.perf_counter() - t_field
 
     t3 = time.perf_counter()

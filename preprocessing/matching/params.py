@@ -284,6 +284,9 @@ class MatcherConfig(Recorded):
     # on the tuning seed it raised oF1 but about doubled the matcher's time, beyond the speed
     # goal, and the gain did not hold on held-out photos (docs/dense_field.md)
     dense_field: bool = False
+    # the dense field drawn as planes of the network's evidence map (``Detection.field_planes``,
+    # ``evidence.EVIDENCE_CONFIG``), without its candidates: costs the field's time, changes no verdict
+    field_evidence: bool = False
     # a denser keypoint pass in small or low-contrast panels (keypoints.panel_features). Off by
     # default: on the tuning seed it found more copies at about the same time, but it also flags
     # authentic figures with look-alike structures (one of the tuning set's, one in

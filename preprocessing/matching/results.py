@@ -195,6 +195,8 @@ class Detection:
     candidates: list = field(default_factory=list)  # CopyPair, strongest first
     panels: list = field(default_factory=list)  # Panel
     packed_decorations: Optional[np.ndarray] = field(default=None, repr=False)  # bit-packed working mask
+    # the dense field's evidence on its grid (densefield.field_planes), None unless the config asked for it
+    field_planes: Optional[np.ndarray] = field(default=None, repr=False)
     stats: dict = field(default_factory=dict)  # counts and timings for benchmarks
 
     @property
