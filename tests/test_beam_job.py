@@ -298,7 +298,8 @@ def test_images_that_fit_are_stored_at_their_own_size(small_records_dir, small_s
     the host); one with a side over image_size is resized to image_size x image_size."""
     with open(os.path.join(small_records_dir, "manifest.json")) as f:
         manifest = json.load(f)
-    assert manifest["schema_version"] == SCHEMA_VERSION and manifest["image_size"] == 64 and manifest["evidence"] is False
+    assert manifest["schema_version"] == SCHEMA_VERSION
+    assert manifest["image_size"] == 64 and manifest["evidence"] is False
     records, sources = read_records(small_records_dir, manifest), source_of(small_synth_dir)
     check_counts(manifest, records, read_errors(small_records_dir), len(sources))
     kept = 0
