@@ -7,7 +7,8 @@ functions that compute each input: ``serving.saved_model.signature_contract``). 
   ``image_score`` float32 [None] when the model has an image-level head;
 - a model trained with the matcher's evidence stream takes ``(images, evidence)``: ``evidence``
   uint8 [None, S, S, E] (the planes EVIDENCE_CHANNELS) is
-  ``preprocessing.matching.evidence.evidence_of(rgb)`` on the RGB image at its own size, brought to S x S by ``serving.decode.resize_to_model`` exactly as the image
+  ``preprocessing.matching.evidence.evidence_of(rgb)`` on the RGB image at its own size, brought
+  to S x S by ``serving.decode.resize_to_model`` exactly as the image
   (``serving.saved_model`` says it in full).
 Written with Keras 3's ExportArchive: ``tf.saved_model.save`` on a Keras 3
 model loses input names and dtypes.
