@@ -31,6 +31,7 @@ from preprocessing.matching import MatcherConfig, decide, detect
 from preprocessing.matching import params as P
 from preprocessing.matching.detector import excluded_mask, keypoint_stage
 from preprocessing.matching.hypotheses import apply
+from preprocessing.matching.lanes import regular_lanes
 from preprocessing.matching.layout import layout, page_pixels
 from preprocessing.matching.verify import bandpass, verify
 from preprocessing.matching.work import to_work
@@ -55,7 +56,7 @@ def fate(rgb: np.ndarray, truth: list, config: MatcherConfig) -> list[str]:
     panels, deco, page = layout(work)
     excluded = excluded_mask(work, panels, deco, page_pixels(work.rgb, page), config)
     band = bandpass(work.gray)
-    feats, matches, hyps = keypoint_stage(work, excluded, panels, band, config)
+    feats, matches, hyps = keypoint_stage(work, excluded, panels, regular_lanes(work.gray, panels), band, config)
     h, w = work.work_shape
     xy = np.clip(np.round(feats.xy).astype(int), 0, [w - 1, h - 1])
     out = []

@@ -9,7 +9,7 @@ import pytest
 
 from preprocessing import synth
 from preprocessing.matching import DecisionParams, MatcherConfig, decide, detect
-from preprocessing.matching.lanes import band_signal, lane_spans, laned_boxes, panel_lane_matches
+from preprocessing.matching.lanes import band_signal, lane_matches, lane_spans, laned_boxes, regular_lanes
 from preprocessing.synth.figure_blots import lane_boxes, lane_centres
 from serving.metric import f1_matrix
 
@@ -66,12 +66,12 @@ def test_the_lane_stage_compares_no_lanes_in_panels_without_regular_lanes():
     gray = np.ascontiguousarray(forged[:, :, 0])
     box = (0, 0, gray.shape[1], gray.shape[0])
     none = np.zeros(gray.shape, np.uint8)
-    assert panel_lane_matches(gray, none, box, 8.0)  # a blot's lanes are compared: its copied lane matches
+    assert lane_matches(gray, none, regular_lanes(gray, [(box, "blot")]), 8.0)  # a blot's copied lane matches
     with_runs = 0
     for seed in range(4):
         micrograph, _ = synth.photo_crop(np.random.default_rng(seed), gray.shape[0], gray.shape[1], gray=True)
         with_runs += len(lane_spans(band_signal(micrograph))) >= 3
-        assert panel_lane_matches(micrograph, none, box, 8.0) == []
+        assert lane_matches(micrograph, none, regular_lanes(micrograph, [(box, "blot")]), 8.0) == []
     assert with_runs  # the rule, not the lack of column runs, is what stops them
 
 

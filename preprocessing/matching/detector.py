@@ -43,7 +43,7 @@ from preprocessing.matching.keypoints import (
     needs_dense_keypoints,
     panel_features,
 )
-from preprocessing.matching.lanes import lane_matches, laned_boxes
+from preprocessing.matching.lanes import lane_matches, regular_lanes
 from preprocessing.matching.layout import layout, page_pixels, to_original
 from preprocessing.matching.panels import panel_index_map
 from preprocessing.matching.params import MatcherConfig
@@ -206,11 +206,12 @@ def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shi
     return out
 
 
-def _lane_pairs(band: np.ndarray, work: WorkImage, excluded: np.ndarray, panels, pmap: np.ndarray,
+def _lane_pairs(band: np.ndarray, work: WorkImage, excluded: np.ndarray, lanes: dict, pmap: np.ndarray,
                 min_shift: float, config: MatcherConfig) -> list[CopyPair]:
-    """Pairs from comparing the lanes of blot and gel panels (``lanes``), verified like the rest."""
+    """Pairs from comparing the lanes of blot and gel panels (``lanes``: ``regular_lanes``),
+    verified like the rest."""
     out = []
-    for match in lane_matches(work.gray, excluded, panels, min_shift):
+    for match in lane_matches(work.gray, excluded, lanes, min_shift):
         h = match.hypothesis
         v = verify(band, excluded | match.outside(excluded.shape), h.matrix, h.src, config.agree_zncc, min_shift)
         if v is not None:
@@ -221,13 +222,14 @@ def _lane_pairs(band: np.ndarray, work: WorkImage, excluded: np.ndarray, panels,
     return out
 
 
-def keypoint_stage(work: WorkImage, excluded: np.ndarray, panels, band: np.ndarray, config: MatcherConfig,
-                   stats: Optional[dict] = None):
+def keypoint_stage(work: WorkImage, excluded: np.ndarray, panels, lanes: dict, band: np.ndarray,
+                   config: MatcherConfig, stats: Optional[dict] = None):
     """(features, matches, hypotheses) of the keypoint search on the working image, outside
-    ``excluded``: SIFT at each region's contrast threshold, the small/flat-panel pass when on,
-    g2NN matching and RANSAC hypotheses (``benchmarks/miss_analysis.py`` reuses it)."""
+    ``excluded``: SIFT at each region's contrast threshold (``lanes``: ``regular_lanes``), the
+    small/flat-panel pass when on, g2NN matching and RANSAC hypotheses
+    (``benchmarks/miss_analysis.py`` reuses it)."""
     allowed = (1 - excluded) * 255
-    feats = features_by_region(work.gray, allowed, laned_boxes(work.gray, panels), config.sift_contrast,
+    feats = features_by_region(work.gray, allowed, list(lanes), config.sift_contrast,
                                config.blot_sift_contrast, config.sift_max_features, work.sift_zoom)
     if config.small_panels:
         extra = [panel_features(work.gray, allowed, box) for box, kind in panels
@@ -281,7 +283,8 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
 
     t1 = time.perf_counter()
-    feats, matches, hyps = keypoint_stage(work, excluded, panels, band, config, stats)
+    lanes = regular_lanes(work.gray, panels)
+    feats, matches, hyps = keypoint_stage(work, excluded, panels, lanes, band, config, stats)
     stats.update(keypoints=len(feats), matches=len(matches), kp_hypotheses=len(hyps),
                  matches_on_decorations=_on_mask(feats.xy, matches, deco))
     stats["t_keypoints"] = time.perf_counter() - t1
@@ -322,7 +325,7 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
 
     t5 = time.perf_counter()
     if config.lanes:
-        pairs += _lane_pairs(band, work, excluded, panels, pmap, min_shift, config)
+        pairs += _lane_pairs(band, work, excluded, lanes, pmap, min_shift, config)
         stats["lane_candidates"] = len(pairs)
     stats["t_lanes"] = time.perf_counter() - t5
 

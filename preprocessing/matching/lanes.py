@@ -132,11 +132,22 @@ def regular(spans: list[tuple[int, int]]) -> bool:
     return bool(widths.std() <= REGULAR_LANES_CV * widths.mean() and steps.std() <= REGULAR_LANES_CV * steps.mean())
 
 
+def regular_lanes(gray: np.ndarray, panels) -> dict:
+    """{box (x, y, w, h): its lane spans} for the blot and gel panels of ``panels`` ((box, kind)
+    pairs) whose lanes are ``regular``. Computed once per image: the keypoint search lowers its
+    threshold there (lanes and bands are look-alikes by nature) and the lane stage compares them."""
+    out = {}
+    for (x, y, w, h), kind in panels:
+        if kind == "blot":
+            spans = lane_spans(band_signal(gray[y:y + h, x:x + w]))
+            if regular(spans):
+                out[(x, y, w, h)] = spans
+    return out
+
+
 def laned_boxes(gray: np.ndarray, panels) -> list:
-    """The boxes (x, y, w, h) of the blot and gel panels of ``panels`` ((box, kind) pairs) with
-    regular lanes: lanes and bands are look-alikes by nature."""
-    return [(x, y, w, h) for (x, y, w, h), kind in panels
-            if kind == "blot" and regular(lane_spans(band_signal(gray[y:y + h, x:x + w])))]
+    """The boxes of ``regular_lanes``."""
+    return list(regular_lanes(gray, panels))
 
 
 def lane_tiles(span: tuple[int, int], height: int, max_tiles: int = LANE_MAX_TILES) -> Iterator[LaneTile]:
@@ -215,15 +226,13 @@ def _strips(gray: np.ndarray, spans: list[tuple[int, int]]) -> tuple[np.ndarray,
     return np.ascontiguousarray(np.concatenate(parts, axis=1)), where
 
 
-def panel_lane_matches(gray: np.ndarray, excluded: np.ndarray, box, min_shift: float) -> list[LaneMatch]:
-    """Lane-pair maps of one blot panel ``box`` (x, y, w, h, working pixels), one per distinct
-    map, in image pixels; none unless its lanes are ``regular``: column runs of a micrograph or
-    a smooth membrane are no lanes, and their smooth residuals match under a rescale and a mirror."""
+def panel_lane_matches(gray: np.ndarray, excluded: np.ndarray, box, spans: list, min_shift: float) -> list[LaneMatch]:
+    """Lane-pair maps of one blot panel ``box`` (x, y, w, h, working pixels) with its regular lane
+    ``spans`` (``regular_lanes``: column runs of a micrograph or a smooth membrane are no lanes,
+    and their smooth residuals match under a rescale and a mirror), one per distinct map, in
+    image pixels."""
     x, y, w, h = box
     panel = gray[y:y + h, x:x + w]
-    spans = lane_spans(band_signal(panel))
-    if not regular(spans):
-        return []
     row, where = _strips(panel, spans)
     bad = excluded[y:y + h, x:x + w]
     found: dict = {}
@@ -269,12 +278,11 @@ def panel_lane_matches(gray: np.ndarray, excluded: np.ndarray, box, min_shift: f
     return out
 
 
-def lane_matches(gray: np.ndarray, excluded: np.ndarray, panels, min_shift: float) -> list[LaneMatch]:
-    """Lane-pair maps of every blot or gel panel (``panels`` as from ``find_panels``; working
-    pixels), best first, at most ``LANE_MAX_HYPOTHESES``."""
+def lane_matches(gray: np.ndarray, excluded: np.ndarray, lanes: dict, min_shift: float) -> list[LaneMatch]:
+    """Lane-pair maps of every panel of ``lanes`` (``regular_lanes``; working pixels), best first,
+    at most ``LANE_MAX_HYPOTHESES``."""
     out = []
-    for box, kind in panels:
-        if kind == "blot":
-            out += panel_lane_matches(gray, excluded, box, min_shift)
+    for box, spans in lanes.items():
+        out += panel_lane_matches(gray, excluded, box, spans, min_shift)
     out.sort(key=lambda t: -t.score)
     return out[:LANE_MAX_HYPOTHESES]
