@@ -101,14 +101,29 @@ def image_of1(n_truth: int, keep: list, f1) -> float:
     return float(m[r, c].mean() * n_truth / max(len(rows), n_truth))
 
 
+FOUND_F1 = 0.5  # a copy is found when one kept pair matches both its instances this well
+
+
+def copy_found(f1: np.ndarray, k: int, keep: list) -> bool:
+    """Whether a kept pair (rows 2j, 2j + 1 of ``f1``) matches truth copy ``k`` (columns 2k, 2k + 1:
+    source, copy) with F1 >= ``FOUND_F1`` on both instances, either way round."""
+    return any(min(f1[2 * j, 2 * k], f1[2 * j + 1, 2 * k + 1]) >= FOUND_F1
+               or min(f1[2 * j, 2 * k + 1], f1[2 * j + 1, 2 * k]) >= FOUND_F1 for j in keep)
+
+
+def image_outcome(r: dict, params: DecisionParams) -> tuple[list, tuple[bool, float, bool]]:
+    """One cached image's kept pairs and (forged, its oF1, flagged) under ``params``."""
+    keep = decided(r["det"], params)
+    return keep, (r["n_truth"] > 0, image_of1(r["n_truth"], keep, r["f1"]), bool(keep))
+
+
 def score(results: dict, params: DecisionParams) -> dict:
     per, found = [], defaultdict(lambda: [0, 0])
     for r in results.values():
-        keep = decided(r["det"], params)
-        per.append((r["n_truth"] > 0, image_of1(r["n_truth"], keep, r["f1"]), bool(keep)))
+        keep, outcome = image_outcome(r, params)
+        per.append(outcome)
         for k, op in enumerate(r["meta"]["ops"]):  # truth instances come in (source, copy) order
-            hit = any(min(r["f1"][2 * j, 2 * k], r["f1"][2 * j + 1, 2 * k + 1]) >= 0.5
-                      or min(r["f1"][2 * j, 2 * k + 1], r["f1"][2 * j + 1, 2 * k]) >= 0.5 for j in keep)
+            hit = copy_found(r["f1"], k, keep)
             for kind in transform_kinds(op) + (["jpeg"] if "jpeg_quality" in r["meta"]["post"] else []) \
                     + (["noise"] if "noise_sigma" in r["meta"]["post"] else []) + ["all"]:
                 found[kind][0] += hit
@@ -136,12 +151,8 @@ def grid(results_sets: list[dict]) -> list:
 
 
 def score_quick(results: dict, params: DecisionParams) -> tuple[float, int]:
-    total, flagged = [], 0
-    for r in results.values():
-        keep = decided(r["det"], params)
-        total.append(image_of1(r["n_truth"], keep, r["f1"]))
-        flagged += bool(keep) and r["n_truth"] == 0
-    return float(np.mean(total)), flagged
+    outcomes = [image_outcome(r, params)[1] for r in results.values()]
+    return float(np.mean([s for _, s, _ in outcomes])), sum(p for f, _, p in outcomes if not f)
 
 
 def decorations_report(folder: str) -> dict:

@@ -25,15 +25,14 @@ from collections import defaultdict
 
 import numpy as np
 
-from benchmarks.matcher_dev import image_of1, run
+from benchmarks.matcher_dev import copy_found, image_outcome, run
 from benchmarks.seeds import HELD_OUT_SETS as SETS
 from benchmarks.seeds import TUNING_SEEDS, held_out_set_seed
 from preprocessing import synth
-from preprocessing.matching import DecisionParams, MatcherConfig, decided
+from preprocessing.matching import DecisionParams, MatcherConfig
 
 # Boolean MatcherConfig fields that mask evidence rather than search for it: never ablated.
 NOT_STAGES = ("decorations", "skip_charts")
-FOUND_F1 = 0.5  # a copy is found when one kept pair matches both its instances this well
 NUM_TEST = 16  # images per set by default: a quick run (use 100+ for figures worth quoting)
 MAX_SIZE = 1000  # largest image side / page width, as benchmarks/detectors.py
 
@@ -97,13 +96,10 @@ def score(results: dict, params: DecisionParams = DecisionParams()) -> dict:
     """Image-level counts, oF1 and the copies found per breakdown key."""
     per, found = [], defaultdict(lambda: [0, 0])
     for r in results.values():
-        keep = decided(r["det"], params)
-        forged = r["n_truth"] > 0
-        per.append((forged, image_of1(r["n_truth"], keep, r["f1"]), bool(keep)))
+        keep, outcome = image_outcome(r, params)
+        per.append(outcome)
         for k, op in enumerate(r["meta"]["ops"]):  # truth instances: (source, copy) per op
-            f = r["f1"]
-            hit = any(min(f[2 * j, 2 * k], f[2 * j + 1, 2 * k + 1]) >= FOUND_F1
-                      or min(f[2 * j, 2 * k + 1], f[2 * j + 1, 2 * k]) >= FOUND_F1 for j in keep)
+            hit = copy_found(r["f1"], k, keep)
             for key in (f"transform:{transform_of(op)}", f"placement:{placement_of(op)}",
                         f"post:{post_of(r['meta']['post'])}"):
                 found[key][0] += hit

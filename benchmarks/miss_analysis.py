@@ -4,7 +4,7 @@
 
 For every copy (source and copy instance from the generator's solution and metadata), the first
 stage that loses it:
-- ``found``: a decided pair matches both instances (pixel F1 >= 0.5, ``matcher_stages.FOUND_F1``);
+- ``found``: a decided pair matches both instances (pixel F1 >= 0.5, ``matcher_dev.FOUND_F1``);
 - ``no_keypoint_match``: fewer than 2 keypoint matches join the two instances;
 - ``no_hypothesis``: matches, but no RANSAC hypothesis maps one instance's centre onto the other's;
 - ``not_verified``: a hypothesis, but dense verification grows no region from it;
@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from benchmarks.matcher_stages import FOUND_F1, post_of, transform_of
+from benchmarks.matcher_dev import FOUND_F1
+from benchmarks.matcher_stages import post_of, transform_of
 from preprocessing import rle, synth
 from preprocessing.images import read_rgb8
 from preprocessing.matching import MatcherConfig, decide, detect
