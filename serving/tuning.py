@@ -574,12 +574,14 @@ def calibrate_detectors(model: ExportedModel, meta: dict, data_dir: str | None, 
     (``choose_detector``). Updates ``meta`` in place (``matcher``, ``fused``, ``detector`` and
     ``calibration.detectors``) and returns the full report."""
     from preprocessing.matching import decide, instances_of
+    from serving.matcher import config_for
     from serving.network import predict_items
 
     by_split, validation = tuning_cases(data_dir, input_dir, split)
     split_of = {c.key: s for s, cases in by_split.items() for c in cases}
-    samples, errors = matcher_samples([c for cases in by_split.values() for c in cases], workers=workers,
-                                      progress=progress, allow_pickle_masks=allow_pickle_masks)
+    # One detection per image serves the matcher's tuning and, drawn as its evidence map, the network.
+    samples, errors = matcher_samples([c for cases in by_split.values() for c in cases],
+                                      config_for(model.uses_evidence), workers, progress, allow_pickle_masks)
     if not samples:
         raise UsageError(f"no usable labelled image for the matcher ({len(errors)} skipped)")
     matcher = search_matcher(samples, progress=progress, margin_se=margin_se)

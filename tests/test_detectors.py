@@ -298,11 +298,17 @@ def test_beam_fused_scoring_feeds_the_evidence_and_matches_in_process_scoring(fi
     assert pd.read_csv(beam_net).values.tolist() == [list(r) for r in net.rows]
 
 
-def test_calibrate_tunes_every_detector_and_records_the_best(tiny_model, synth_dir, tmp_path):
+@pytest.mark.parametrize("reads_evidence", [False, True], ids=["plain", "evidence"])
+def test_calibrate_tunes_every_detector_and_records_the_best(tiny_model, synth_dir, tmp_path, reads_evidence):
     import shutil
 
+    from serving.tuning import simplest_first
+
     model = str(tmp_path / "model")
-    shutil.copytree(tiny_model, model)
+    if reads_evidence:  # its validation maps come from the same detections the matcher is tuned on
+        export_tiny(model, evidence=True)
+    else:
+        shutil.copytree(tiny_model, model)
     proc = run("serving.calibrate", "--model_dir", model, "--input_dir", synth_dir, "--workers", "2",
                "--thresholds", "0.5", "--min_areas", "16")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -313,7 +319,7 @@ def test_calibrate_tunes_every_detector_and_records_the_best(tiny_model, synth_d
     assert report["matcher"]["oF1_after"] >= report["matcher"]["oF1_before"]
     assert report["fused"]["oF1_after"] >= report["fused"]["oF1_before"]
     # The simplest detector stays unless a more complex one beats it by more than the margin (1 SE).
-    expected = "network"
+    expected = simplest_first(reads_evidence)[0]
     for step in report["choice"]:
         assert step["against"] == expected and step["chosen"] == (step["mean_difference"] > step["se"])
         expected = step["candidate"] if step["chosen"] else expected
