@@ -300,13 +300,6 @@ def local_agreement(target: np.ndarray, stride: int) -> tuple[np.ndarray, np.nda
     return agree, agree / np.maximum(count, FIT_MIN_AGREE)
 
 
-def consistent_points(target: np.ndarray, stride: int) -> np.ndarray:
-    """bool (gh, gw): the points whose neighbourhood fits one local affine map (``local_agreement``:
-    at least ``FIT_MIN_AGREE`` agreeing neighbours and a share of at least ``FIT_SHARE``)."""
-    agree, share = local_agreement(target, stride)
-    return (agree >= FIT_MIN_AGREE) & (share >= FIT_SHARE)
-
-
 def tolerance(stride: int) -> float:
     """How far (working pixels) a grid point's partner may lie from where a map puts it."""
     return FIT_TOL_PX + FIT_TOL_STRIDE * stride
@@ -370,6 +363,11 @@ class Field:
     agree: np.ndarray  # (gh, gw) neighbours agreeing with the point's local affine map
     share: np.ndarray  # (gh, gw) in [0, 1]: their share (``local_agreement``)
 
+    def consistent(self) -> np.ndarray:
+        """bool (gh, gw): the points whose neighbourhood fits one local affine map (at least
+        ``FIT_MIN_AGREE`` agreeing neighbours and a share of at least ``FIT_SHARE``)."""
+        return (self.agree >= FIT_MIN_AGREE) & (self.share >= FIT_SHARE)
+
 
 def dense_field(gray: np.ndarray, excluded: np.ndarray, min_shift: float) -> Optional[Field]:
     """The dense field of a working-resolution grey image (steps 1-3 of the module docstring);
@@ -391,8 +389,7 @@ def field_hypotheses(field: Optional[Field], min_shift: float, max_scale: float 
     """Candidate maps of a dense field (step 4 of the module docstring), most supported first."""
     if field is None:
         return []
-    good = (field.agree >= FIT_MIN_AGREE) & (field.share >= FIT_SHARE)
-    n, labels = cv2.connectedComponents(good.astype(np.uint8), connectivity=8)
+    n, labels = cv2.connectedComponents(field.consistent().astype(np.uint8), connectivity=8)
     gy, gx = field.grid
     hyps: list[Hypothesis] = []
     for k in range(1, n):
