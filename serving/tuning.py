@@ -579,9 +579,16 @@ def calibrate_detectors(model: ExportedModel, meta: dict, data_dir: str | None, 
 
     by_split, validation = tuning_cases(data_dir, input_dir, split)
     split_of = {c.key: s for s, cases in by_split.items() for c in cases}
-    # One detection per image serves the matcher's tuning and, drawn as its evidence map, the network.
-    samples, errors = matcher_samples([c for cases in by_split.values() for c in cases],
-                                      config_for(model.uses_evidence), workers, progress, allow_pickle_masks)
+    # One detection per image serves the matcher's tuning and, on the validation images of a network
+    # that reads the evidence map, that map: only those pay for the dense field's planes.
+    field_keys = {c.key for c in validation} if model.uses_evidence else set()
+    samples, errors = [], []
+    for with_field in (False, True):
+        part = [c for cases in by_split.values() for c in cases if (c.key in field_keys) == with_field]
+        if part:
+            found, bad = matcher_samples(part, config_for(with_field), workers, progress, allow_pickle_masks)
+            samples, errors = samples + found, errors + bad
+    errors.sort(key=lambda e: e["case_id"])
     if not samples:
         raise UsageError(f"no usable labelled image for the matcher ({len(errors)} skipped)")
     matcher = search_matcher(samples, progress=progress, margin_se=margin_se)

@@ -285,6 +285,21 @@ def test_calibrate_tunes_the_matcher_on_both_splits_and_reports_paired_differenc
     assert kept["detector"] == "network"
 
 
+def test_calibrating_an_evidence_network_on_records_draws_its_maps_on_validation_only(records_dir, tmp_path):
+    """The matcher is tuned on every split, but only the validation images feed the network, so only
+    they are matched with the dense field's planes: a validation map without them would be refused."""
+    import io
+
+    model = export_tiny(str(tmp_path / "model"), evidence=True)
+    keys = _split_keys(records_dir)
+    det = calibrate(model, data_dir=records_dir, batch_size=8, progress=False, detectors=True,
+                    thresholds=[0.5], min_areas=[16], stream=io.StringIO())["detectors"]
+    assert det["matcher"]["images"] + det["matcher"]["skipped"] == len(keys["train"]) + len(keys["val"])
+    assert det["matcher"]["by_split"]["train"] > 0 and det["matcher"]["by_split"]["val"] > 0
+    assert det["images"] + det["skipped"] == len(keys["val"]) and det["images"] > 0
+    assert [s["candidate"] for s in det["choice"]] == ["network", "fused"]  # it ranks above the matcher
+
+
 def _textured(rng, shape=(200, 240)) -> np.ndarray:
     import cv2
 
