@@ -10,7 +10,10 @@ Two sources:
   pen (half stroke width at most ``DECOR_MAX_HALF_STROKE``) or as a bar (elongation at least
   ``DECOR_BAR_ELONGATION``), and are small against the panel.
 Natural structures fail at least one test: cells and bands are thick, shaded and mid-tone,
-tissue varies in colour. Everything found is dilated by ``DECOR_HALO_PX`` (anti-aliasing, JPEG ringing).
+tissue varies in colour, and the bright core of a fluorescent fibre or nucleus, vivid and thin as
+a pen stroke, continues into dimmer surroundings where a mark is drawn on its background
+(``DECOR_MAX_RING_CONTRAST``). Everything found is dilated by ``DECOR_HALO_PX`` (anti-aliasing,
+JPEG ringing).
 """
 from __future__ import annotations
 
@@ -56,9 +59,22 @@ def in_words(stats: np.ndarray, colours: np.ndarray) -> np.ndarray:
     return row.any(axis=1)
 
 
-def _marks(rgb: np.ndarray, cand: np.ndarray, max_side: float) -> np.ndarray:
+def on_background(contrast: np.ndarray, cand: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per component of ``labels`` (ids ``idx``): whether it is drawn on its background, i.e. the
+    pixels within ``DECOR_RING_PX`` around it that are not candidates themselves stand out (median
+    of ``contrast``, the signed contrast towards the mark) by at most ``DECOR_MAX_RING_CONTRAST``
+    of the component's mean contrast. Natural structure continues into dimmer surroundings."""
+    k = 2 * P.DECOR_RING_PX + 1
+    grown = cv2.dilate(labels.astype(np.float32), np.ones((k, k), np.uint8)).astype(np.int32)
+    ring = np.where((cand == 0) & (grown > 0), grown, 0)
+    around = np.asarray(ndimage.median(np.maximum(contrast, 0), ring, idx), np.float64)
+    own = np.asarray(ndimage.mean(contrast, labels, idx), np.float64)
+    return ~(np.nan_to_num(around, nan=0.0) > P.DECOR_MAX_RING_CONTRAST * np.maximum(own, 1.0))
+
+
+def _marks(rgb: np.ndarray, cand: np.ndarray, max_side: float, contrast: np.ndarray) -> np.ndarray:
     """uint8 mask of the candidate components that look drawn: one colour, thin or a bar, small,
-    away from the crop's edge."""
+    away from the crop's edge, on their background (``contrast``: signed contrast towards them)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
     if n <= 1:
         return np.zeros_like(cand)
@@ -87,6 +103,8 @@ def _marks(rgb: np.ndarray, cand: np.ndarray, max_side: float) -> np.ndarray:
         pick = np.flatnonzero(loose)
         one_colour[pick] = in_words(stats[1:][pick], colours[pick])
     keep = ((area >= P.DECOR_MIN_AREA) & one_colour & thin & inset & (np.maximum(bw, bh) <= max_side))
+    if keep.any():
+        keep[keep] = on_background(contrast, cand, labels, idx[keep])
     lut = np.concatenate([[0], keep]).astype(np.uint8)
     return lut[labels]
 
@@ -101,8 +119,9 @@ def overlay_marks(rgb: np.ndarray, max_side: float) -> np.ndarray:
     out = np.zeros(rgb.shape[:2], np.uint8)
     strength = np.abs(signed).max(axis=2)
     for sign in (1, -1):
-        cand = ((sign * signed).max(axis=2) >= P.DECOR_CONTRAST) & pen
-        out |= _marks(rgb, cand.astype(np.uint8), max_side)
+        towards = (sign * signed).max(axis=2)
+        cand = (towards >= P.DECOR_CONTRAST) & pen
+        out |= _marks(rgb, cand.astype(np.uint8), max_side, towards.astype(np.float32))
     if out.any():
         # Hysteresis: near a mark (a bar, the first glyphs of a word), fainter pen strokes are
         # its label too (small anti-aliased text breaks into fragments too small on their own).

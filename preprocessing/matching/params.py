@@ -95,6 +95,14 @@ DECOR_BAR_ELONGATION = 4.0
 # A decoration is small: its box at most this fraction of the panel's side.
 DECOR_MAX_SIDE_FRACTION = 0.35
 DECOR_MIN_AREA = 4
+# A mark is drawn on its background: the pixels within DECOR_RING_PX around it (other pen pixels
+# standing out aside) stand out, median, by at most DECOR_MAX_RING_CONTRAST of the mark's own
+# contrast. A bright fragment of a fluorescent fibre, nucleus or stained cell continues into its
+# dimmer surroundings and fails; without this test, vivid fluorescence structure was taken for
+# marks and its copies could not be found. On the figures of dev seeds 3003 and 4004 the test kept
+# 96% of the pixels of the recorded labels, bars and letters and removed 88% of the rest.
+DECOR_RING_PX = 2
+DECOR_MAX_RING_CONTRAST = 0.1
 # Anti-aliasing and JPEG ringing around strokes: decorations are dilated by this radius.
 DECOR_HALO_PX = 2
 
