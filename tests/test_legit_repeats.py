@@ -104,3 +104,31 @@ def test_copy_between_two_merge_panels_is_still_found():
     out[200:270, 350:420] = image[30:100, 350:420]
     pairs = flagged(synth.post_process(out, {}))
     assert any(p.source.mask()[65, 385] or p.copy.mask()[65, 385] for p in pairs)
+
+
+def _gel_strip(rng: np.random.Generator, h: int = 160, w: int = 40) -> np.ndarray:
+    """Fine detail of a gel lane: bands symmetric about the lane's centre line, with noise."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    strip = np.zeros((h, w))
+    for y in rng.uniform(10, h - 10, 6):
+        strip += 40 * np.exp(-((yy - y) / 2.5) ** 2) * np.exp(-((xx - w / 2 + 0.5) / (w / 3)) ** 4)
+    return strip + rng.normal(0, 1.0, (h, w))
+
+
+def test_a_mirror_pair_of_objects_symmetric_in_themselves_is_no_mirrored_copy():
+    """Gel bands are their own mirror images, so neighbouring lanes with like bands match under a
+    mirror between them; a mirrored copy of asymmetric detail stays a copy, and so does a plain map."""
+    from preprocessing.matching.repeats import self_mirrored
+
+    rng = np.random.default_rng(0)
+    band = np.zeros((200, 200), np.float32)
+    band[20:180, 40:80] = _gel_strip(rng)
+    band[20:180, 120:160] = rng.normal(0, 10, (160, 40))  # asymmetric texture
+    lane = np.zeros((200, 200), np.uint8)
+    lane[20:180, 40:80] = 1
+    texture = np.zeros_like(lane)
+    texture[20:180, 120:160] = 1
+    mirror_right = np.array([[-1.0, 0, 139.0], [0, 1.0, 0]])  # lane x -> 139 - x: its neighbour
+    assert self_mirrored(band, lane, mirror_right)
+    assert not self_mirrored(band, texture, np.array([[-1.0, 0, 299.0], [0, 1.0, 0]]))
+    assert not self_mirrored(band, lane, np.array([[1.0, 0, 60.0], [0, 1.0, 0]]))  # not a mirror

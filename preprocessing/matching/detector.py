@@ -125,7 +125,7 @@ def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkIma
     if touching(source, copy):
         return None
     min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
-    if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift, excluded):
+    if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift, excluded, exact_blocks > 0):
         return None
     src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
     if src is None or cpy is None:

@@ -1,6 +1,6 @@
 """Legitimate repeats: pairs that match because the figure repeats by design, not by copy-move.
 
-Two rules, each a pure function of the working image and one verified pair:
+Three rules, each a pure function of the working image and one verified pair:
 - ``channel_of_merge``: a fluorescence figure shows each channel of a field in its own panel and
   then their Merge, which contains every channel by construction. A pair where, around it, one
   side is the other plus the light of another dye (a non-negative, saturated excess of another
@@ -9,6 +9,10 @@ Two rules, each a pure function of the working image and one verified pair:
 - ``lattice``: a regular grid of wells or dots matches itself under every shift by its
   periods and every mirror and turn of its symmetry; a region whose fine detail repeats along
   two directions is a lattice, and no match of it is evidence.
+- ``self_mirrored``: an object symmetric in itself (a gel band, a lane, a round cell) matches the
+  mirror image of every object like it, so a mirrored pair whose source is its own mirror image
+  shows two like objects, not a mirrored copy (a plain copy of it is still proposed by the plain
+  searches; exact copies, pixel for pixel, are exempt).
 Insets (a zoomed part of a panel) and fields of look-alike cells need no rule of their own in
 the tests (tests/test_legit_repeats.py): an inset is magnified 2-3x (``MAX_SCALE`` is 2) and
 its fine detail is blurred by the zoom; look-alike cells share a shape but not their noise.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+import cv2
 import numpy as np
 
 # Fluorescence channels are light on black: the dimmer side's median brightest channel is at most
@@ -50,6 +55,12 @@ REPEAT_CONTEXT = 0.15
 LATTICE_MIN_PEAK = 0.5
 # Two peaks this many degrees apart span a lattice (a row of lanes repeats along one line only).
 LATTICE_MIN_ANGLE = 30.0
+# A mirrored pair's source is its own mirror image when its reflected fine detail correlates with
+# itself this well (over at least SELF_MIRROR_MIN_SHARE of it). On the development sets (seeds
+# 2002-4004) the true mirrored copies found without exact hashing reached 0.42 at most; the one
+# authentic image flagged by a mirror, neighbouring gel lanes, 0.71.
+SELF_MIRROR_ZNCC = 0.6
+SELF_MIRROR_MIN_SHARE = 0.5
 
 
 def _window_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -151,12 +162,38 @@ def lattice(band: np.ndarray, source: np.ndarray, min_shift: float) -> bool:
     return float(auto.max()) >= LATTICE_MIN_PEAK
 
 
+def self_mirrored(band: np.ndarray, source: np.ndarray, m: np.ndarray) -> bool:
+    """Whether a mirroring map's source region is its own mirror image: its fine detail reflected
+    about its own centre the way ``m`` reflects it (rotation kept, scale removed) correlates with
+    itself at ``SELF_MIRROR_ZNCC`` or more."""
+    m = np.asarray(m, np.float64)
+    linear = m[:, :2] / np.sqrt(abs(np.linalg.det(m[:, :2])) + 1e-12)
+    if np.linalg.det(linear) >= 0 or not source.any():
+        return False
+    ys, xs = np.nonzero(source)
+    centre = np.array([xs.mean(), ys.mean()])
+    reflect = np.hstack([linear, (centre - linear @ centre)[:, None]])
+    h, w = band.shape
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    mirrored = cv2.warpAffine(band.astype(np.float32), reflect, (w, h), flags=flags)
+    inside = cv2.warpAffine(source.astype(np.float32), reflect, (w, h), flags=flags) > 0.5
+    both = (source > 0) & inside
+    if both.sum() < SELF_MIRROR_MIN_SHARE * source.sum():
+        return False
+    a, b = band[both] - band[both].mean(), mirrored[both] - mirrored[both].mean()
+    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum() + 1e-9)) >= SELF_MIRROR_ZNCC
+
+
 def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, source: np.ndarray, copy: np.ndarray,
-                      m: np.ndarray, min_shift: float, ignore: Optional[np.ndarray] = None) -> Optional[str]:
-    """The reason a verified pair is a repeat by design ("channel_of_merge", "lattice"), or None;
-    ``ignore``: pixels never read (see ``channel_of_merge``)."""
+                      m: np.ndarray, min_shift: float, ignore: Optional[np.ndarray] = None,
+                      exact: bool = False) -> Optional[str]:
+    """The reason a verified pair is a repeat by design ("channel_of_merge", "lattice",
+    "self_mirrored"; not asked of an ``exact`` pair), or None; ``ignore``: pixels never read
+    (see ``channel_of_merge``)."""
     if channel_of_merge(rgb, source, copy, m, ignore):
         return "channel_of_merge"
     if lattice(band, source, min_shift):
         return "lattice"
+    if not exact and self_mirrored(band, source, m):
+        return "self_mirrored"
     return None
