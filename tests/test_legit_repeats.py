@@ -132,3 +132,53 @@ def test_a_mirror_pair_of_objects_symmetric_in_themselves_is_no_mirrored_copy():
     assert self_mirrored(band, lane, mirror_right)
     assert not self_mirrored(band, texture, np.array([[-1.0, 0, 299.0], [0, 1.0, 0]]))
     assert not self_mirrored(band, lane, np.array([[1.0, 0, 60.0], [0, 1.0, 0]]))  # not a mirror
+
+
+def _dark_panels_with_tiny_labels(seed: int, font: int) -> np.ndarray:
+    """Three fluorescence panels (different sparse green structure on black), each labelled "GFP"
+    in green at its top-right corner, ``font`` px tall: anti-aliased into fragments the decoration
+    finder cannot keep, on the same black background, so exact hashing sees the label twice."""
+    import cv2
+
+    from preprocessing.synth.figure_page import Page
+
+    rng = np.random.default_rng(seed)
+    side, margin, gutter = 110, 6, 4
+    page = Page.blank(side + 2 * margin, 3 * side + 2 * gutter + 2 * margin, True, font)
+    for c in range(3):
+        field = cv2.GaussianBlur(rng.random((side, side)).astype(np.float32), (0, 0), 3.0)
+        grey = np.clip((field - np.quantile(field, 0.8)) * 4000, 0, 255)  # irregular blobs on black
+        grey[:25] = 0  # the label's corner is background
+        panel = np.clip(grey[:, :, None] * np.array([40, 230, 60]) / 255.0, 0, 255).astype(np.uint8)
+        x = margin + c * (side + gutter)
+        page.place(panel, (margin, x, side, side), "fluorescence", c)
+        page.text("GFP", margin + 3, x + side - 3, "rt", "channel", rgb=(40, 230, 60))
+    return page.canvas
+
+
+def test_tiny_coloured_labels_at_the_same_place_in_every_panel_stay_authentic():
+    """The demo's last false flag: a 6 px "GFP" in two panels, paired by exact hashing. The layout
+    rule (``repeats.panel_aligned``) is what keeps it authentic; a copy between the panels is found."""
+    from preprocessing.matching import repeats
+
+    image = _dark_panels_with_tiny_labels(0, 7)
+    assert flagged(image) == []
+    original = repeats.panel_aligned
+    try:
+        repeats.panel_aligned = lambda *a, **k: False
+        assert flagged(image) != []
+    finally:
+        repeats.panel_aligned = original
+    forged = image.copy()
+    forged[60:100, 140:180] = image[60:100, 20:60]  # structure of panel 1 pasted into panel 2
+    assert flagged(forged) != []
+
+
+def test_panel_aligned_wants_the_same_corner_offset_and_a_small_region():
+    from preprocessing.matching.repeats import panel_aligned
+
+    a, b = (0, 0, 100, 100), (120, 0, 100, 80)
+    assert panel_aligned((80, 3, 15, 8), (200, 3, 15, 8), a, b)  # top-right corner, 3 px down
+    assert panel_aligned((5, 88, 30, 4), (125, 68, 30, 4), a, b)  # bottom-left: the scale bar
+    assert not panel_aligned((80, 3, 15, 8), (190, 20, 15, 8), a, b)  # elsewhere: a copy
+    assert not panel_aligned((0, 0, 100, 100), (120, 0, 100, 80), a, b)  # a whole duplicated panel

@@ -84,6 +84,11 @@ def _majority_panel(pmap: np.ndarray, mask: np.ndarray) -> tuple[int, float]:
     return best - 1, counts[best] / len(labels)
 
 
+def _panel_box(pmap: np.ndarray, panel: int) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of panel ``panel`` in the panel index map."""
+    return tuple(int(v) for v in cv2.boundingRect((pmap == panel).astype(np.uint8)))
+
+
 def _in_one_panel(pmap: np.ndarray, mask: np.ndarray, share: float) -> bool:
     """Whether at least ``share`` of ``mask`` lies in one panel."""
     panel, held = _majority_panel(pmap, mask)
@@ -125,12 +130,14 @@ def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkIma
     if touching(source, copy):
         return None
     min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
-    if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift, excluded, exact_blocks > 0):
+    (ps, _), (pc, _) = _majority_panel(pmap, source), _majority_panel(pmap, copy)
+    panels = (_panel_box(pmap, ps), _panel_box(pmap, pc)) if ps != pc and min(ps, pc) >= 0 else None
+    if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift, excluded,
+                                              exact_blocks > 0, panels):
         return None
     src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
     if src is None or cpy is None:
         return None
-    (ps, _), (pc, _) = _majority_panel(pmap, source), _majority_panel(pmap, copy)
     area = min(src.area_fraction, cpy.area_fraction)
     transform = Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape))
     return CopyPair(source=src, copy=cpy, transform=transform,

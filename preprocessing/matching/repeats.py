@@ -1,6 +1,6 @@
 """Legitimate repeats: pairs that match because the figure repeats by design, not by copy-move.
 
-Three rules, each a pure function of the working image and one verified pair:
+Four rules, each a pure function of the working image (or the layout) and one verified pair:
 - ``channel_of_merge``: a fluorescence figure shows each channel of a field in its own panel and
   then their Merge, which contains every channel by construction. A pair where, around it, one
   side is the other plus the light of another dye (a non-negative, saturated excess of another
@@ -13,6 +13,10 @@ Three rules, each a pure function of the working image and one verified pair:
   mirror image of every object like it, so a mirrored pair whose source is its own mirror image
   shows two like objects, not a mirrored copy (a plain copy of it is still proposed by the plain
   searches; exact copies, pixel for pixel, are exempt).
+- ``panel_aligned``: a figure's layout puts the same label (a channel name, a scale bar, a
+  marker) at the same place in every panel of a row; a small region at the same offset from a
+  corner of two panels is such a label, even when it is too small for the decoration finder
+  (6 px coloured text breaks into fragments). Copies land elsewhere; a duplicated panel is large.
 Insets (a zoomed part of a panel) and fields of look-alike cells need no rule of their own in
 the tests (tests/test_legit_repeats.py): an inset is magnified 2-3x (``MAX_SCALE`` is 2) and
 its fine detail is blurred by the zoom; look-alike cells share a shape but not their noise.
@@ -61,6 +65,19 @@ LATTICE_MIN_ANGLE = 30.0
 # authentic image flagged by a mirror, neighbouring gel lanes, 0.71.
 SELF_MIRROR_ZNCC = 0.6
 SELF_MIRROR_MIN_SHARE = 0.5
+# Two regions in two panels are placed by the layout when they sit this close (px) to the same
+# offset from a corner of their panels and cover at most this share of each: on the development
+# figures (seeds 2002-4004) every such pair was a repeated label (one authentic figure flagged,
+# a forged one given three wrong pairs), and no true copy was one.
+ALIGNED_PX = 2
+ALIGNED_MAX_SHARE = 0.25
+
+Box = tuple[int, int, int, int]  # x, y, w, h
+
+
+def _box(mask: np.ndarray) -> Box:
+    """(x, y, w, h) of a mask's nonzero pixels."""
+    return tuple(int(v) for v in cv2.boundingRect((mask > 0).astype(np.uint8)))
 
 
 def _window_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,12 +201,30 @@ def self_mirrored(band: np.ndarray, source: np.ndarray, m: np.ndarray) -> bool:
     return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum() + 1e-9)) >= SELF_MIRROR_ZNCC
 
 
+def panel_aligned(source_box: Box, copy_box: Box, source_panel: Box, copy_panel: Box) -> bool:
+    """Whether two regions (boxes x, y, w, h) in two panels sit at the same offset, within
+    ``ALIGNED_PX``, from the same corner of their panels, each covering at most
+    ``ALIGNED_MAX_SHARE`` of its panel's area: a label the layout repeats in every panel."""
+    def corners(box: Box, panel: Box) -> np.ndarray:
+        x, y, w, h = box
+        px, py, pw, ph = panel
+        return np.array([(x - px, y - py), (x + w - px - pw, y - py), (x - px, y + h - py - ph),
+                         (x + w - px - pw, y + h - py - ph)], np.float64)
+
+    small = all(b[2] * b[3] <= ALIGNED_MAX_SHARE * p[2] * p[3]
+                for b, p in ((source_box, source_panel), (copy_box, copy_panel)))
+    offsets = np.abs(corners(source_box, source_panel) - corners(copy_box, copy_panel)).max(axis=1)
+    return small and bool((offsets <= ALIGNED_PX).any())
+
+
 def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, source: np.ndarray, copy: np.ndarray,
                       m: np.ndarray, min_shift: float, ignore: Optional[np.ndarray] = None,
-                      exact: bool = False) -> Optional[str]:
-    """The reason a verified pair is a repeat by design ("channel_of_merge", "lattice",
-    "self_mirrored"; not asked of an ``exact`` pair), or None; ``ignore``: pixels never read
-    (see ``channel_of_merge``)."""
+                      exact: bool = False, panels: Optional[tuple[Box, Box]] = None) -> Optional[str]:
+    """The reason a verified pair is a repeat by design ("panel_aligned", given the boxes of its
+    two regions' ``panels`` when they differ; "channel_of_merge", "lattice", "self_mirrored", not
+    asked of an ``exact`` pair), or None; ``ignore``: pixels never read (see ``channel_of_merge``)."""
+    if panels is not None and panel_aligned(_box(source), _box(copy), *panels):
+        return "panel_aligned"
     if channel_of_merge(rgb, source, copy, m, ignore):
         return "channel_of_merge"
     if lattice(band, source, min_shift):
