@@ -34,18 +34,14 @@ def test_noisy_channel_figures_of_the_hard_style_stay_authentic(seed):
     assert flagged(synth.post_process(image, {"noise_sigma": 2.2, "noise_seed": seed})) == []
 
 
-def test_merge_rule_is_what_keeps_the_channel_figure_authentic():
+def test_merge_rule_is_what_keeps_the_channel_figure_authentic(monkeypatch):
     """Without the colour-composition rule the channel panel and its merge match (grey levels
     agree): the test above is not passing by accident."""
     from preprocessing.matching import detector
 
     image, _ = lookalikes.channel_merge(np.random.default_rng(0))
-    original = detector.legitimate_repeat
-    try:
-        detector.legitimate_repeat = lambda *a, **k: None
-        assert flagged(image) != []
-    finally:
-        detector.legitimate_repeat = original
+    monkeypatch.setattr(detector, "legitimate_repeat", lambda *a, **k: None)
+    assert flagged(image) != []
 
 
 def test_field_of_200_lookalike_cells_stays_authentic():
@@ -156,22 +152,17 @@ def _dark_panels_with_tiny_labels(seed: int, font: int) -> np.ndarray:
     return page.canvas
 
 
-def test_tiny_coloured_labels_at_the_same_place_in_every_panel_stay_authentic():
+def test_tiny_coloured_labels_at_the_same_place_in_every_panel_stay_authentic(monkeypatch):
     """The demo's last false flag: a 6 px "GFP" in two panels, paired by exact hashing. The layout
     rule (``repeats.panel_aligned``) is what keeps it authentic; a copy between the panels is found."""
     from preprocessing.matching import repeats
 
     image = _dark_panels_with_tiny_labels(0, 7)
-    assert flagged(image) == []
-    original = repeats.panel_aligned
-    try:
-        repeats.panel_aligned = lambda *a, **k: False
-        assert flagged(image) != []
-    finally:
-        repeats.panel_aligned = original
     forged = image.copy()
     forged[60:100, 140:180] = image[60:100, 20:60]  # structure of panel 1 pasted into panel 2
-    assert flagged(forged) != []
+    assert flagged(image) == [] and flagged(forged) != []
+    monkeypatch.setattr(repeats, "panel_aligned", lambda *a, **k: False)
+    assert flagged(image) != []
 
 
 def test_panel_aligned_wants_the_same_corner_offset_and_a_small_region():
