@@ -220,9 +220,10 @@ def panel_aligned(source_box: Box, copy_box: Box, source_panel: Box, copy_panel:
 def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, source: np.ndarray, copy: np.ndarray,
                       m: np.ndarray, min_shift: float, ignore: Optional[np.ndarray] = None,
                       exact: bool = False, panels: Optional[tuple[Box, Box]] = None) -> Optional[str]:
-    """The reason a verified pair is a repeat by design ("panel_aligned", given the boxes of its
-    two regions' ``panels`` when they differ; "channel_of_merge", "lattice", "self_mirrored", not
-    asked of an ``exact`` pair), or None; ``ignore``: pixels never read (see ``channel_of_merge``)."""
+    """The reason a verified pair is a repeat by design, or None: "panel_aligned" (asked when the
+    boxes of its two regions' ``panels`` are given, i.e. they differ), "channel_of_merge",
+    "lattice", or "self_mirrored" (not asked of an ``exact`` pair). ``ignore``: pixels never read
+    (see ``channel_of_merge``)."""
     if panels is not None and panel_aligned(_box(source), _box(copy), *panels):
         return "panel_aligned"
     if channel_of_merge(rgb, source, copy, m, ignore):
