@@ -133,7 +133,7 @@ def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkIma
     (ps, _), (pc, _) = _majority_panel(pmap, source), _majority_panel(pmap, copy)
     panels = (_panel_box(pmap, ps), _panel_box(pmap, pc)) if ps != pc and min(ps, pc) >= 0 else None
     if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift, excluded,
-                                              exact_blocks > 0, panels):
+                                              exact_blocks > 0 or lane > 0, panels):
         return None
     src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
     if src is None or cpy is None:

@@ -12,7 +12,8 @@ Four rules, each a pure function of the working image (or the layout) and one ve
 - ``self_mirrored``: an object symmetric in itself (a gel band, a lane, a round cell) matches the
   mirror image of every object like it, so a mirrored pair whose source is its own mirror image
   shows two like objects, not a mirrored copy (a plain copy of it is still proposed by the plain
-  searches; exact copies, pixel for pixel, are exempt).
+  searches). Exact copies (pixel for pixel) and lane pairs (a lane's own residual, after what all
+  lanes share is removed, matches) carry more than a look and are exempt.
 - ``panel_aligned``: a figure's layout puts the same label (a channel name, a scale bar, a
   marker) at the same place in every panel of a row; a small region at the same offset from a
   corner of two panels is such a label, even when it is too small for the decoration finder
@@ -219,17 +220,18 @@ def panel_aligned(source_box: Box, copy_box: Box, source_panel: Box, copy_panel:
 
 def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, source: np.ndarray, copy: np.ndarray,
                       m: np.ndarray, min_shift: float, ignore: Optional[np.ndarray] = None,
-                      exact: bool = False, panels: Optional[tuple[Box, Box]] = None) -> Optional[str]:
+                      beyond_look: bool = False, panels: Optional[tuple[Box, Box]] = None) -> Optional[str]:
     """The reason a verified pair is a repeat by design, or None: "panel_aligned" (asked when the
     boxes of its two regions' ``panels`` are given, i.e. they differ), "channel_of_merge",
-    "lattice", or "self_mirrored" (not asked of an ``exact`` pair). ``ignore``: pixels never read
-    (see ``channel_of_merge``)."""
+    "lattice", or "self_mirrored" (not asked when the pair's search proved more than a look-alike
+    match, ``beyond_look``: exact pixels, a lane's residual). ``ignore``: pixels never read (see
+    ``channel_of_merge``)."""
     if panels is not None and panel_aligned(_box(source), _box(copy), *panels):
         return "panel_aligned"
     if channel_of_merge(rgb, source, copy, m, ignore):
         return "channel_of_merge"
     if lattice(band, source, min_shift):
         return "lattice"
-    if not exact and self_mirrored(band, source, m):
+    if not beyond_look and self_mirrored(band, source, m):
         return "self_mirrored"
     return None
