@@ -129,14 +129,15 @@ def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkIma
     ``repeats``, which does not read the ``excluded`` pixels)."""
     if touching(source, copy):
         return None
-    min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
-    (ps, _), (pc, _) = _majority_panel(pmap, source), _majority_panel(pmap, copy)
-    panels = (_panel_box(pmap, ps), _panel_box(pmap, pc)) if ps != pc and min(ps, pc) >= 0 else None
-    if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift, excluded,
-                                              exact_blocks > 0 or lane > 0, panels):
-        return None
     src, cpy = region_from_mask(source, work.shape), region_from_mask(copy, work.shape)
     if src is None or cpy is None:
+        return None
+    min_shift = P.MIN_SHIFT_PX * min(1.0, work.scale)
+    (ps, _), (pc, _) = _majority_panel(pmap, source), _majority_panel(pmap, copy)
+    layout = ((src.work_box, cpy.work_box, _panel_box(pmap, ps), _panel_box(pmap, pc))
+              if ps != pc and min(ps, pc) >= 0 else None)
+    if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift, excluded,
+                                              exact_blocks > 0 or lane > 0, layout):
         return None
     area = min(src.area_fraction, cpy.area_fraction)
     transform = Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape))

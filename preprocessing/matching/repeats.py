@@ -76,11 +76,6 @@ ALIGNED_MAX_SHARE = 0.25
 Box = tuple[int, int, int, int]  # x, y, w, h
 
 
-def _box(mask: np.ndarray) -> Box:
-    """(x, y, w, h) of a mask's nonzero pixels."""
-    return tuple(int(v) for v in cv2.boundingRect((mask > 0).astype(np.uint8)))
-
-
 def _window_pixels(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A regular subsample of the pixels in ``mask``'s box grown by ``REPEAT_CONTEXT`` on each side."""
     ys, xs = np.nonzero(mask)
@@ -220,13 +215,14 @@ def panel_aligned(source_box: Box, copy_box: Box, source_panel: Box, copy_panel:
 
 def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, source: np.ndarray, copy: np.ndarray,
                       m: np.ndarray, min_shift: float, ignore: Optional[np.ndarray] = None,
-                      beyond_look: bool = False, panels: Optional[tuple[Box, Box]] = None) -> Optional[str]:
+                      beyond_look: bool = False, layout: Optional[tuple[Box, Box, Box, Box]] = None
+                      ) -> Optional[str]:
     """The reason a verified pair is a repeat by design, or None: "panel_aligned" (asked when the
-    boxes of its two regions' ``panels`` are given, i.e. they differ), "channel_of_merge",
-    "lattice", or "self_mirrored" (not asked when the pair's search proved more than a look-alike
-    match, ``beyond_look``: exact pixels, a lane's residual). ``ignore``: pixels never read (see
-    ``channel_of_merge``)."""
-    if panels is not None and panel_aligned(_box(source), _box(copy), *panels):
+    ``layout`` is given: the boxes of the source, the copy and their two panels, which differ),
+    "channel_of_merge", "lattice", or "self_mirrored" (not asked when the pair's search proved
+    more than a look-alike match, ``beyond_look``: exact pixels, a lane's residual). ``ignore``:
+    pixels never read (see ``channel_of_merge``)."""
+    if layout is not None and panel_aligned(*layout):
         return "panel_aligned"
     if channel_of_merge(rgb, source, copy, m, ignore):
         return "channel_of_merge"
