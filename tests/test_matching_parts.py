@@ -169,6 +169,33 @@ def test_fluorescence_structure_is_not_taken_for_marks_drawn_on_it():
     assert np.mean(bars) >= 0.85  # the marks drawn on those panels are still found
 
 
+def test_marks_are_still_found_on_a_blurred_figure(monkeypatch):
+    """Blur spreads a halo around every mark, which the on-background ring read as structure
+    continuing: on blurred figures no scale bar or channel label was found any more, and repeated
+    labels were flagged as copies. On an image whose edges are not sharp the ring starts beyond
+    the halo."""
+    from preprocessing.matching import decorations
+    from preprocessing.synth.dataset import post_process
+    from preprocessing.synth.figures import make_figure
+
+    def found_marks() -> list:
+        out = []
+        for seed in range(12):
+            fig = make_figure(np.random.default_rng(seed), 200, 500)
+            _, deco, _ = layout(to_work(post_process(fig.image, {"blur_sigma": 1.0})))
+            out += [deco[y:y + h, x:x + w].mean() > 0.5 for d in fig.decorations
+                    for y, x, h, w in [d.box] if d.kind in ("scale_bar", "channel") and h * w]
+        return out
+
+    fig = make_figure(np.random.default_rng(0), 200, 500)
+    assert decorations.edges_sharp(to_work(fig.image).gray)
+    assert not decorations.edges_sharp(to_work(post_process(fig.image, {"blur_sigma": 0.6})).gray)
+    found = found_marks()
+    assert len(found) >= 20 and np.mean(found) >= 0.35
+    monkeypatch.setattr(decorations, "edges_sharp", lambda gray: True)  # the ring right at the mark
+    assert np.mean(found_marks()) < 0.1
+
+
 def test_region_masks_come_back_at_the_original_size():
     mask = np.zeros((100, 150), np.uint8)
     mask[20:60, 30:90] = 1

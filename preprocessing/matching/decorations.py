@@ -59,20 +59,43 @@ def in_words(stats: np.ndarray, colours: np.ndarray) -> np.ndarray:
     return row.any(axis=1)
 
 
-def on_background(contrast: np.ndarray, cand: np.ndarray, labels: np.ndarray, idx: np.ndarray) -> np.ndarray:
+def _square(radius: int) -> np.ndarray:
+    return np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+
+
+def edges_sharp(gray: np.ndarray) -> bool:
+    """Whether the image's sharpest edges are steps a pixel wide (a figure as drawn), not spread
+    by blur (a resampled or blurred figure, a photograph): the ``DECOR_SHARP_QUANTILE`` of the
+    gradient over the local range, on edges rising by at least ``DECOR_CONTRAST`` within 2 px."""
+    g = gray.astype(np.float32)
+    slope = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)) / 8  # grey levels / px
+    box = np.ones((5, 5), np.uint8)
+    rise = cv2.dilate(g, box) - cv2.erode(g, box)
+    edge = rise >= P.DECOR_CONTRAST
+    if np.count_nonzero(edge) < P.DECOR_MIN_EDGE_PIXELS:
+        return False
+    return float(np.quantile(slope[edge] / rise[edge], P.DECOR_SHARP_QUANTILE)) >= P.DECOR_SHARP_SLOPE
+
+
+def on_background(contrast: np.ndarray, cand: np.ndarray, labels: np.ndarray, idx: np.ndarray,
+                  sharp: bool = True) -> np.ndarray:
     """Per component of ``labels`` (ids ``idx``): whether it is drawn on its background, i.e. the
-    pixels within ``DECOR_RING_PX`` around it that are not candidates themselves stand out (median
-    of ``contrast``, the signed contrast towards the mark) by at most ``DECOR_MAX_RING_CONTRAST``
-    of the component's mean contrast. Natural structure continues into dimmer surroundings."""
-    k = 2 * P.DECOR_RING_PX + 1
-    grown = cv2.dilate(labels.astype(np.float32), np.ones((k, k), np.uint8)).astype(np.int32)
-    ring = np.where((cand == 0) & (grown > 0), grown, 0)
+    pixels of a ring ``DECOR_RING_PX`` wide around it that are not candidates themselves stand out
+    (median of ``contrast``, the signed contrast towards the mark) by at most
+    ``DECOR_MAX_RING_CONTRAST`` of the component's mean contrast. Natural structure continues
+    into dimmer surroundings. On a blurred image (not ``sharp``) the ring starts
+    ``DECOR_BLUR_GAP_PX`` out, beyond the halo blur spreads around every mark."""
+    gap = 0 if sharp else P.DECOR_BLUR_GAP_PX
+    lab = labels.astype(np.float32)
+    grown = cv2.dilate(lab, _square(gap + P.DECOR_RING_PX)).astype(np.int32)
+    halo = cv2.dilate(lab, _square(gap)) > 0
+    ring = np.where((cand == 0) & (grown > 0) & ~halo, grown, 0)
     around = np.asarray(ndimage.median(np.maximum(contrast, 0), ring, idx), np.float64)
     own = np.asarray(ndimage.mean(contrast, labels, idx), np.float64)
     return ~(np.nan_to_num(around, nan=0.0) > P.DECOR_MAX_RING_CONTRAST * np.maximum(own, 1.0))
 
 
-def _marks(rgb: np.ndarray, cand: np.ndarray, max_side: float, contrast: np.ndarray) -> np.ndarray:
+def _marks(rgb: np.ndarray, cand: np.ndarray, max_side: float, contrast: np.ndarray, sharp: bool) -> np.ndarray:
     """uint8 mask of the candidate components that look drawn: one colour, thin or a bar, small,
     away from the crop's edge, on their background (``contrast``: signed contrast towards them)."""
     n, labels, stats, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
@@ -104,12 +127,12 @@ def _marks(rgb: np.ndarray, cand: np.ndarray, max_side: float, contrast: np.ndar
         one_colour[pick] = in_words(stats[1:][pick], colours[pick])
     keep = ((area >= P.DECOR_MIN_AREA) & one_colour & thin & inset & (np.maximum(bw, bh) <= max_side))
     if keep.any():
-        keep[keep] = on_background(contrast, cand, labels, idx[keep])
+        keep[keep] = on_background(contrast, cand, labels, idx[keep], sharp)
     lut = np.concatenate([[0], keep]).astype(np.uint8)
     return lut[labels]
 
 
-def overlay_marks(rgb: np.ndarray, max_side: float) -> np.ndarray:
+def overlay_marks(rgb: np.ndarray, max_side: float, sharp: bool = True) -> np.ndarray:
     """uint8 mask of marks drawn over a photograph or blot: pen-coloured pixels that stand out
     from the local background by ``DECOR_CONTRAST``, brighter and darker ones taken apart (a
     white label never merges with the dark tissue next to it), grouped into components that
@@ -121,7 +144,7 @@ def overlay_marks(rgb: np.ndarray, max_side: float) -> np.ndarray:
     for sign in (1, -1):
         towards = (sign * signed).max(axis=2)
         cand = (towards >= P.DECOR_CONTRAST) & pen
-        out |= _marks(rgb, cand.astype(np.uint8), max_side, towards.astype(np.float32))
+        out |= _marks(rgb, cand.astype(np.uint8), max_side, towards.astype(np.float32), sharp)
     if out.any():
         # Hysteresis: near a mark (a bar, the first glyphs of a word), fainter pen strokes are
         # its label too (small anti-aliased text breaks into fragments too small on their own).
@@ -145,12 +168,14 @@ def decoration_mask(rgb: np.ndarray, gray: np.ndarray, panels) -> np.ndarray:
     h, w = gray.shape
     out = np.zeros((h, w), np.uint8)
     page = np.ones((h, w), bool)
+    sharp = edges_sharp(gray)
     for (x, y, pw, ph), kind in panels:
         page[y:y + ph, x:x + pw] = False
         if kind in DRAWING_KINDS:
             out[y:y + ph, x:x + pw] = drawing_ink(gray[y:y + ph, x:x + pw])
         elif min(pw, ph) >= P.DECOR_BG_PX:
-            out[y:y + ph, x:x + pw] = overlay_marks(rgb[y:y + ph, x:x + pw], P.DECOR_MAX_SIDE_FRACTION * max(pw, ph))
+            out[y:y + ph, x:x + pw] = overlay_marks(rgb[y:y + ph, x:x + pw],
+                                                    P.DECOR_MAX_SIDE_FRACTION * max(pw, ph), sharp)
     if page.any():
         level = int(np.argmax(np.bincount(gray[page], minlength=256)))
         out[page & (np.abs(gray.astype(np.int16) - level) > 2 * P.DECOR_MAX_COLOR_STD)] = 1
