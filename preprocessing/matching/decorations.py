@@ -69,8 +69,7 @@ def edges_sharp(gray: np.ndarray) -> bool:
     gradient over the local range, on edges rising by at least ``DECOR_CONTRAST`` within 2 px."""
     g = gray.astype(np.float32)
     slope = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)) / 8  # grey levels / px
-    box = np.ones((5, 5), np.uint8)
-    rise = cv2.dilate(g, box) - cv2.erode(g, box)
+    rise = cv2.dilate(g, _square(2)) - cv2.erode(g, _square(2))
     edge = rise >= P.DECOR_CONTRAST
     if np.count_nonzero(edge) < P.DECOR_MIN_EDGE_PIXELS:
         return False
