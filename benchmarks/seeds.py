@@ -15,6 +15,10 @@ TUNING_SEEDS = (TUNE_SEED, REPORT_SEED, *DEV_SEEDS)
 # Held-out test sets: HELD_OUT_BASE + 100 * run seed + set index (set index < 100), far from the
 # tuning seeds and from the small training seeds (0, 1, ...).
 HELD_OUT_BASE = 7000
+# Authentic look-alikes (benchmarks/lookalikes.py) are drawn one per seed: the rules for blurred
+# figures were designed on LOOKALIKE_DESIGN_SEEDS; the benchmark reports from LOOKALIKE_HELD_OUT.
+LOOKALIKE_DESIGN_SEEDS = range(5000, 5040)
+LOOKALIKE_HELD_OUT = 9000
 # The held-out sets every benchmark draws from: name -> (synth style, image sources); a set's
 # position here is its seed index, so "photos" of run seed 0 is the same set in every benchmark.
 # ``unseen`` is the hard style built from image sources the other styles never use.

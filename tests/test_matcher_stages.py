@@ -52,3 +52,15 @@ def test_every_held_out_set_has_its_own_seed_and_unknown_sets_are_refused():
     assert held_out_set_seed(1, "photos") != held_out_set_seed(0, "photos")
     with pytest.raises(ValueError, match="unknown held-out set"):
         held_out_set_seed(0, "tuning")
+
+
+def test_lookalike_benchmark_refuses_design_seeds_and_prints_its_table(capsys):
+    from benchmarks import lookalikes
+    from benchmarks.seeds import LOOKALIKE_DESIGN_SEEDS
+
+    with pytest.raises(SystemExit):
+        lookalikes.main(["--start", str(LOOKALIKE_DESIGN_SEEDS.stop - 1), "--num", "2"])
+    assert "overlap the design seeds" in capsys.readouterr().err
+    counts = lookalikes.main(["--num", "1", "--kinds", "grid"])
+    assert set(counts) == {("grid", "none"), ("grid", "blur")} and set(counts.values()) <= {0, 1}
+    assert "| grid | " in capsys.readouterr().out

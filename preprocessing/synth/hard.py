@@ -24,6 +24,7 @@ from preprocessing.synth.figure_blots import lane_boxes
 PLACEMENTS = ("textured", "smooth", "small", "lane")
 TRANSFORMS = ("translate", "flip", "rot90", "rotation", "rescale")
 POSTS = ("none", "jpeg", "noise", "blur")
+BLUR_SIGMA = (0.6, 1.2)  # a figure resampled or blurred once: edges spread over 1-2 px
 SOURCES = ("seen", "unseen")
 # scikit-image samples no other style crops from (offline, textured enough to crop).
 UNSEEN_IMAGES = ("coins", "brick", "coffee", "chelsea", "rocket", "astronaut", "camera", "text")
@@ -59,7 +60,7 @@ def draw_post(rng: np.random.Generator) -> dict:
         return {"kind": kind, "noise_sigma": float(np.round(rng.uniform(2.0, 5.0), 2)),
                 "noise_seed": int(rng.integers(2**31))}
     if kind == "blur":
-        return {"kind": kind, "blur_sigma": float(np.round(rng.uniform(0.6, 1.2), 2))}
+        return {"kind": kind, "blur_sigma": float(np.round(rng.uniform(*BLUR_SIGMA), 2))}
     return {"kind": kind}
 
 
