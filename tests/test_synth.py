@@ -179,6 +179,43 @@ def test_base_images_cover_blots_gels_and_offline_photos():
     assert synth.figure_panels(rng, 20, 90, rgb=False) is None  # panels would be tiny
 
 
+def test_panel_grids_never_show_one_photograph_twice(monkeypatch):
+    """An authentic panel grid holds no hidden duplicate: every photograph is replaced by a map of
+    its own coordinates (red: row, green: column, blue: which photograph), so each crop reveals
+    where it came from, and no two panels may come from overlapping windows of one photograph."""
+    from preprocessing.synth import base
+
+    shipped = base._science_image
+
+    def coordinates(name):
+        img = shipped(name)
+        if img is None:
+            return None
+        h, w = img.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w]
+        which = np.full_like(yy, 10 * base.SCIENCE_IMAGES.index(name))
+        return np.stack([yy * 255 // (h - 1), xx * 255 // (w - 1), which], 2).astype(np.uint8)
+
+    monkeypatch.setattr(base, "_science_image", coordinates)
+    photo_panels = 0
+    for seed in range(40):
+        fig = synth.figure_panels(np.random.default_rng(seed), 360, 540, rgb=True)
+        white = (fig == 255).all(axis=2)
+        n, labels = cv2.connectedComponents((~white).astype(np.uint8))
+        windows = []
+        for k in range(1, n):
+            px = fig[labels == k]
+            which = np.unique(px[:, 2])
+            if len(which) == 1 and which[0] % 10 == 0 and (px[:, 0] != px[:, 1]).any():  # a photograph
+                windows.append((int(which[0]), px[:, 0].min(), px[:, 0].max(), px[:, 1].min(), px[:, 1].max()))
+        photo_panels += len(windows)
+        for i, a in enumerate(windows):
+            for b in windows[i + 1:]:
+                overlap = a[1] <= b[2] and b[1] <= a[2] and a[3] <= b[4] and b[3] <= a[4]
+                assert not (a[0] == b[0] and overlap), f"seed {seed}: one photograph in two panels"
+    assert photo_panels >= 60  # most grids hold several photographs
+
+
 # ----------------------------------------------------------------------------- the written dataset
 
 

@@ -157,17 +157,24 @@ def _image_size(rng: np.random.Generator, min_size: int, max_size: int) -> tuple
     return (long, short) if rng.random() < 0.5 else (short, long)
 
 
-def _single(rng: np.random.Generator, kind: str, h: int, w: int, rgb: bool) -> tuple[np.ndarray, str]:
-    """One photo crop, blot or gel of exactly (h, w); ``rgb`` is a preference photos may ignore."""
+def _single(rng: np.random.Generator, kind: str, h: int, w: int, rgb: bool,
+            names: Optional[tuple] = None) -> tuple[np.ndarray, str]:
+    """One photo crop (of one of ``names``, default any), blot or gel of exactly (h, w); ``rgb``
+    is a preference photos may ignore."""
     if kind == "photo":
-        img, name = photo_crop(rng, h, w, gray=not rgb)
+        img, name = photo_crop(rng, h, w, gray=not rgb, names=names)
         return img, f"photo:{name}"
     return (western_blot if kind == "blot" else gel)(rng, h, w, rgb), kind
 
 
 def figure_panels(rng: np.random.Generator, h: int, w: int, rgb: bool) -> Optional[np.ndarray]:
     """A multi-panel figure: a grid of crops/blots/gels on white with gutters (duplicated panels
-    and regions across panels are typical real forgeries). None when the panels would be tiny."""
+    and regions across panels are typical real forgeries). None when the panels would be tiny.
+
+    Each photograph serves one panel at most: two crops of one photograph overlap more often
+    than not (a 102 px sample covers every crop), and the overlap, turned and rescaled, is a
+    duplicated region that an authentic label would deny. Once every photograph is used, the
+    remaining photo panels become blots."""
     rows, cols = int(rng.integers(1, 3)), int(rng.integers(2, 4))
     if w < h:
         rows, cols = cols, rows
@@ -176,10 +183,15 @@ def figure_panels(rng: np.random.Generator, h: int, w: int, rgb: bool) -> Option
     if min(ph, pw) < 24:
         return None
     out = np.full((h, w, 3) if rgb else (h, w), 255, np.uint8)
+    unused = list(available_science_images())
     for r in range(rows):
         for c in range(cols):
             kind = BASE_KINDS[rng.choice(3, p=(0.6, 0.25, 0.15))]
-            panel, _ = _single(rng, kind, ph, pw, rgb)
+            if kind == "photo" and not unused:
+                kind = "blot"
+            panel, name = _single(rng, kind, ph, pw, rgb, names=tuple(unused))
+            if kind == "photo":
+                unused.remove(name.partition(":")[2])
             if rgb and panel.ndim == 2:
                 panel = np.repeat(panel[:, :, None], 3, axis=2)
             y, x = gutter + r * (ph + gutter), gutter + c * (pw + gutter)
