@@ -18,13 +18,17 @@ from preprocessing.synth.figure_page import Box
 
 # gravel.png and grass.png each hold a copy-move made by whoever prepared the files. Found by
 # matching 24 px blocks of each image against the whole image (cv2.TM_CCOEFF_NORMED > 0.9 away
-# from the block itself: one dominant offset per pair), then growing the zone where the image and
-# its shifted self differ by under 10 grey levels (15 px box mean). Each entry is the source zone
-# (y0, x0, y1, x1), grown by 8 px, and the shift (dy, dx) to its copy: gravel y 0-42, x 352-477
-# reappears 273 px down, 35 right; grass y 0-120, x 296-451 at (162, 3), y 0-24, x 104-147 at (346, 182).
+# from the block itself: one dominant offset per pair); each zone is where the image and its
+# shifted self correlate above 0.5 in 24 px windows (unrelated places: under 0.1% of the image),
+# grown by 8 px. Correlation, not equal grey levels: grass's second copy was retouched (its
+# brightness differs by ~20 levels), and a test of equal pixels saw only 3% of it (y 0-24,
+# x 104-147), so figures showed both copies of the rest as "authentic" look-alikes. Each entry
+# is the source zone (y0, x0, y1, x1) and the shift (dy, dx) to its copy: gravel y 0-55,
+# x 342-477 reappears 273 px down, 35 right; grass y 0-127, x 288-474 at (162, 3), and y 0-133,
+# x 0-189 at (346, 182).
 DUPLICATED_ZONES = {
-    "gravel": (((0, 344, 50, 485), (273, 35)),),
-    "grass": (((0, 288, 128, 459), (162, 3)), ((0, 96, 32, 155), (346, 182))),
+    "gravel": (((0, 334, 63, 485), (273, 35)),),
+    "grass": (((0, 280, 135, 482), (162, 3)), ((0, 0, 141, 197), (346, 182))),
 }
 # Brightfield-like photographs: stained tissue, phase contrast, fundus, and textures that pass
 # for electron micrographs.
