@@ -130,6 +130,33 @@ def test_a_mirror_pair_of_objects_symmetric_in_themselves_is_no_mirrored_copy():
     assert not self_mirrored(band, lane, np.array([[1.0, 0, 60.0], [0, 1.0, 0]]))  # not a mirror
 
 
+def test_the_two_halves_of_a_symmetric_gel_band_are_no_mirrored_copy(monkeypatch):
+    """A gel re-saved as JPEG 75: its smooth, symmetric bands pair up with themselves mirrored,
+    left half with right half, stopping just short of the axis (verification ignores partners
+    closer than the minimum shift). ``repeats.mirror_halves`` is what keeps the gel authentic."""
+    from preprocessing.matching import repeats
+
+    rng = np.random.default_rng(0)
+    synth.western_blot(rng, 300, 480, False)  # the gel below is the seed's second image
+    gel = synth.post_process(np.repeat(synth.gel(rng, 300, 480, False)[:, :, None], 3, axis=2), {"jpeg_quality": 75})
+    assert flagged(gel) == []
+    monkeypatch.setattr(repeats, "HALVES_MAX_GAP", 0.0)
+    halves = flagged(gel)
+    assert halves and all(p.transform.flip for p in halves)
+
+
+def test_mirror_halves_wants_a_mirror_whose_regions_meet_at_its_axis():
+    from preprocessing.matching.repeats import mirror_halves
+
+    source = np.zeros((100, 200), np.uint8)
+    source[20:80, 40:95] = 1  # its right edge (x = 94) 6 px left of x = 100
+    about_100 = np.array([[-1.0, 0, 200.0], [0, 1.0, 0]])  # x -> 200 - x
+    assert mirror_halves(source, about_100, 10.0)  # the nearest pixel lands 12 px away: halves
+    assert not mirror_halves(source, np.array([[-1.0, 0, 220.0], [0, 1.0, 0]]), 10.0)  # 32 px: a copy beside it
+    assert not mirror_halves(source, np.array([[1.0, 0, 12.0], [0, 1.0, 0]]), 10.0)  # a plain shift
+    assert not mirror_halves(np.zeros_like(source), about_100, 10.0)
+
+
 def _dark_panels_with_tiny_labels(seed: int, font: int) -> np.ndarray:
     """Three fluorescence panels (different sparse green structure on black), each labelled "GFP"
     in green at its top-right corner, ``font`` px tall: anti-aliased into fragments the decoration
