@@ -13,6 +13,7 @@ import pytest
 from preprocessing import synth
 from preprocessing.cases import discover_training_cases
 from preprocessing.images import read_rgb8
+from preprocessing.matching.verify import local_zncc
 from preprocessing.synth import copymove, figure_forgery, figure_layout, figure_photos, figures
 from preprocessing.synth.figure_page import Page, inside, text_alpha
 
@@ -120,14 +121,6 @@ def test_authentic_figures_repeat_a_decoration_pixel_identically():
 # ----------------------------------------------------------------------------- photographs
 
 
-def _window_correlation(a: np.ndarray, b: np.ndarray, k: int = 24) -> np.ndarray:
-    """Zero-mean correlation of a and b in every k x k window."""
-    mean = lambda x: cv2.blur(x, (k, k))  # noqa: E731
-    ma, mb = mean(a), mean(b)
-    cov, va, vb = mean(a * b) - ma * mb, mean(a * a) - ma * ma, mean(b * b) - mb * mb
-    return cov / np.sqrt(np.maximum(va * vb, 1e-6))
-
-
 def test_duplicated_zones_of_gravel_and_grass_hold_every_copied_place():
     """Each recorded zone is a copy (its windows correlate with the shifted image), and no place
     outside it is (a few scattered windows of chance correlation, never a 20 x 20 px patch): a
@@ -137,7 +130,8 @@ def test_duplicated_zones_of_gravel_and_grass_hold_every_copied_place():
         img = img.mean(axis=2) if img.ndim == 3 else img
         h, w = img.shape
         for (y0, x0, y1, x1), (dy, dx) in pairs:
-            agree = _window_correlation(img[:h - dy, :w - dx], img[dy:, dx:]) > 0.5
+            here, there = np.ascontiguousarray(img[:h - dy, :w - dx]), np.ascontiguousarray(img[dy:, dx:])
+            agree = local_zncc(here, there, 24)[0] > 0.5
             zone = np.zeros_like(agree)
             zone[y0:y1, x0:x1] = True
             assert agree[zone].mean() > 0.5, (name, dy, dx)

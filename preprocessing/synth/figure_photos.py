@@ -21,9 +21,9 @@ from preprocessing.synth.figure_page import Box
 # from the block itself: one dominant offset per pair); each zone is where the image and its
 # shifted self correlate above 0.5 in 24 px windows (unrelated places: under 0.1% of the image),
 # grown by 8 px. Correlation, not equal grey levels: grass's second copy was retouched (its
-# brightness differs by ~20 levels), and a test of equal pixels saw only 3% of it (y 0-24,
-# x 104-147), so figures showed both copies of the rest as "authentic" look-alikes. Each entry
-# is the source zone (y0, x0, y1, x1) and the shift (dy, dx) to its copy: gravel y 0-55,
+# pixels differ from the source's by 24 grey levels on average), and a test of equal pixels saw
+# only 3% of it (y 0-24, x 104-147), so figures showed both copies of the rest as "authentic"
+# look-alikes. Each entry is the source zone (y0, x0, y1, x1) and the shift (dy, dx) to its copy: gravel y 0-55,
 # x 342-477 reappears 273 px down, 35 right; grass y 0-127, x 288-474 at (162, 3), and y 0-133,
 # x 0-189 at (346, 182).
 DUPLICATED_ZONES = {
