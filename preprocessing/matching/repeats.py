@@ -34,6 +34,8 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from preprocessing.matching.hypotheses import apply, mirrors
+
 # Fluorescence channels are light on black: the dimmer side's median brightest channel is at most
 # this (synthetic channel panels: 0-88; IHC and brightfield photographs: 120 and up; grey images
 # pass but cannot show an excess in colour).
@@ -211,12 +213,11 @@ def self_mirrored(band: np.ndarray, source: np.ndarray, m: np.ndarray) -> bool:
 def mirror_halves(source: np.ndarray, m: np.ndarray, min_shift: float) -> bool:
     """Whether a mirroring map brings some pixel of ``source`` within ``HALVES_MAX_GAP`` minimum
     shifts of itself: source and copy meet at the mirror axis, two halves of one object."""
-    m = np.asarray(m, np.float64)
-    if np.linalg.det(m[:, :2]) >= 0 or not source.any():
+    if not mirrors(m) or not source.any():
         return False
     ys, xs = np.nonzero(source)
     pts = np.stack([xs, ys], 1).astype(np.float64)
-    gap = np.linalg.norm(pts @ m[:, :2].T + m[:, 2] - pts, axis=1).min()
+    gap = np.linalg.norm(apply(m, pts) - pts, axis=1).min()
     return bool(gap <= HALVES_MAX_GAP * min_shift)
 
 

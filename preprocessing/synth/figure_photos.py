@@ -23,9 +23,9 @@ from preprocessing.synth.figure_page import Box
 # grown by 8 px. Correlation, not equal grey levels: grass's second copy was retouched (its
 # pixels differ from the source's by 24 grey levels on average), and a test of equal pixels saw
 # only 3% of it (y 0-24, x 104-147), so figures showed both copies of the rest as "authentic"
-# look-alikes. Each entry is the source zone (y0, x0, y1, x1) and the shift (dy, dx) to its copy: gravel y 0-55,
-# x 342-477 reappears 273 px down, 35 right; grass y 0-127, x 288-474 at (162, 3), and y 0-133,
-# x 0-189 at (346, 182).
+# look-alikes. Each entry is the source zone (y0, x0, y1, x1) and the shift (dy, dx) to its
+# copy: gravel y 0-55, x 342-477 reappears 273 px down, 35 right; grass y 0-127, x 288-474 at
+# (162, 3), and y 0-133, x 0-189 at (346, 182).
 DUPLICATED_ZONES = {
     "gravel": (((0, 334, 63, 485), (273, 35)),),
     "grass": (((0, 280, 135, 482), (162, 3)), ((0, 0, 141, 197), (346, 182))),
