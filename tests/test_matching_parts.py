@@ -13,7 +13,7 @@ from preprocessing.matching import describe, detect
 from preprocessing.matching.exact import SYMMETRIES, exact_candidates, linear, symmetry_vectors
 from preprocessing.matching.keypoints import features_by_region, mirror_permutation, sift_features
 from preprocessing.matching.layout import layout
-from preprocessing.matching.panels import find_page, find_panels
+from preprocessing.matching.panels import find_page, find_panels, page_and_panels
 from preprocessing.matching.results import Region, Transform, region_from_mask
 from preprocessing.matching.work import to_work
 from preprocessing.synth import base as synth_base
@@ -119,6 +119,26 @@ def test_a_photo_without_page_is_one_panel():
     work = to_work(img)
     assert find_page(work.rgb) is None
     assert [box for box, _ in find_panels(work.rgb, work.gray, None)] == [(0, 0, 400, 300)]
+
+
+def test_a_light_blot_membrane_is_one_blot_panel_not_a_page():
+    """A blot whose membrane is near-white passes for a page; the gutter cut then shatters it
+    between its bands into text strips and band-sized fragments, and its lanes are never
+    compared. ``page_and_panels`` reads it as one blot panel; a real figure keeps its page."""
+    from preprocessing.synth.hard import LANES
+
+    shattered = 0
+    for seed in range(1, 6):
+        blot = synth_base.western_blot(np.random.default_rng(seed), 120, 360, rgb=False, lanes=LANES)
+        light = np.clip(blot.astype(np.int16) + (246 - int(np.median(blot))), 0, 255).astype(np.uint8)
+        work = to_work(np.repeat(light[:, :, None], 3, axis=2))
+        page = find_page(work.rgb)
+        shattered += page is not None and len(find_panels(work.rgb, work.gray, page)) > 10
+        assert page_and_panels(work.rgb, work.gray) == (None, [((0, 0, 360, 120), "blot")])
+    assert shattered >= 4  # the old reading (page and cut) splits most of them
+    work = to_work(page_with_panels())
+    page, panels = page_and_panels(work.rgb, work.gray)
+    assert page is not None and len(panels) == 4
 
 
 def test_decorations_cover_labels_and_scale_bars_but_not_tissue():

@@ -28,6 +28,7 @@ from preprocessing.matching.hypotheses import keypoint_hypotheses, to3
 from preprocessing.matching.keypoints import Features, Matches, features_by_region
 from preprocessing.matching.lanes import laned_boxes
 from preprocessing.matching.layout import layout, page_pixels
+from preprocessing.matching.panels import MATCHED_KINDS  # only these are compared: drawings repeat legitimately
 from preprocessing.matching.params import DecisionParams, MatcherConfig
 from preprocessing.matching.results import Box, Transform
 from preprocessing.matching.verify import bandpass, verify
@@ -50,8 +51,6 @@ ACROSS_MAX_FEATURES = 500
 VERIFY_MAX_FEATURES = 1000
 # Panels smaller than this (either side, original px) are labels or icons, not reusable pictures.
 ACROSS_MIN_PANEL_PX = 40
-# Only these panel kinds are compared: drawings (charts, text) repeat legitimately.
-MATCHED_KINDS = ("photo", "blot")
 # Nearest neighbours looked up per keypoint: enough that neighbours from its own image (a texture
 # resembles itself, and a symmetric blob its own mirror) leave room for the other images'. A
 # foreign neighbour votes when its distance is below VOTE_RATIO of the farthest neighbour's (the

@@ -7,14 +7,13 @@ from typing import Optional
 import numpy as np
 
 from preprocessing.matching.decorations import decoration_mask
-from preprocessing.matching.panels import Page, find_page, find_panels
+from preprocessing.matching.panels import Page, page_and_panels
 from preprocessing.matching.work import WorkImage
 
 
 def layout(work: WorkImage) -> tuple[list, np.ndarray, Optional[Page]]:
     """(panels as [((x, y, w, h), kind)], decoration mask uint8, page or None), working pixels."""
-    page = find_page(work.rgb)
-    panels = find_panels(work.rgb, work.gray, page)
+    page, panels = page_and_panels(work.rgb, work.gray)
     return panels, decoration_mask(work.rgb, work.gray, panels), page
 
 

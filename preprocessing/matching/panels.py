@@ -18,6 +18,12 @@ import numpy as np
 from preprocessing.matching import params as P
 from preprocessing.matching.results import Box
 
+# Panel kinds the matcher searches; the others ("chart", "text") are drawn by design.
+MATCHED_KINDS = ("photo", "blot")
+# A "page" whose matched leaves are each smaller than this share of the image (and outnumbered by
+# text and chart leaves) is a light blot membrane shattered between its bands (page_and_panels):
+# its band strips cover 1-1.6% each, a figure's photo and blot panels several per cent.
+FRAGMENT_MAX_SHARE = 0.025
 # Kind rules (measured on synthetic photos, blots and gels and on charts rendered by matplotlib):
 # the background is the most common grey level and the pixels within BG_TOL of it.
 BG_TOL = 12
@@ -217,3 +223,23 @@ def panel_index_map(shape: tuple[int, int], panels) -> np.ndarray:
     for i, ((x, y, w, h), _) in enumerate(panels):
         out[y:y + h, x:x + w] = i
     return out
+
+
+def page_and_panels(rgb: np.ndarray, gray: np.ndarray) -> tuple[Optional[Page], list[tuple[Box, str]]]:
+    """The page (or None) and the panels (``find_panels``) of a working image.
+
+    A light blot membrane (near-white, its frame flat enough to pass for paper) is taken for a
+    page, and the cut then shatters it between its bands into strips read as text or chart and
+    band-sized "blots" (8 of 44 lane-copy blots of the hard style's tuning sets; most blots
+    lightened to a membrane of 246). A figure's panels are not like that, so when the whole image,
+    read without a page, is a blot, its leaves are mostly text or chart and no matched leaf
+    reaches ``FRAGMENT_MAX_SHARE`` of the image, it is one blot panel without a page."""
+    page = find_page(rgb)
+    panels = find_panels(rgb, gray, page)
+    if page is None:
+        return page, panels
+    matched = [w * h for (_, _, w, h), kind in panels if kind in MATCHED_KINDS]
+    fragments = 2 * len(matched) < len(panels) and max(matched, default=0) < FRAGMENT_MAX_SHARE * gray.size
+    if fragments and panel_kind(rgb, gray, None) == "blot":
+        return None, find_panels(rgb, gray, None)
+    return page, panels
