@@ -28,7 +28,7 @@ from preprocessing.matching.hypotheses import keypoint_hypotheses, to3
 from preprocessing.matching.keypoints import Features, Matches, features_by_region
 from preprocessing.matching.lanes import laned_boxes
 from preprocessing.matching.layout import layout, page_pixels
-from preprocessing.matching.panels import MATCHED_KINDS  # only these are compared: drawings repeat legitimately
+from preprocessing.matching.panels import MATCHED_KINDS
 from preprocessing.matching.params import DecisionParams, MatcherConfig
 from preprocessing.matching.results import Box, Transform
 from preprocessing.matching.verify import bandpass, verify

@@ -22,8 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from preprocessing.matching import params as P
-
-DRAWING_KINDS = ("chart", "text")
+from preprocessing.matching.panels import DRAWING_KINDS
 
 
 def signed_contrast(rgb: np.ndarray) -> np.ndarray:

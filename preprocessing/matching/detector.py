@@ -27,7 +27,6 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from preprocessing.matching import params as P
-from preprocessing.matching.decorations import DRAWING_KINDS
 from preprocessing.matching.dense import dense_hypotheses
 from preprocessing.matching.densefield import dense_field, field_hypotheses, field_planes
 from preprocessing.matching.exact import exact_candidates, exact_region
@@ -45,7 +44,7 @@ from preprocessing.matching.keypoints import (
 )
 from preprocessing.matching.lanes import lane_matches, regular_lanes
 from preprocessing.matching.layout import layout, page_pixels, to_original
-from preprocessing.matching.panels import panel_index_map
+from preprocessing.matching.panels import DRAWING_KINDS, panel_index_map
 from preprocessing.matching.params import MatcherConfig
 from preprocessing.matching.repeats import legitimate_repeat
 from preprocessing.matching.results import CopyPair, Detection, Panel, Transform, region_from_mask

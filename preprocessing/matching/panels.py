@@ -18,8 +18,10 @@ import numpy as np
 from preprocessing.matching import params as P
 from preprocessing.matching.results import Box
 
-# Panel kinds the matcher searches; the others ("chart", "text") are drawn by design.
+# Panel kinds the matcher searches, and those it never matches: drawings (charts, labels) repeat
+# markers, glyphs and ticks by design.
 MATCHED_KINDS = ("photo", "blot")
+DRAWING_KINDS = ("chart", "text")
 # A "page" whose matched leaves are each smaller than this share of the image (and outnumbered by
 # text and chart leaves) is a light blot membrane shattered between its bands (page_and_panels):
 # its band strips cover 1-1.6% each, a figure's photo and blot panels several per cent.
