@@ -91,6 +91,24 @@ def test_channel_of_merge_reads_colour_composition(change, merge):
     assert channel_of_merge(image, dst, src, np.array([[1.0, 0, -70], [0, 1.0, 0]])) is merge
 
 
+@pytest.mark.parametrize("change,merge", [
+    (lambda c, rng: c + rng.uniform(0, 1, (60, 60, 1)) ** 3 * np.array([60, 110, 255]), True),  # + a blue dye
+    (lambda c, rng: c, False),  # an exact copy
+    (lambda c, rng: c * 1.1, False),  # a gain change
+])
+def test_channel_of_merge_holds_when_the_map_is_a_pixel_off(change, merge, monkeypatch):
+    """A dense-field or few-point map lands a pixel or two off: on speckled fluorescence the merge
+    then looks darker than its channel at every other pixel unless the brighter side is read
+    around each pixel (``MERGE_NEAR_PX``). Dev figures after JPEG 87 and noise were flagged so."""
+    from preprocessing.matching import repeats
+
+    image, src, dst, m = _two_panels(change)
+    off = m + np.array([[0, 0, 1.0], [0, 0, 0]])
+    assert channel_of_merge(image, src, dst, off) is merge
+    monkeypatch.setattr(repeats, "MERGE_NEAR_PX", 1)  # the pixel itself only: the rule before
+    assert channel_of_merge(image, src, dst, off) is False
+
+
 def test_copy_between_two_merge_panels_is_still_found():
     """The merge rule needs one single-dye side: a region copied from one merge panel to another
     (two dyes on both sides) is reported."""
@@ -200,3 +218,7 @@ def test_panel_aligned_wants_the_same_corner_offset_and_a_small_region():
     assert panel_aligned((5, 88, 30, 4), (125, 68, 30, 4), a, b)  # bottom-left: the scale bar
     assert not panel_aligned((80, 3, 15, 8), (190, 20, 15, 8), a, b)  # elsewhere: a copy
     assert not panel_aligned((0, 0, 100, 100), (120, 0, 100, 80), a, b)  # a whole duplicated panel
+    # a scale bar and a mark at the top of the panel make one region: its box is large, its pixels few
+    assert not panel_aligned((5, 3, 60, 70), (125, 3, 60, 70), a, b)
+    assert panel_aligned((5, 3, 60, 70), (125, 3, 60, 70), a, b, areas=(400, 400))
+    assert not panel_aligned((5, 3, 60, 70), (125, 3, 60, 70), a, b, areas=(3000, 3000))

@@ -20,7 +20,8 @@ Five rules, each a pure function of the working image (or the layout) and one ve
   any mirrored copy placed beside its source comes. Exact pairs are not exempt: a smooth
   symmetric band re-saved through JPEG has bit-identical halves.
 - ``panel_aligned``: a figure's layout puts the same label (a channel name, a scale bar, a
-  marker) at the same place in every panel of a row; a small region at the same offset from a
+  marker) at the same place in every panel of a row; a small region (by its pixels: a scale bar
+  and a mark far from it make one region with a panel-sized box) at the same offset from a
   corner of two panels is such a label, even when it is too small for the decoration finder
   (6 px coloured text breaks into fragments). Copies land elsewhere; a duplicated panel is large.
 Insets (a zoomed part of a panel) and fields of look-alike cells need no rule of their own in
@@ -46,6 +47,10 @@ DYE_MIN_LEVEL = 20
 # MERGE_TOL grey levels (JPEG, noise, rounding) on at least MERGE_MIN_SHARE of the pixels ...
 MERGE_TOL = 20
 MERGE_MIN_SHARE = 0.9
+# ... where the brighter side counts with its largest value in a MERGE_NEAR_PX square around the
+# pixel: a map a pixel or two off (a dense-field fit, a rotation estimated from few points) or JPEG
+# ringing at a dye's edge otherwise leaves the merge darker than its channel along every edge.
+MERGE_NEAR_PX = 3
 # ... and by at least MERGE_MIN_EXTRA in some channel on MERGE_MIN_EXTRA_SHARE of them (the
 # other dyes show somewhere around the pair; an exact copy differs nowhere) ...
 MERGE_MIN_EXTRA = 25
@@ -135,14 +140,18 @@ def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: n
         ys, xs, px, py = ys[read], xs[read], px[read], py[read]
     a = rgb[ys, xs].astype(np.int16)
     b = rgb[py, px].astype(np.int16)
+    # the brighter side's largest value near each pixel: a map a pixel or two off (a dense-field
+    # fit, JPEG ringing at a dye's edge) must not make the merge look darker than its channel
+    near = cv2.dilate(rgb, np.ones((MERGE_NEAR_PX, MERGE_NEAR_PX), np.uint8))
+    a_near, b_near = near[ys, xs].astype(np.int16), near[py, px].astype(np.int16)
     core = source[ys, xs] > 0  # under the region itself (a's side; b is its partner under the copy)
     if len(a) < 16:
         return False
-    for dim, bright in ((a, b), (b, a)):
+    for dim, bright, bright_near in ((a, b, b_near), (b, a, a_near)):
         if float(np.median(dim.max(axis=1))) > FLUORESCENCE_MAX_MEDIAN:
             continue  # not a fluorescence channel: those are light on black
         d = bright - dim
-        if float(np.mean((d >= -MERGE_TOL).all(axis=1))) < MERGE_MIN_SHARE:
+        if float(np.mean((bright_near - dim >= -MERGE_TOL).all(axis=1))) < MERGE_MIN_SHARE:
             continue
         extra = d[d.max(axis=1) >= MERGE_MIN_EXTRA]
         # the dimmer side's own colour, from its coloured pixels under the region (gutters and
@@ -221,18 +230,21 @@ def mirror_halves(source: np.ndarray, m: np.ndarray, min_shift: float) -> bool:
     return bool(gap <= HALVES_MAX_GAP * min_shift)
 
 
-def panel_aligned(source_box: Box, copy_box: Box, source_panel: Box, copy_panel: Box) -> bool:
+def panel_aligned(source_box: Box, copy_box: Box, source_panel: Box, copy_panel: Box,
+                  areas: Optional[tuple[int, int]] = None) -> bool:
     """Whether two regions (boxes x, y, w, h) in two panels sit at the same offset, within
     ``ALIGNED_PX``, from the same corner of their panels, each covering at most
-    ``ALIGNED_MAX_SHARE`` of its panel's area: a label the layout repeats in every panel."""
+    ``ALIGNED_MAX_SHARE`` of its panel's area: a label the layout repeats in every panel.
+    ``areas``: the regions' pixel counts, when known (a scale bar and a tick mark far apart make
+    one region with a large box but few pixels); else their boxes' areas."""
     def corners(box: Box, panel: Box) -> np.ndarray:
         x, y, w, h = box
         px, py, pw, ph = panel
         return np.array([(x - px, y - py), (x + w - px - pw, y - py), (x - px, y + h - py - ph),
                          (x + w - px - pw, y + h - py - ph)], np.float64)
 
-    small = all(b[2] * b[3] <= ALIGNED_MAX_SHARE * p[2] * p[3]
-                for b, p in ((source_box, source_panel), (copy_box, copy_panel)))
+    sizes = areas if areas is not None else (source_box[2] * source_box[3], copy_box[2] * copy_box[3])
+    small = all(a <= ALIGNED_MAX_SHARE * p[2] * p[3] for a, p in zip(sizes, (source_panel, copy_panel)))
     offsets = np.abs(corners(source_box, source_panel) - corners(copy_box, copy_panel)).max(axis=1)
     return small and bool((offsets <= ALIGNED_PX).any())
 
@@ -246,7 +258,8 @@ def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, source: np.ndarray, cop
     "channel_of_merge", "lattice", "mirror_halves", or "self_mirrored" (not asked when the pair's search proved
     more than a look-alike match, ``beyond_look``: exact pixels, a lane's residual). ``ignore``:
     pixels never read (see ``channel_of_merge``)."""
-    if layout is not None and panel_aligned(*layout):
+    areas = (int(np.count_nonzero(source)), int(np.count_nonzero(copy)))
+    if layout is not None and panel_aligned(*layout, areas=areas):
         return "panel_aligned"
     if channel_of_merge(rgb, source, copy, m, ignore):
         return "channel_of_merge"
