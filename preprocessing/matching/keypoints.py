@@ -220,10 +220,22 @@ def descriptor_neighbours(f: Features, neighbours: int = P.G2NN_NEIGHBOURS,
     query = np.arange(n)[:, None]
     gap = np.linalg.norm(f.xy[other] - f.xy[query], axis=2)
     skip = (other == query) | (gap < min_dist) | (idx < 0)
+    skip |= _repeats_earlier(f.xy[other], flip, skip)
     # Compact each row: the kept neighbours first, in distance order (FLANN returns sorted rows).
     order = np.argsort(skip, axis=1, kind="stable")
     return Neighbours(np.take_along_axis(other, order, 1), np.take_along_axis(flip, order, 1),
                       np.take_along_axis(dist, order, 1), ~np.take_along_axis(skip, order, 1))
+
+
+def _repeats_earlier(pos: np.ndarray, flip: np.ndarray, skip: np.ndarray) -> np.ndarray:
+    """(n, k) bool: neighbour k sits within ``DUPLICATE_PX`` of an earlier unskipped neighbour of
+    the same row and mirror sense (``pos`` (n, k, 2)). Two keypoints of one structure (a denser
+    pass over a panel beside the main one; neighbouring scales) are one candidate: counted
+    twice, the second would fail every ratio test of the first."""
+    gap = np.linalg.norm(pos[:, :, None, :] - pos[:, None, :, :], axis=3)  # (n, k, k): [row, later, earlier]
+    earlier = np.tril(np.ones(gap.shape[1:], bool), -1)
+    same = (gap < P.DUPLICATE_PX) & earlier & (flip[:, :, None] == flip[:, None, :]) & ~skip[:, None, :]
+    return same.any(axis=2)
 
 
 def g2nn_matches(f: Features, ratio: float = P.G2NN_RATIO, neighbours: int = P.G2NN_NEIGHBOURS,

@@ -148,6 +148,10 @@ GUIDED_MAX_DIST = 0.4
 GUIDED_RATIO = 0.8
 # Two keypoints closer than this are the same structure (overlapping SIFT windows), not a copy.
 MIN_MATCH_DIST_PX = 12.0
+# Among a keypoint's descriptor neighbours, one within this distance (px) of a nearer neighbour is
+# that neighbour again (a denser pass over a small panel finds the main pass's keypoints once
+# more), not a rival for the ratio test.
+DUPLICATE_PX = 2.0
 # FLANN k-d forest: with 4 trees and 64 leaf checks the g2NN matches equal brute force's on a
 # dense retina photo (near-duplicates are easy neighbours) at a fraction of its time.
 FLANN_TREES = 4
@@ -306,9 +310,10 @@ class MatcherConfig(Recorded):
     # ``evidence.EVIDENCE_CONFIG``), without its candidates: costs the field's time, changes no verdict
     field_evidence: bool = False
     # a denser keypoint pass in small or low-contrast panels (keypoints.panel_features). Off by
-    # default: on the tuning seed it found more copies at about the same time, but it also flags
-    # authentic figures with look-alike structures (one of the tuning set's, one in
-    # tests/test_matching.py) until legitimate repeats are recognised (docs/dense_field.md)
+    # default: on the 8 development sets (seeds 3003/4004) it raises the mean oF1 from 0.753 to
+    # 0.764 but flags 1 of 240 authentic images (and 1 of 150 authentic look-alikes the default
+    # leaves alone), grows some copied lanes across their like neighbours, and costs ~15-20% more
+    # time (docs/benchmarks.md)
     small_panels: bool = False
     exact: bool = True  # block hashing for copies pasted without resampling
     decorations: bool = True  # drop keypoints and agreement on labels, scale bars, arrows
