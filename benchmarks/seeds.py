@@ -9,8 +9,9 @@ from __future__ import annotations
 TUNE_SEED = 1001
 REPORT_SEED = 2002
 # Sets looked at while developing the matcher (2026-12-04: the false-positive review and the rule
-# that lanes must be regular); 3003 was benchmarks/dense_stages.py's held-out seed before that.
-DEV_SEEDS = (3003, 4004)
+# that lanes must be regular; 2026-12-05: 6006, hard and unseen, for authentic images flagged);
+# 3003 was benchmarks/dense_stages.py's held-out seed before that.
+DEV_SEEDS = (3003, 4004, 6006)
 TUNING_SEEDS = (TUNE_SEED, REPORT_SEED, *DEV_SEEDS)
 # Held-out test sets: HELD_OUT_BASE + 100 * run seed + set index (set index < 100), far from the
 # tuning seeds and from the small training seeds (0, 1, ...).
