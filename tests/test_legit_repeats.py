@@ -79,8 +79,12 @@ def _two_panels(change) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
     return image.astype(np.uint8), src, dst, np.array([[1.0, 0, 70], [0, 1.0, 0]])
 
 
+def _plus_blue_dye(c, rng):
+    return c + rng.uniform(0, 1, (60, 60, 1)) ** 3 * np.array([60, 110, 255])
+
+
 @pytest.mark.parametrize("change,merge", [
-    (lambda c, rng: c + rng.uniform(0, 1, (60, 60, 1)) ** 3 * np.array([60, 110, 255]), True),  # + a blue dye
+    (_plus_blue_dye, True),  # + a blue dye
     (lambda c, rng: c, False),  # an exact copy
     (lambda c, rng: c * 1.1, False),  # a gain change: the same hue
     (lambda c, rng: c + 30, False),  # a brightness offset: grey, not a dye
@@ -92,7 +96,7 @@ def test_channel_of_merge_reads_colour_composition(change, merge):
 
 
 @pytest.mark.parametrize("change,merge", [
-    (lambda c, rng: c + rng.uniform(0, 1, (60, 60, 1)) ** 3 * np.array([60, 110, 255]), True),  # + a blue dye
+    (_plus_blue_dye, True),
     (lambda c, rng: c, False),  # an exact copy
     (lambda c, rng: c * 1.1, False),  # a gain change
 ])

@@ -113,6 +113,18 @@ def _direction(colours: np.ndarray) -> np.ndarray:
     return v if v.sum() >= 0 else -v
 
 
+def _near_max(rgb: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """(N, 3) int16: per channel, the largest value in the ``MERGE_NEAR_PX`` square around each
+    sampled pixel (the image's edge repeated), read at the samples only, not over the image."""
+    h, w = rgb.shape[:2]
+    r = MERGE_NEAR_PX // 2
+    out = rgb[ys, xs]
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            out = np.maximum(out, rgb[np.clip(ys + dy, 0, h - 1), np.clip(xs + dx, 0, w - 1)])
+    return out.astype(np.int16)
+
+
 def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: np.ndarray,
                      ignore: Optional[np.ndarray] = None) -> bool:
     """Whether the pair (working masks, map ``m`` source -> copy) is a channel and the merge that
@@ -138,15 +150,14 @@ def channel_of_merge(rgb: np.ndarray, source: np.ndarray, copy: np.ndarray, m: n
     if ignore is not None:
         read = (ignore[ys, xs] == 0) & (ignore[py, px] == 0)
         ys, xs, px, py = ys[read], xs[read], px[read], py[read]
+    if len(ys) < 16:
+        return False
     a = rgb[ys, xs].astype(np.int16)
     b = rgb[py, px].astype(np.int16)
     # the brighter side's largest value near each pixel: a map a pixel or two off (a dense-field
     # fit, JPEG ringing at a dye's edge) must not make the merge look darker than its channel
-    near = cv2.dilate(rgb, np.ones((MERGE_NEAR_PX, MERGE_NEAR_PX), np.uint8))
-    a_near, b_near = near[ys, xs].astype(np.int16), near[py, px].astype(np.int16)
+    a_near, b_near = _near_max(rgb, ys, xs), _near_max(rgb, py, px)
     core = source[ys, xs] > 0  # under the region itself (a's side; b is its partner under the copy)
-    if len(a) < 16:
-        return False
     for dim, bright, bright_near in ((a, b, b_near), (b, a, a_near)):
         if float(np.median(dim.max(axis=1))) > FLUORESCENCE_MAX_MEDIAN:
             continue  # not a fluorescence channel: those are light on black
@@ -258,8 +269,8 @@ def legitimate_repeat(rgb: np.ndarray, band: np.ndarray, source: np.ndarray, cop
     "channel_of_merge", "lattice", "mirror_halves", or "self_mirrored" (not asked when the pair's search proved
     more than a look-alike match, ``beyond_look``: exact pixels, a lane's residual). ``ignore``:
     pixels never read (see ``channel_of_merge``)."""
-    areas = (int(np.count_nonzero(source)), int(np.count_nonzero(copy)))
-    if layout is not None and panel_aligned(*layout, areas=areas):
+    if layout is not None and panel_aligned(*layout, areas=(int(np.count_nonzero(source)),
+                                                           int(np.count_nonzero(copy)))):
         return "panel_aligned"
     if channel_of_merge(rgb, source, copy, m, ignore):
         return "channel_of_merge"
