@@ -308,9 +308,9 @@ def _textured(rng, shape=(200, 240)) -> np.ndarray:
 
 def _labelled_folder(root: str, weak: int, clear: int = 0, authentic: int = 0, seed: int = 5) -> str:
     """A competition-layout folder of real PNGs and masks: ``clear`` forged images with an exact
-    copy (the matcher's defaults find them), ``weak`` forged images whose copy carries noise (only 6-7
-    RANSAC inliers under ``NO_GUIDED``: min_inliers 8 misses them, a looser setting finds them) and
-    authentic ones."""
+    copy (the matcher's defaults find them), ``weak`` forged images whose copy is mirrored and carries
+    noise (few RANSAC inliers under ``NO_GUIDED``; a mirror needs ``min_inliers``, 8, which misses them,
+    and a looser setting finds them) and authentic ones."""
     import cv2
 
     rng = np.random.default_rng(seed)
@@ -318,7 +318,9 @@ def _labelled_folder(root: str, weak: int, clear: int = 0, authentic: int = 0, s
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     for k in range(weak + clear):
         img = _textured(rng)
-        block = img[20:80, 30:100].astype(float) + (rng.normal(0, 20, (60, 70, 3)) if k < weak else 0)
+        block = img[20:80, 30:100].astype(float)
+        if k < weak:
+            block = block[:, ::-1] + rng.normal(0, 20, (60, 70, 3))
         img[120:180, 150:220] = np.clip(block, 0, 255).astype(np.uint8)
         masks = np.zeros((2, 200, 240), np.uint8)
         masks[0, 20:80, 30:100] = masks[1, 120:180, 150:220] = 1
@@ -329,7 +331,7 @@ def _labelled_folder(root: str, weak: int, clear: int = 0, authentic: int = 0, s
     return root
 
 
-# The weak copies' 6-7 inliers are RANSAC's; guided matching (on by default) adds the rest of the
+# The weak copies' few inliers are RANSAC's; guided matching (on by default) adds the rest of the
 # copy's pairs and finds them at the defaults, so these tests of the calibration rule match without it.
 NO_GUIDED = {"guided": False}
 

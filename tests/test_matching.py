@@ -216,3 +216,22 @@ def test_decide_is_pure_and_monotone(base):
     assert set(map(id, decide(det, strict))) <= set(map(id, decide(det, loose)))
     assert decide(det) == decide(det) and [p.to_dict() for p in det.candidates] == before
     assert DecisionParams.from_dict(DecisionParams(min_inliers=12).to_dict()).min_inliers == 12
+
+
+def test_a_low_contrast_photograph_gets_keypoints_by_its_own_spread(monkeypatch):
+    """SIFT's contrast threshold is absolute: a fundus photograph spanning ~50 grey levels showed
+    a few hundred keypoints, and a mirrored, turned copy in it had no match. The thresholds scale
+    with the image's spread (``keypoints.contrast_scale``), as if the image were stretched."""
+    from preprocessing.matching import params as P
+    from preprocessing.matching.keypoints import contrast_scale
+
+    fundus = cv2.resize(synth_base._science_image("microaneurysms"), (400, 300), interpolation=cv2.INTER_CUBIC)
+    fundus = np.repeat(fundus[:, :, None], 3, axis=2) if fundus.ndim == 2 else fundus
+    gray = cv2.cvtColor(fundus, cv2.COLOR_RGB2GRAY)
+    assert 0.1 < contrast_scale(gray, np.ones_like(gray)) < 0.25
+    image, truth = forge(fundus, synth.CopyMove("ellipse", (40, 30, 80, 100), (150, 200), flip="h", angle=-17.0), {})
+    scaled = detect(image)
+    assert found(image, truth)
+    monkeypatch.setattr(P, "CONTRAST_MIN_SCALE", 1.0)  # the thresholds as they were
+    assert not found(image, truth)
+    assert scaled.stats["keypoints"] > 3 * detect(image).stats["keypoints"]

@@ -168,6 +168,35 @@ def test_a_light_blot_membrane_is_one_blot_panel_not_a_page():
     assert page is not None and len(panels) == 4
 
 
+def test_a_blurred_figure_keeps_its_gutters():
+    """Blur (a resampled figure) spreads the panels into 4 px gutters: read as one panel, their
+    repeated labels passed for copies. On a figure whose edges are not sharp the gutter allows
+    ``BLURRED_GUTTER_TOL``; the panels are those of the sharp figure, and the figure stays authentic."""
+    from preprocessing.matching import decide
+    from preprocessing.matching.panels import Page
+    from preprocessing.synth import lookalikes
+    from preprocessing.synth.dataset import post_process
+
+    def same(found, boxes):  # the same panels, each side within 2 px (blur widens them by one)
+        return len(found) == len(boxes) and all(np.abs(np.subtract(a, b)).max() <= 2 for (a, _), b in zip(found, boxes))
+
+    kept, kept_strict = 0, 0
+    for seed in range(6):
+        image, _ = lookalikes.lookalike(np.random.default_rng(seed), "coloured_labels")
+        sharp = to_work(image)
+        boxes = [b for b, _ in page_and_panels(sharp.rgb, sharp.gray)[1]]
+        blurred = to_work(post_process(image, {"blur_sigma": 1.1}))
+        page, panels = page_and_panels(blurred.rgb, blurred.gray)
+        assert page is not None and page.blurred and len(boxes) >= 3
+        kept += same(panels, boxes)
+        strict = Page(page.colour, page.tol, page.max_std, page.level)  # the sharp figure's gutter rule
+        kept_strict += same(find_panels(blurred.rgb, blurred.gray, strict), boxes)
+    assert kept >= 4 and kept_strict == 0
+    # read as one panel, this figure's repeated labels passed for a copy
+    image, _ = lookalikes.lookalike(np.random.default_rng(21), "coloured_labels")
+    assert not decide(detect(post_process(image, {"blur_sigma": 1.1})))
+
+
 def test_decorations_cover_labels_and_scale_bars_but_not_tissue():
     import matplotlib
 
@@ -221,7 +250,7 @@ def test_marks_are_still_found_on_a_blurred_figure(monkeypatch):
     continuing: on blurred figures no scale bar or channel label was found any more, and repeated
     labels were flagged as copies. On an image whose edges are not sharp the ring starts beyond
     the halo."""
-    from preprocessing.matching import decorations
+    from preprocessing.matching import decorations, panels
     from preprocessing.synth.dataset import post_process
     from preprocessing.synth.figures import make_figure
 
@@ -235,8 +264,8 @@ def test_marks_are_still_found_on_a_blurred_figure(monkeypatch):
         return out
 
     fig = make_figure(np.random.default_rng(0), 200, 500)
-    assert decorations.edges_sharp(to_work(fig.image).gray)
-    assert not decorations.edges_sharp(to_work(post_process(fig.image, {"blur_sigma": 0.6})).gray)
+    assert panels.edges_sharp(to_work(fig.image).gray)
+    assert not panels.edges_sharp(to_work(post_process(fig.image, {"blur_sigma": 0.6})).gray)
     found = found_marks()
     assert len(found) >= 20 and np.mean(found) >= 0.35
     monkeypatch.setattr(decorations.P, "DECOR_BLUR_GAP_PX", 0)  # the ring right at the mark
@@ -303,3 +332,40 @@ def test_decide_reports_a_copy_once_not_its_parts_found_again():
     # two pairs that are each other's parts (the same copy twice): the first stays
     twin = _rect_pair((12, 10, 98, 80), (202, 10, 98, 80))
     assert decide(Detection((200, 400), (200, 400), [whole, twin])) == [whole]
+
+
+def test_few_inliers_suffice_only_under_a_map_look_alikes_do_not_share():
+    """Verification carries the evidence for a translation, a rotation or a small rescale with 4-7
+    inliers; a mirror, a half turn or a large rescale (maps under which symmetric look-alikes match
+    their twins) still needs ``min_inliers``."""
+    from dataclasses import replace
+
+    from preprocessing.matching import DecisionParams
+    from preprocessing.matching.decision import passes
+
+    def pair(m, inliers):
+        p = _rect_pair((10, 10, 60, 60), (200, 100, 60, 60), inliers=inliers)
+        return replace(p, transform=Transform.from_matrix(np.asarray(m, float)))
+
+    def turn(deg, scale=1.0, flip=False):
+        c, s = np.cos(np.radians(deg)) * scale, np.sin(np.radians(deg)) * scale
+        a = np.array([[c, s], [-s, c]]) @ (np.diag([-1.0, 1.0]) if flip else np.eye(2))
+        return np.hstack([a, [[190.0], [90.0]]])
+
+    defaults = DecisionParams()
+    unambiguous = {"translation": turn(0), "15 degrees": turn(15), "90 degrees": turn(90), "x0.85": turn(0, 0.85),
+                   "-13 degrees x1.2": turn(-13, 1.2)}
+    ambiguous = {"mirror": turn(0, flip=True), "mirror turned": turn(30, flip=True), "half turn": turn(180),
+                 "almost a half turn": turn(-174), "x1.5": turn(0, 1.5), "x0.6": turn(20, 0.6)}
+    for name, m in unambiguous.items():
+        assert passes(pair(m, 4), defaults), name
+        assert not passes(pair(m, 3), defaults), name
+    for name, m in ambiguous.items():
+        assert not passes(pair(m, 7), defaults), name
+        assert passes(pair(m, defaults.min_inliers), defaults), name
+    # in a laned blot, like lanes match by a shift: every map needs min_inliers there
+    assert not passes(replace(pair(turn(0), 7), laned=True), defaults)
+    assert passes(replace(pair(turn(0), defaults.min_inliers), laned=True), defaults)
+    # the lower bar never exceeds min_inliers; set equal to it, the rule is off
+    assert passes(pair(turn(15), 3), DecisionParams(min_inliers=3))
+    assert not passes(pair(turn(15), 5), DecisionParams(min_inliers_unambiguous=8))

@@ -227,6 +227,14 @@ def _box_in_panel(box: Box, work: WorkImage, off: int) -> Box:
             min(work.shape[0], int(np.ceil((y + h) * s))) - max(0, y0))
 
 
+def strict_inliers(params: DecisionParams) -> DecisionParams:
+    """``params`` with ``min_inliers`` under every map: a document's panels are compared with each
+    other at any turn and scale, so look-alike panels get far more chances than the pairs within one
+    image, and the lower bar for unambiguous maps (``decision.enough_inliers``) let one through
+    (a quarter turn at 1.25x between two authentic papers' panels, ``benchmarks/screening.py``)."""
+    return replace(params, min_inliers_unambiguous=params.min_inliers)
+
+
 def match_panels(panel_a: np.ndarray, panel_b: np.ndarray, config: MatcherConfig = MatcherConfig(),
                  params: DecisionParams = DecisionParams()) -> Optional[PanelMatch]:
     """The strongest verified match between two panels (RGB uint8 crops of two images), or None.
@@ -243,6 +251,7 @@ def match_prepared(a: Optional[Prepared], b: Optional[Prepared], config: Matcher
     panel met in several candidate pairs is prepared once."""
     if a is None or b is None:
         return None
+    params = strict_inliers(params)
     band, excluded, off = _canvas(a, b)
     feats = _features_on_canvas(a.features, b.features, off)
     hyps = keypoint_hypotheses(feats, _cross_matches(a.features, b.features, config.g2nn_ratio), config.ransac_px,

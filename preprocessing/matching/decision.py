@@ -10,8 +10,32 @@ from dataclasses import replace
 
 import numpy as np
 
-from preprocessing.matching.params import PART_INSIDE, DecisionParams
-from preprocessing.matching.results import CopyPair, Detection
+from preprocessing.matching.params import HALF_TURN_TOL_DEG, PART_INSIDE, UNAMBIGUOUS_MAX_SCALE, DecisionParams
+from preprocessing.matching.results import CopyPair, Detection, Transform
+
+
+def ambiguous_map(t: Transform) -> bool:
+    """Whether two distinct look-alike objects match under ``t`` as easily as a copy does: a
+    mirror or a half turn (a band, a nucleus, a cell is mirror- or point-symmetric, so its twin
+    matches it that way too) or a rescale beyond ``UNAMBIGUOUS_MAX_SCALE`` (look-alikes come in
+    every size; copies are rescaled a little). Such maps need ``min_inliers``."""
+    half_turn = abs(abs(t.angle) - 180.0) < HALF_TURN_TOL_DEG
+    in_scale = 1.0 / UNAMBIGUOUS_MAX_SCALE <= t.scale <= UNAMBIGUOUS_MAX_SCALE
+    return t.flip or half_turn or not in_scale
+
+
+def ambiguous(p: CopyPair) -> bool:
+    """Whether look-alikes could give ``p`` as easily as a copy: its map is ambiguous
+    (``ambiguous_map``) or it lies in a laned blot or gel, whose lanes and bands are look-alikes
+    under a shift by the lane spacing (the lane stage compares those lanes on their residuals)."""
+    return p.laned or ambiguous_map(p.transform)
+
+
+def enough_inliers(p: CopyPair, params: DecisionParams) -> bool:
+    """Whether the keypoint inliers behind ``p`` suffice: ``min_inliers`` for an ambiguous pair
+    (``ambiguous``), ``min_inliers_unambiguous`` otherwise (never more than ``min_inliers``)."""
+    bar = params.min_inliers if ambiguous(p) else min(params.min_inliers, params.min_inliers_unambiguous)
+    return p.inliers > 0 and p.inliers >= bar
 
 
 def passes(p: CopyPair, params: DecisionParams) -> bool:
@@ -20,7 +44,7 @@ def passes(p: CopyPair, params: DecisionParams) -> bool:
     over a large enough area (exact copies are exempt from the area floor: pixel-for-pixel
     recurrence over ``min_exact_blocks`` blocks is evidence at any size)."""
     exact = p.exact_blocks >= params.min_exact_blocks
-    keypoints = p.inliers >= params.min_inliers
+    keypoints = enough_inliers(p, params)
     dense = p.dense and params.use_dense and p.correlation >= params.min_dense_correlation
     lane = p.lane >= params.min_lane_score
     if not (keypoints or dense or exact or lane) or p.strength < params.min_strength:
@@ -38,11 +62,25 @@ def part_of(p: CopyPair, q: CopyPair) -> bool:
 
 def decided(det: Detection, params: DecisionParams = DecisionParams()) -> list[int]:
     """Indices of the candidates that pass ``params``, without those that are a part of another
-    passing pair (of two that are parts of each other, the first stays): one pair per copy."""
+    passing pair (of two that are parts of each other, the first stays): one pair per copy. A
+    lane pair inside a laned blot's other pair stays instead of it (``lane_preferred``)."""
     passing = [k for k, p in enumerate(det.candidates) if passes(p, params)]
     c = det.candidates
-    return [k for k in passing
-            if not any(part_of(c[k], c[j]) and (j < k or not part_of(c[j], c[k])) for j in passing if j != k)]
+
+    def gives_way(k: int, j: int) -> bool:
+        if lane_preferred(c[k], c[j]):
+            return False
+        if lane_preferred(c[j], c[k]):
+            return True
+        return part_of(c[k], c[j]) and (j < k or not part_of(c[j], c[k]))
+
+    return [k for k in passing if not any(gives_way(k, j) for j in passing if j != k)]
+
+
+def lane_preferred(p: CopyPair, q: CopyPair) -> bool:
+    """Whether ``p``, found lane by lane, lies inside ``q``, a pair in a laned blot found otherwise:
+    ``p``'s regions follow the lanes, while ``q``'s grew across like lanes, so ``p`` reports the copy."""
+    return p.lane > 0 and q.lane == 0 and q.laned and part_of(p, q)
 
 
 def decide(det: Detection, params: DecisionParams = DecisionParams()) -> list[CopyPair]:

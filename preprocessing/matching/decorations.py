@@ -22,7 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 from preprocessing.matching import params as P
-from preprocessing.matching.panels import DRAWING_KINDS
+from preprocessing.matching.panels import DRAWING_KINDS, edges_sharp
 
 
 def signed_contrast(rgb: np.ndarray) -> np.ndarray:
@@ -60,19 +60,6 @@ def in_words(stats: np.ndarray, colours: np.ndarray) -> np.ndarray:
 
 def _square(radius: int) -> np.ndarray:
     return np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-
-
-def edges_sharp(gray: np.ndarray) -> bool:
-    """Whether the image's sharpest edges are steps a pixel wide (a figure as drawn), not spread
-    by blur (a resampled or blurred figure, a photograph): the ``DECOR_SHARP_QUANTILE`` of the
-    gradient over the local range, on edges rising by at least ``DECOR_CONTRAST`` within 2 px."""
-    g = gray.astype(np.float32)
-    slope = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)) / 8  # grey levels / px
-    rise = cv2.dilate(g, _square(2)) - cv2.erode(g, _square(2))
-    edge = rise >= P.DECOR_CONTRAST
-    if np.count_nonzero(edge) < P.DECOR_MIN_EDGE_PIXELS:
-        return False
-    return float(np.quantile(slope[edge] / rise[edge], P.DECOR_SHARP_QUANTILE)) >= P.DECOR_SHARP_SLOPE
 
 
 def on_background(contrast: np.ndarray, cand: np.ndarray, labels: np.ndarray, idx: np.ndarray,

@@ -35,6 +35,7 @@ from preprocessing.matching.keypoints import (
     Features,
     Neighbours,
     concat,
+    contrast_scale,
     descriptor_neighbours,
     features_by_region,
     g2nn_matches,
@@ -236,8 +237,9 @@ def keypoint_stage(work: WorkImage, excluded: np.ndarray, panels, lanes: dict, b
     small/flat-panel pass when on, g2NN matching and RANSAC hypotheses
     (``benchmarks/miss_analysis.py`` reuses it)."""
     allowed = (1 - excluded) * 255
-    feats = features_by_region(work.gray, allowed, list(lanes), config.sift_contrast,
-                               config.blot_sift_contrast, config.sift_max_features, work.sift_zoom)
+    scale = contrast_scale(work.gray, allowed)
+    feats = features_by_region(work.gray, allowed, list(lanes), config.sift_contrast * scale,
+                               config.blot_sift_contrast * scale, config.sift_max_features, work.sift_zoom)
     if config.small_panels:
         extra = [panel_features(work.gray, allowed, box) for box, kind in panels
                  if kind not in DRAWING_KINDS and needs_dense_keypoints(box, band)]
@@ -342,9 +344,25 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
         stats["exact_candidates"] = len(exact)
         pairs += exact
     stats["t_exact"] = time.perf_counter() - t4
-    det.candidates = merge_duplicates(pairs)
+    det.candidates = merge_duplicates(mark_laned(pairs, lanes, work.work_shape))
     stats["t_total"] = time.perf_counter() - t0
     return det
+
+
+def mark_laned(pairs: list[CopyPair], lanes: dict, shape: tuple[int, int]) -> list[CopyPair]:
+    """``pairs`` with ``laned`` set where both regions lie mostly in blot and gel panels with regular
+    lanes (``lanes``: ``regular_lanes``), whose like lanes and bands match each other by nature."""
+    if not lanes:
+        return list(pairs)
+    laned = np.zeros(shape, np.uint8)
+    for x, y, w, h in lanes:
+        laned[y:y + h, x:x + w] = 1
+
+    def inside(r) -> bool:
+        x, y, w, h = r.work_box
+        return 2 * int(np.count_nonzero(r.crop & laned[y:y + h, x:x + w])) >= r.work_area
+
+    return [replace(p, laned=inside(p.source) and inside(p.copy)) for p in pairs]
 
 
 def _on_mask(xy: np.ndarray, matches, mask: np.ndarray) -> int:

@@ -93,6 +93,17 @@ def sift_features(gray: np.ndarray, mask: Optional[np.ndarray] = None, contrast:
     return Features(xy, angle, size, rootsift(desc), rootsift(desc[:, _MIRROR]))
 
 
+def contrast_scale(gray: np.ndarray, allowed: np.ndarray) -> float:
+    """Factor for SIFT's contrast thresholds: the spread of the allowed pixels' grey levels
+    (``CONTRAST_PERCENTILES``) over the full range, within [``CONTRAST_MIN_SCALE``, 1]. SIFT's
+    threshold is absolute, so this is the same as stretching the image to the full range."""
+    values = gray[allowed > 0]
+    if values.size == 0:
+        return 1.0
+    lo, hi = np.percentile(values, P.CONTRAST_PERCENTILES)
+    return float(np.clip((hi - lo) / 255.0, P.CONTRAST_MIN_SCALE, 1.0))
+
+
 def features_by_region(gray: np.ndarray, allowed: np.ndarray, laned_boxes, contrast: float, laned_contrast: float,
                        max_features: int, zoom: float = 1.0, grid: int = 0) -> Features:
     """``sift_features`` at ``contrast``, except inside ``laned_boxes`` (x, y, w, h, working pixels:

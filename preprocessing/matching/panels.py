@@ -9,7 +9,7 @@ panel, and its kind decides how the matcher treats it:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import cv2
@@ -55,6 +55,31 @@ class Page:
     tol: float  # per channel, grey levels
     max_std: float  # of a page line after averaging along it
     level: float = 255.0  # grey level of ``colour``
+    blurred: bool = False  # the figure's edges are spread (``edges_sharp``): gutters are too
+
+    @property
+    def gutter_tol(self) -> float:
+        """How far a gutter line's mean may stray from ``level`` (``BLURRED_GUTTER_TOL`` when blurred)."""
+        return max(self.tol, P.BLURRED_GUTTER_TOL) if self.blurred else self.tol
+
+    @property
+    def gutter_max_std(self) -> float:
+        """Largest standard deviation along a gutter line (``BLURRED_GUTTER_MAX_STD`` when blurred)."""
+        return max(self.max_std, P.BLURRED_GUTTER_MAX_STD) if self.blurred else self.max_std
+
+
+def edges_sharp(gray: np.ndarray) -> bool:
+    """Whether the image's sharpest edges are steps a pixel wide (a figure as drawn), not spread
+    by blur (a resampled or blurred figure, a photograph): the ``DECOR_SHARP_QUANTILE`` of the
+    gradient over the local range, on edges rising by at least ``DECOR_CONTRAST`` within 2 px."""
+    g = gray.astype(np.float32)
+    slope = np.hypot(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1)) / 8  # grey levels / px
+    square = np.ones((5, 5), np.uint8)
+    rise = cv2.dilate(g, square) - cv2.erode(g, square)
+    edge = rise >= P.DECOR_CONTRAST
+    if np.count_nonzero(edge) < P.DECOR_MIN_EDGE_PIXELS:
+        return False
+    return float(np.quantile(slope[edge] / rise[edge], P.DECOR_SHARP_QUANTILE)) >= P.DECOR_SHARP_SLOPE
 
 
 def find_page(rgb: np.ndarray) -> Optional[Page]:
@@ -109,7 +134,7 @@ def _uniform_lines(stats: LineStats, box: tuple[int, int, int, int], axis: int, 
     whole box, i.e. flat (standard deviation within the page's noise allowance) and of the
     page's grey level (the page is paper-white, so its grey level pins every channel)."""
     mean, std = stats.lines(*box, axis)
-    return (std <= page.max_std) & (np.abs(mean - page.level) <= page.tol)
+    return (std <= page.gutter_max_std) & (np.abs(mean - page.level) <= page.gutter_tol)
 
 
 def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
@@ -237,6 +262,8 @@ def page_and_panels(rgb: np.ndarray, gray: np.ndarray) -> tuple[Optional[Page], 
     read without a page, is a blot, its leaves are mostly text or chart and no matched leaf
     reaches ``FRAGMENT_MAX_SHARE`` of the image, it is one blot panel without a page."""
     page = find_page(rgb)
+    if page is not None and not edges_sharp(gray):
+        page = replace(page, blurred=True)
     panels = find_panels(rgb, gray, page)
     if page is None:
         return page, panels

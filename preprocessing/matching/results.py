@@ -136,6 +136,7 @@ class CopyPair:
     within_panel: bool  # source and copy lie in the same panel
     strength: float  # image-level evidence in [0, 1): see detector.strength
     lane: float = 0.0  # lane-residual correlation when found lane by lane (lanes.py), else 0
+    laned: bool = False  # both regions lie in blot or gel panels with regular lanes (like lanes and bands)
 
     @property
     def method(self) -> str:
