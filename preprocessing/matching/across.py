@@ -230,8 +230,8 @@ def _box_in_panel(box: Box, work: WorkImage, off: int) -> Box:
 def strict_inliers(params: DecisionParams) -> DecisionParams:
     """``params`` with ``min_inliers`` under every map: a document's panels are compared with each
     other at any turn and scale, so look-alike panels get far more chances than the pairs within one
-    image, and the lower bar for unambiguous maps (``decision.enough_inliers``) let one through
-    (a quarter turn at 1.25x between two authentic papers' panels, ``benchmarks/screening.py``)."""
+    image; the lower bar for unambiguous maps (``decision.enough_inliers``) was chosen within images
+    and is not carried over (``benchmarks/screening.py`` gave the same findings either way)."""
     return replace(params, min_inliers_unambiguous=params.min_inliers)
 
 
