@@ -17,6 +17,8 @@ JPEG ringing).
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import cv2
 import numpy as np
 from scipy import ndimage
@@ -145,15 +147,16 @@ def drawing_ink(gray: np.ndarray) -> np.ndarray:
     return (np.abs(gray.astype(np.int16) - bg) > 2 * P.DECOR_MAX_COLOR_STD).astype(np.uint8)
 
 
-def decoration_mask(rgb: np.ndarray, gray: np.ndarray, panels) -> np.ndarray:
-    """(h, w) uint8 0/1 decorations; ``panels`` as from find_panels (same pixels as ``rgb``).
+def decoration_mask(rgb: np.ndarray, gray: np.ndarray, panels, sharp: Optional[bool] = None) -> np.ndarray:
+    """(h, w) uint8 0/1 decorations; ``panels`` as from find_panels (same pixels as ``rgb``);
+    ``sharp``: ``edges_sharp(gray)`` when already known.
 
     Each panel is read on its own, so a panel's edge against the page is never taken for a
     mark drawn over it; outside every panel, whatever is not page is a mark (labels, lines)."""
     h, w = gray.shape
     out = np.zeros((h, w), np.uint8)
     page = np.ones((h, w), bool)
-    sharp = edges_sharp(gray)
+    sharp = edges_sharp(gray) if sharp is None else sharp
     for (x, y, pw, ph), kind in panels:
         page[y:y + ph, x:x + pw] = False
         if kind in DRAWING_KINDS:

@@ -7,14 +7,15 @@ from typing import Optional
 import numpy as np
 
 from preprocessing.matching.decorations import decoration_mask
-from preprocessing.matching.panels import Page, page_and_panels
+from preprocessing.matching.panels import Page, edges_sharp, page_and_panels
 from preprocessing.matching.work import WorkImage
 
 
 def layout(work: WorkImage) -> tuple[list, np.ndarray, Optional[Page]]:
     """(panels as [((x, y, w, h), kind)], decoration mask uint8, page or None), working pixels."""
-    page, panels = page_and_panels(work.rgb, work.gray)
-    return panels, decoration_mask(work.rgb, work.gray, panels), page
+    sharp = edges_sharp(work.gray)  # read by the gutter cut and by the decoration finder
+    page, panels = page_and_panels(work.rgb, work.gray, sharp)
+    return panels, decoration_mask(work.rgb, work.gray, panels, sharp), page
 
 
 def page_pixels(rgb: np.ndarray, page: Optional[Page]) -> np.ndarray:

@@ -252,7 +252,8 @@ def panel_index_map(shape: tuple[int, int], panels) -> np.ndarray:
     return out
 
 
-def page_and_panels(rgb: np.ndarray, gray: np.ndarray) -> tuple[Optional[Page], list[tuple[Box, str]]]:
+def page_and_panels(rgb: np.ndarray, gray: np.ndarray,
+                    sharp: Optional[bool] = None) -> tuple[Optional[Page], list[tuple[Box, str]]]:
     """The page (or None) and the panels (``find_panels``) of a working image.
 
     A light blot membrane (near-white, its frame flat enough to pass for paper) is taken for a
@@ -262,7 +263,7 @@ def page_and_panels(rgb: np.ndarray, gray: np.ndarray) -> tuple[Optional[Page], 
     read without a page, is a blot, its leaves are mostly text or chart and no matched leaf
     reaches ``FRAGMENT_MAX_SHARE`` of the image, it is one blot panel without a page."""
     page = find_page(rgb)
-    if page is not None and not edges_sharp(gray):
+    if page is not None and not (edges_sharp(gray) if sharp is None else sharp):
         page = replace(page, blurred=True)
     panels = find_panels(rgb, gray, page)
     if page is None:
