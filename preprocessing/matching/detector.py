@@ -40,6 +40,7 @@ from preprocessing.matching.keypoints import (
     features_by_region,
     g2nn_matches,
     guided_pairs,
+    laned_mask,
     needs_dense_keypoints,
     panel_features,
 )
@@ -354,9 +355,7 @@ def mark_laned(pairs: list[CopyPair], lanes: dict, shape: tuple[int, int]) -> li
     lanes (``lanes``: ``regular_lanes``), whose like lanes and bands match each other by nature."""
     if not lanes:
         return list(pairs)
-    laned = np.zeros(shape, np.uint8)
-    for x, y, w, h in lanes:
-        laned[y:y + h, x:x + w] = 1
+    laned = laned_mask(lanes, shape)
 
     def inside(r) -> bool:
         x, y, w, h = r.work_box

@@ -104,13 +104,19 @@ def contrast_scale(gray: np.ndarray, allowed: np.ndarray) -> float:
     return float(np.clip((hi - lo) / 255.0, P.CONTRAST_MIN_SCALE, 1.0))
 
 
+def laned_mask(boxes, shape: tuple[int, int]) -> np.ndarray:
+    """bool (h, w): the pixels of the laned panels ``boxes`` ((x, y, w, h), as ``lanes.laned_boxes``)."""
+    out = np.zeros(shape, bool)
+    for x, y, w, h in boxes:
+        out[y:y + h, x:x + w] = True
+    return out
+
+
 def features_by_region(gray: np.ndarray, allowed: np.ndarray, laned_boxes, contrast: float, laned_contrast: float,
                        max_features: int, zoom: float = 1.0, grid: int = 0) -> Features:
     """``sift_features`` at ``contrast``, except inside ``laned_boxes`` (x, y, w, h, working pixels:
     blot and gel panels with lanes) at ``laned_contrast``; ``max_features`` shared by area."""
-    laned = np.zeros(gray.shape, bool)
-    for x, y, w, h in laned_boxes:
-        laned[y:y + h, x:x + w] = True
+    laned = laned_mask(laned_boxes, gray.shape)
     if contrast == laned_contrast or not laned.any():
         return sift_features(gray, allowed, contrast, max_features, zoom, grid)
     usable = allowed > 0
