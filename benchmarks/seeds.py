@@ -10,8 +10,10 @@ TUNE_SEED = 1001
 REPORT_SEED = 2002
 # Sets looked at while developing the matcher (2026-12-04: the false-positive review and the rule
 # that lanes must be regular; 2026-12-05: 6006, hard and unseen, for authentic images flagged);
-# 3003 was benchmarks/dense_stages.py's held-out seed before that.
-DEV_SEEDS = (3003, 4004, 6006)
+# 3003 was benchmarks/dense_stages.py's held-out seed before that; 2026-12-06: 8008 and 8118
+# (figures, unseen) to check the inlier rule on data it was not designed on, and 8228, 8338
+# (hard, unseen) for the authentic images flagged (channel figures, lanes in brick and coins).
+DEV_SEEDS = (3003, 4004, 6006, 8008, 8118, 8228, 8338)
 TUNING_SEEDS = (TUNE_SEED, REPORT_SEED, *DEV_SEEDS)
 # Held-out test sets: HELD_OUT_BASE + 100 * run seed + set index (set index < 100), far from the
 # tuning seeds and from the small training seeds (0, 1, ...).

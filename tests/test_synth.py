@@ -334,6 +334,23 @@ def test_same_seed_same_bytes_other_seed_differs(tmp_path):
     assert set(pngs(a, files)).isdisjoint(pngs(c, other))  # and other pictures
 
 
+def test_one_case_replays_as_written(tmp_path):
+    """``replay_case`` makes one case of a set again, equal to the written file, without the
+    others; an id the set does not hold is an error naming it."""
+    from preprocessing.images import read_rgb8
+
+    kw = dict(num_train=0, num_test=6, seed=5, min_size=40, max_size=300, style="hard", sources="unseen")
+    synth.generate(str(tmp_path / "s"), show_progress=False, **kw)
+    meta = _meta(str(tmp_path / "s"))
+    for case in meta["cases"][:3]:
+        image, record = synth.replay_case(case["case_id"], **kw)
+        assert record.case_id == case["case_id"] and record.forged == case["forged"]
+        written = read_rgb8(str(tmp_path / "s" / "test_images" / f"{case['case_id']}.png"))
+        assert np.array_equal(image if image.ndim == 3 else np.repeat(image[:, :, None], 3, axis=2), written)
+    with pytest.raises(KeyError, match="no case '1'"):
+        synth.replay_case("1", **kw)
+
+
 def test_progress_bar_on_request(tmp_path, capsys):
     synth.generate(str(tmp_path / "p"), 2, 1, 0, min_size=32, max_size=40, show_progress=True)
     assert "synth" in capsys.readouterr().err

@@ -85,6 +85,16 @@ def _majority_panel(pmap: np.ndarray, mask: np.ndarray) -> tuple[int, float]:
     return best - 1, counts[best] / len(labels)
 
 
+def panel_parts(pmap: np.ndarray, mask: np.ndarray) -> list[np.ndarray]:
+    """``mask``'s pixels in each panel holding at least ``PANEL_PART_SHARE`` of it (uint8 masks)."""
+    labels = pmap[mask > 0]
+    if not len(labels):
+        return []
+    panels, counts = np.unique(labels[labels >= 0], return_counts=True)
+    keep = panels[counts >= P.PANEL_PART_SHARE * len(labels)]
+    return [((mask > 0) & (pmap == k)).astype(np.uint8) for k in keep]
+
+
 def _panel_box(pmap: np.ndarray, panel: int) -> tuple[int, int, int, int]:
     """(x, y, w, h) of panel ``panel`` in the panel index map."""
     return tuple(int(v) for v in cv2.boundingRect((pmap == panel).astype(np.uint8)))
@@ -138,7 +148,7 @@ def make_pair(source: np.ndarray, copy: np.ndarray, m: np.ndarray, work: WorkIma
     layout = ((src.work_box, cpy.work_box, _panel_box(pmap, ps), _panel_box(pmap, pc))
               if ps != pc and min(ps, pc) >= 0 else None)
     if band is not None and legitimate_repeat(work.rgb, band, source, copy, m, min_shift, excluded,
-                                              exact_blocks > 0 or lane > 0, layout):
+                                              exact_blocks > 0 or lane > 0, layout, panel_parts(pmap, source)):
         return None
     area = min(src.area_fraction, cpy.area_fraction)
     transform = Transform.from_matrix(scaled_matrix(m, work.work_shape, work.shape))

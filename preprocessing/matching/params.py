@@ -292,6 +292,9 @@ MAX_SELF_OVERLAP = 0.3
 # Source and copy sharing a boundary longer than this share of their side are one symmetric
 # object (its mirrored halves) or a texture continuing into itself (copies are pasted apart).
 MAX_CONTACT = 0.5
+# A region's part in one panel counts as a part of its own (the channel/merge rule reads each) when
+# it holds this share of the region: a region grown across a gutter keeps a sliver beyond it.
+PANEL_PART_SHARE = 0.25
 # Two candidates are one copy when both their regions overlap by this IoU.
 DUPLICATE_IOU = 0.4
 # A decided pair whose two regions lie this much inside another decided pair's two regions is a

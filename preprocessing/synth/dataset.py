@@ -228,25 +228,43 @@ def generate(output_dir: str, num_train: int, num_test: int, seed: int, min_size
         return _write_dataset(staging, num_train, num_test, seed, min_size, max_size, show_progress, style, sources)
 
 
+def case_streams(seed: int, num_train: int, num_test: int) -> list[tuple[SynthCase, np.random.SeedSequence]]:
+    """Every planned case of a set with its own random stream: a case depends on its stream only,
+    so one case can be made again without the others (``replay_case``)."""
+    plan_seq, cases_seq = np.random.SeedSequence(seed).spawn(2)
+    plan = _plan(np.random.default_rng(plan_seq), num_train, num_test)
+    return list(zip(plan, cases_seq.spawn(len(plan))))
+
+
+def replay_case(case_id: str, num_train: int, num_test: int, seed: int, min_size: int = SynthConfig.min_size,
+                max_size: int = SynthConfig.max_size, style: str = SynthConfig.style,
+                sources: str = SynthConfig.sources) -> tuple[np.ndarray, SynthCase]:
+    """(image as written, case record) of case ``case_id`` of the set ``generate`` makes with these
+    arguments, without writing the set: how a test pins one case a benchmark set showed."""
+    for case, seq in case_streams(seed, num_train, num_test):
+        if case.case_id == case_id:
+            files, _ = _make_case(case, np.random.default_rng(seq), min_size, max_size, style, sources)
+            return next(iter(files.values())), case
+    raise KeyError(f"no case {case_id!r} in the set of seed {seed} ({num_train} train, {num_test} test cases)")
+
+
 def _write_dataset(output_dir: str, num_train: int, num_test: int, seed: int, min_size: int, max_size: int,
                    show_progress: Optional[bool], style: str, sources: str = SynthConfig.sources) -> dict:
     for sub in ("train_images/authentic", "train_images/forged", "train_masks", "test_images"):
         os.makedirs(os.path.join(output_dir, sub), exist_ok=True)
 
-    root = np.random.SeedSequence(seed)
-    plan_seq, cases_seq = root.spawn(2)
-    plan = _plan(np.random.default_rng(plan_seq), num_train, num_test)
-    case_seqs = cases_seq.spawn(len(plan))
+    streams = case_streams(seed, num_train, num_test)
+    plan = [case for case, _ in streams]
     if show_progress is None:
         show_progress = num_train + num_test > 50
-    iterator = plan
+    iterator = streams
     if show_progress:
         from tqdm import tqdm
 
-        iterator = tqdm(plan, desc="synth", unit="case")
+        iterator = tqdm(streams, desc="synth", unit="case")
 
     solution_rows = []
-    for case, seq in zip(iterator, case_seqs):
+    for case, seq in iterator:
         files, instances = _make_case(case, np.random.default_rng(seq), min_size, max_size, style, sources)
         for rel, img in files.items():
             write_png(os.path.join(output_dir, rel), img, case.bit16)
