@@ -245,3 +245,17 @@ def test_panel_aligned_wants_the_same_corner_offset_and_a_small_region():
     assert not panel_aligned((5, 3, 60, 70), (125, 3, 60, 70), a, b)
     assert panel_aligned((5, 3, 60, 70), (125, 3, 60, 70), a, b, areas=(400, 400))
     assert not panel_aligned((5, 3, 60, 70), (125, 3, 60, 70), a, b, areas=(3000, 3000))
+
+
+def test_a_blurred_lattice_of_a_dev_set_stays_authentic(monkeypatch):
+    """An authentic blurred grid of dots (development set 8118, unseen sources) whose verified
+    region is scattered over its box (its dots agree, 9% of the box): read alone, the dots overlap
+    their shifted selves too little to show the lattice; read with its box they do. Flagged when
+    such regions were read by their own pixels."""
+    from preprocessing.matching import repeats
+
+    image, case = synth.replay_case("39379", 0, 150, 8118, max_size=1000, style="hard", sources="unseen")
+    assert case.kind == "lookalike:grid" and not case.forged
+    assert flagged(image) == []
+    monkeypatch.setattr(repeats, "LATTICE_SPARSE_FILL", 0.0)
+    assert flagged(image) != []

@@ -4,13 +4,14 @@
     pairs = decide(det, DecisionParams())   # (decision.py) the candidates that pass
     masks = instances_of(pairs, det.shape)  # (decision.py) source and copy masks, original size
 
-Up to five searches propose transforms: keypoints (any similarity, mirrored too; optionally
+Up to six searches propose transforms: keypoints (any similarity, mirrored too; optionally
 denser in small or flat panels), the dense FFT search (plain and mirrored shifts, for low-texture
 images), the dense field (``densefield``: rotation-invariant disk features matched over a grid),
-lanes (blot and gel panels lane by lane, ``lanes``) and exact block hashing (copies pasted without
-resampling, down to a few hundred pixels). Keypoint, FFT, dense-field and lane proposals are
-verified by local correlation (``verify``; lane pairs inside their two lanes); exact ones carry
-their own proof. ``detect`` never
+blocks matched at the noise floor (``noiseblocks``: plain shifts in noisy images), lanes (blot
+and gel panels lane by lane, ``lanes``) and exact block hashing (copies pasted without
+resampling, down to a few hundred pixels). Keypoint, FFT, dense-field, block and lane proposals
+are verified by local correlation (``verify``; lane pairs inside their two lanes; block pairs
+must also stay within the noise floor); exact ones carry their own proof. ``detect`` never
 raises on a valid image (uint8, (H, W) or (H, W, 3)): blank, flat or tiny images give a
 Detection without candidates. Memory is bounded by the working resolution (``WORK_MAX_SIDE``)
 and the exact search's size limit (``EXACT_MAX_PIXELS``).
@@ -46,6 +47,7 @@ from preprocessing.matching.keypoints import (
 )
 from preprocessing.matching.lanes import lane_matches, regular_lanes
 from preprocessing.matching.layout import layout, page_pixels, to_original
+from preprocessing.matching.noiseblocks import MAX_FLOOR_RATIO, block_hypotheses, floor_ratio, noise_sigma
 from preprocessing.matching.panels import DRAWING_KINDS, panel_index_map
 from preprocessing.matching.params import MatcherConfig
 from preprocessing.matching.repeats import legitimate_repeat
@@ -106,10 +108,19 @@ def _in_one_panel(pmap: np.ndarray, mask: np.ndarray, share: float) -> bool:
     return panel >= 0 and held >= share
 
 
+def _kind_mask(panels, kind: str, shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (h, w): 1 on the panels of ``kind`` (``panels``: (box, kind) pairs, working pixels)."""
+    out = np.zeros(shape, np.uint8)
+    for (x, y, w, h), k in panels:
+        out[y:y + h, x:x + w] |= k == kind
+    return out
+
+
 def coarse_applies(h: Hypothesis) -> bool:
     """Whether a hypothesis the fine band did not verify is tried in the coarse band: keypoint
-    maps that do not mirror (a band's or a lane's halves mirror each other at that scale)."""
-    return h.method == "keypoints" and not mirrors(h.matrix)
+    and noise-floor block maps that do not mirror (a band's or a lane's halves mirror each other
+    at that scale)."""
+    return h.method in ("keypoints", "blocks") and not mirrors(h.matrix)
 
 
 def verify_coarse(coarse: np.ndarray, excluded: np.ndarray, h: Hypothesis, pmap: np.ndarray, agree_zncc: float,
@@ -327,6 +338,15 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
             hyps = hyps + found
     stats["t_densefield"] = time.perf_counter() - t_field
 
+    t_blocks = time.perf_counter()
+    sigma = noise_sigma(work.gray) if config.noise_blocks else 0.0
+    if config.noise_blocks:
+        off = excluded | _kind_mask(panels, "blot", work.work_shape)  # bands are alike by nature
+        found = block_hypotheses(work.gray, off, min_shift, sigma)[:config.max_hypotheses]
+        stats.update(noise_sigma=round(sigma, 2), block_hypotheses=len(found))
+        hyps = hyps + found
+    stats["t_blocks"] = time.perf_counter() - t_blocks
+
     t3 = time.perf_counter()
     pairs = []
     coarse = None
@@ -335,6 +355,8 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
         if v is None and coarse_applies(h):
             coarse = bandpass(work.gray, P.COARSE_BAND_SIGMAS) if coarse is None else coarse
             v = verify_coarse(coarse, excluded, h, pmap, config.agree_zncc, min_shift)
+        if v is not None and h.method == "blocks" and floor_ratio(work.gray, v.copy, h.matrix, sigma) > MAX_FLOOR_RATIO:
+            v = None  # look-alike texture: more than noise tells the two regions apart
         if v is not None:
             dense = h.method == "dense"
             p = make_pair(v.source, v.copy, h.matrix, work, pmap, v.correlation, v.textured,

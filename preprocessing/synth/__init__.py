@@ -58,10 +58,11 @@ from preprocessing.synth.dataset import (
                                       owned,
                                       post_process,
                                       replay_case,
+                                      replay_truth,
                                       write_png,
 )
 
 __all__ = ["BASE_KINDS", "MIN_REGION_STD", "available_science_images", "figure_panels", "gel", "make_base",
            "photo_crop", "western_blot", "SHAPES", "CopyMove", "apply_copy_move", "draw_copy_move", "forge",
            "region_mask", "transform_patch", "META_FILE", "SOLUTION_FILE", "STYLES", "SynthCase", "draw_post",
-           "figures_fit", "generate", "owned", "post_process", "replay_case", "write_png"]
+           "figures_fit", "generate", "owned", "post_process", "replay_case", "replay_truth", "write_png"]

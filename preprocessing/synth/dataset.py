@@ -241,10 +241,23 @@ def replay_case(case_id: str, num_train: int, num_test: int, seed: int, min_size
                 sources: str = SynthConfig.sources) -> tuple[np.ndarray, SynthCase]:
     """(image as written, case record) of case ``case_id`` of the set ``generate`` makes with these
     arguments, without writing the set: how a test pins one case a benchmark set showed."""
+    files, _, case = _replay(case_id, num_train, num_test, seed, min_size, max_size, style, sources)
+    return next(iter(files.values())), case
+
+
+def replay_truth(case_id: str, num_train: int, num_test: int, seed: int, min_size: int = SynthConfig.min_size,
+                 max_size: int = SynthConfig.max_size, style: str = SynthConfig.style,
+                 sources: str = SynthConfig.sources) -> list[np.ndarray]:
+    """The true instance masks of the case ``replay_case`` makes ([] for an authentic case)."""
+    return list(_replay(case_id, num_train, num_test, seed, min_size, max_size, style, sources)[1] or [])
+
+
+def _replay(case_id: str, num_train: int, num_test: int, seed: int, min_size: int, max_size: int, style: str,
+            sources: str) -> tuple[dict, Optional[list], SynthCase]:
     for case, seq in case_streams(seed, num_train, num_test):
         if case.case_id == case_id:
-            files, _ = _make_case(case, np.random.default_rng(seq), min_size, max_size, style, sources)
-            return next(iter(files.values())), case
+            files, instances = _make_case(case, np.random.default_rng(seq), min_size, max_size, style, sources)
+            return files, instances, case
     raise KeyError(f"no case {case_id!r} in the set of seed {seed} ({num_train} train, {num_test} test cases)")
 
 
