@@ -93,3 +93,13 @@ def test_noisy_look_alike_texture_stays_authentic(case_id, seed, sources, monkey
     assert decide(detect(image, ON)) == []
     monkeypatch.setattr(detector, "MAX_FLOOR_RATIO", np.inf)
     assert decide(detect(image, ON)) != []
+
+
+@pytest.mark.parametrize("image", [
+    np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8),  # smaller than two blocks
+    np.clip(128 + np.random.default_rng(1).normal(0, 5, (120, 160, 3)), 0, 255).astype(np.uint8),  # noise only
+    np.full((100, 100, 3), 200, np.uint8),  # flat
+])
+def test_tiny_flat_or_pure_noise_images_give_no_block_pairs(image):
+    det = detect(image, ON)
+    assert det.stats.get("block_hypotheses", 0) == 0 and decide(det) == []

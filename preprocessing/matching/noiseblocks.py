@@ -58,6 +58,8 @@ MIN_CONTENT = 1.0
 # partner's take several of them).
 COMPONENTS = 12
 NEIGHBOURS = 16
+# Blocks whose exact neighbour distances are computed at once (bounds the temporary to ~17 MB).
+CHUNK = 4096
 # A pair's squared distance may be this many times the floor (the expected squared distance of a
 # block and its noisy copy) ...
 FLOOR_FACTOR = 2.0
@@ -121,7 +123,8 @@ def _votes(desc: np.ndarray, centres: np.ndarray, floor: float, min_shift: float
     """{shift bin: [(block, partner)]} of the pairs that match at the floor, unambiguously."""
     basis = np.linalg.svd(desc[::max(1, len(desc) // 4000)], full_matrices=False)[2][:COMPONENTS].T
     dist, idx = cKDTree(desc @ basis).query(desc @ basis, k=min(NEIGHBOURS, len(desc)))
-    d2 = ((desc[idx] - desc[:, None, :]) ** 2).sum(-1)
+    d2 = np.concatenate([((desc[idx[k:k + CHUNK]] - desc[k:k + CHUNK, None, :]) ** 2).sum(-1)
+                         for k in range(0, len(desc), CHUNK)])
     apart = np.hypot(*np.moveaxis(centres[idx] - centres[:, None, :], -1, 0)) >= max(min_shift, BLOCK / 2.0)
     d2 = np.where(apart, d2, np.inf)
     rows = np.arange(len(desc))
