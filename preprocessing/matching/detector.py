@@ -108,14 +108,6 @@ def _in_one_panel(pmap: np.ndarray, mask: np.ndarray, share: float) -> bool:
     return panel >= 0 and held >= share
 
 
-def _kind_mask(panels, kind: str, shape: tuple[int, int]) -> np.ndarray:
-    """uint8 (h, w): 1 on the panels of ``kind`` (``panels``: (box, kind) pairs, working pixels)."""
-    out = np.zeros(shape, np.uint8)
-    for (x, y, w, h), k in panels:
-        out[y:y + h, x:x + w] |= k == kind
-    return out
-
-
 def coarse_applies(h: Hypothesis) -> bool:
     """Whether a hypothesis the fine band did not verify is tried in the coarse band: keypoint
     and noise-floor block maps that do not mirror (a band's or a lane's halves mirror each other
@@ -339,9 +331,11 @@ def detect(image: np.ndarray, config: MatcherConfig = MatcherConfig()) -> Detect
     stats["t_densefield"] = time.perf_counter() - t_field
 
     t_blocks = time.perf_counter()
-    sigma = noise_sigma(work.gray) if config.noise_blocks else 0.0
+    sigma = 0.0
     if config.noise_blocks:
-        off = excluded | _kind_mask(panels, "blot", work.work_shape)  # bands are alike by nature
+        sigma = noise_sigma(work.gray)
+        blots = laned_mask([box for box, kind in panels if kind == "blot"], work.work_shape)
+        off = excluded | blots  # bands are alike by nature
         found = block_hypotheses(work.gray, off, min_shift, sigma)[:config.max_hypotheses]
         stats.update(noise_sigma=round(sigma, 2), block_hypotheses=len(found))
         hyps = hyps + found

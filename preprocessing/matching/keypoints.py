@@ -105,7 +105,8 @@ def contrast_scale(gray: np.ndarray, allowed: np.ndarray) -> float:
 
 
 def laned_mask(boxes, shape: tuple[int, int]) -> np.ndarray:
-    """bool (h, w): the pixels of the laned panels ``boxes`` ((x, y, w, h), as ``lanes.laned_boxes``)."""
+    """bool (h, w): the pixels of the panels ``boxes`` ((x, y, w, h)): the laned ones, as
+    ``lanes.laned_boxes``, or any others (the detector also draws its blot panels with it)."""
     out = np.zeros(shape, bool)
     for x, y, w, h in boxes:
         out[y:y + h, x:x + w] = True

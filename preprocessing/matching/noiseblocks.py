@@ -25,7 +25,8 @@ Fridrich, Soukal and Lukas (2003), with distances measured against that floor:
 Only plain shifts are searched: under quarter turns and mirrors the synthetic fields of
 look-alike cells matched at the floor (their cells are one drawing), and on the development sets
 turned block pairs flagged authentic images without finding more copies (docs/dense_field.md).
-Blot and gel panels with regular lanes are left to the lane stage (like lanes match by a shift).
+Blot and gel panels are left out (the detector excludes them: bands are alike by nature, and
+the lane stage compares lanes).
 """
 from __future__ import annotations
 
@@ -125,12 +126,12 @@ def _votes(desc: np.ndarray, centres: np.ndarray, floor: float, min_shift: float
     dist, idx = cKDTree(desc @ basis).query(desc @ basis, k=min(NEIGHBOURS, len(desc)))
     d2 = np.concatenate([((desc[idx[k:k + CHUNK]] - desc[k:k + CHUNK, None, :]) ** 2).sum(-1)
                          for k in range(0, len(desc), CHUNK)])
-    apart = np.hypot(*np.moveaxis(centres[idx] - centres[:, None, :], -1, 0)) >= max(min_shift, BLOCK / 2.0)
+    apart = np.linalg.norm(centres[idx] - centres[:, None, :], axis=-1) >= max(min_shift, BLOCK / 2.0)
     d2 = np.where(apart, d2, np.inf)
     rows = np.arange(len(desc))
     first = np.argmin(d2, 1)
     best, dbest = idx[rows, first], d2[rows, first]
-    away = np.hypot(*np.moveaxis(centres[idx] - centres[best][:, None, :], -1, 0)) > BLOCK
+    away = np.linalg.norm(centres[idx] - centres[best][:, None, :], axis=-1) > BLOCK
     # the best partner elsewhere: among the neighbours, or at least as far as the last of them
     dother = np.minimum(np.where(away, d2, np.inf).min(1), dist[:, -1] ** 2)
     good = np.isfinite(dbest) & (dbest <= FLOOR_FACTOR * floor) & (dbest <= AMBIGUITY * dother)
@@ -158,10 +159,10 @@ def block_hypotheses(gray: np.ndarray, excluded: np.ndarray, min_shift: float,
     hyps = []
     for (bx, by), pairs in votes.items():
         pool = [p for dx in (-1, 0, 1) for dy in (-1, 0, 1) for p in votes.get((bx + dx, by + dy), [])]
-        places = {tuple(c) for c in (centres[[i for i, _ in pool]] // (BLOCK // 2)).astype(int)}
+        src, dst = centres[[i for i, _ in pool]], centres[[j for _, j in pool]]
+        places = {tuple(c) for c in (src // (BLOCK // 2)).astype(int)}
         if len(places) < MIN_BLOCKS or len(pairs) < max(2, len(pool) // 9):  # not near the pool's peak bin
             continue
-        src, dst = centres[[i for i, _ in pool]], centres[[j for _, j in pool]]
         m = np.hstack([np.eye(2), np.median(dst - src, axis=0)[:, None]])
         hyps.append(Hypothesis(m, src, dst, support=len(places), method="blocks"))
     hyps.sort(key=lambda hh: -hh.support)
