@@ -65,4 +65,7 @@ def test_commands_keep_tensorflows_start_up_lines_out_of_sight(tmp_path):
     assert "cuda" not in quiet.stderr.lower() and "oneDNN" not in quiet.stderr and "apitools" not in quiet.stderr
     assert len(quiet.stderr.strip().splitlines()) == 1, quiet.stderr
     loud = subprocess.run(args + ["--verbose_logs"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert loud.returncode == 2 and "Traceback" in loud.stderr and "oneDNN" in loud.stderr
+    # Which start-up lines TensorFlow prints depends on the CPU (oneDNN's notice on some x86 CPUs
+    # only) and on CUDA libraries being present (the stub's "Could not find cuda drivers").
+    assert loud.returncode == 2 and "Traceback" in loud.stderr
+    assert "oneDNN" in loud.stderr or "cuda" in loud.stderr.lower(), loud.stderr

@@ -34,14 +34,18 @@ def test_noisy_channel_figures_of_the_hard_style_stay_authentic(seed):
     assert flagged(synth.post_process(image, {"noise_sigma": 2.2, "noise_seed": seed})) == []
 
 
-@pytest.mark.parametrize("seed,case_id", [(8118, "105039"), (8338, "37096"), (8338, "64433")])
-def test_blurred_or_jpeg_channel_figures_of_dev_sets_stay_authentic(seed, case_id, monkeypatch):
+@pytest.mark.parametrize("seed,case_id,flagged_without", [(8118, "105039", True), (8338, "37096", False),
+                                                        (8338, "64433", True)])
+def test_blurred_or_jpeg_channel_figures_of_dev_sets_stay_authentic(seed, case_id, flagged_without, monkeypatch):
     """Three authentic channel figures of the development sets (hard style, unseen sources) that
     were flagged: one merge whose second dye lights a corner only (3% of the pixels read), and two
     whose verified region grew across gutters, so that the pixels read mixed a channel -> merge
     part with a channel -> channel part, or with a row whose second dye is empty (its merge is its
     channel). Before the rule read each panel's part of the source and needed 2% (not 5%) of dye
-    excess, all three were flagged."""
+    excess, all three were flagged. 37096 is not flagged without the rule on every machine: on an
+    AMD EPYC without AVX-512 (2026-12-06, same package versions as far as known) it has no
+    candidate at all, most likely because OpenCV picks its SIMD code by CPU and the pair was
+    borderline; so only its verdict is asserted."""
     from preprocessing.matching import detector, repeats
 
     image, case = synth.replay_case(case_id, 0, 150, seed, max_size=1000, style="hard", sources="unseen")
@@ -49,6 +53,8 @@ def test_blurred_or_jpeg_channel_figures_of_dev_sets_stay_authentic(seed, case_i
     assert flagged(image) == []
     rule = repeats.legitimate_repeat
     monkeypatch.setattr(repeats, "MERGE_MIN_EXTRA_SHARE", 0.05)
+    if not flagged_without:
+        return
     monkeypatch.setattr(detector, "legitimate_repeat", lambda *a: rule(*a[:9]))  # the whole source read
     assert flagged(image) != []
 

@@ -10,7 +10,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from preprocessing.matching.params import HALF_TURN_TOL_DEG, PART_INSIDE, UNAMBIGUOUS_MAX_SCALE, DecisionParams
+from preprocessing.matching.params import (
+    AXIS_PX,
+    HALF_TURN_TOL_DEG,
+    JPEG_BLOCK,
+    PART_INSIDE,
+    UNAMBIGUOUS_MAX_SCALE,
+    DecisionParams,
+)
 from preprocessing.matching.results import CopyPair, Detection, Transform
 
 
@@ -31,6 +38,21 @@ def ambiguous(p: CopyPair) -> bool:
     return p.laned or ambiguous_map(p.transform)
 
 
+def on_jpeg_grid(p: CopyPair) -> bool:
+    """Whether ``p``'s shift is a whole number of JPEG blocks (8 px) both ways: JPEG quantises each
+    block alone, so two look-alike areas on one grid (like lanes of a gel 32 px apart) can come out
+    pixel-identical, while a copy pasted off the grid after compression stays exact only off it."""
+    dx, dy = p.shift
+    return round(dx) % JPEG_BLOCK == 0 and round(dy) % JPEG_BLOCK == 0
+
+
+def along_an_axis(p: CopyPair) -> bool:
+    """Whether ``p``'s shift runs along a row or a column (within ``AXIS_PX``): a figure repeats
+    its labels and marks at the same height or the same offset in every panel of a row or column,
+    and where blur has erased the gutters, ``repeats.panel_aligned`` cannot see the panels."""
+    return min(abs(v) for v in p.shift) < AXIS_PX
+
+
 def enough_inliers(p: CopyPair, params: DecisionParams) -> bool:
     """Whether the keypoint inliers behind ``p`` suffice: ``min_inliers`` for an ambiguous pair
     (``ambiguous``), ``min_inliers_unambiguous`` otherwise (never more than ``min_inliers``)."""
@@ -42,8 +64,12 @@ def passes(p: CopyPair, params: DecisionParams) -> bool:
     """Whether one candidate passes: found by a search that counts (enough keypoint inliers,
     the dense search, a lane pair, or enough exactly recurring blocks), and its region agrees well enough
     over a large enough area (exact copies are exempt from the area floor: pixel-for-pixel
-    recurrence over ``min_exact_blocks`` blocks is evidence at any size)."""
-    exact = p.exact_blocks >= params.min_exact_blocks
+    recurrence over ``min_exact_blocks`` blocks is evidence at any size; over
+    ``min_exact_blocks_sized`` blocks, at ``min_area`` and up, unless look-alikes or the layout
+    could give it: ``ambiguous``, ``on_jpeg_grid``, ``along_an_axis``)."""
+    exact = p.exact_blocks >= params.min_exact_blocks or (
+        p.exact_blocks >= params.min_exact_blocks_sized and p.area >= params.min_area
+        and not (ambiguous(p) or on_jpeg_grid(p) or along_an_axis(p)))
     keypoints = enough_inliers(p, params)
     dense = p.dense and params.use_dense and p.correlation >= params.min_dense_correlation
     lane = p.lane >= params.min_lane_score
