@@ -2,6 +2,7 @@
 
     python -m benchmarks.matcher_stages --work_dir /tmp/matcher_stages [--num_test 16]
         [--sets photos,figures,hard,unseen] [--seed 0] [--configs base,+lanes,defaults] [--memory]
+        [--decision '{"min_lane_score": 0.55}']
 
 Sets (``preprocessing.synth``; seeds from ``benchmarks.seeds.held_out_seed``, disjoint from the
 seeds the decision defaults were tuned on): ``photos``, ``figures``, ``hard`` (smooth, small,
@@ -14,6 +15,9 @@ time, so switches added later are measured too), ``defaults`` and ``all on``. Pe
 configuration: oF1, on forged / authentic images, image-level TP / FP / TN / FN, images per
 second on one core (``cv2.setNumThreads(1)``), and the copies found (both instances at pixel F1
 >= 0.5) per transform, placement and post-processing. Detections are cached per configuration.
+``--decision`` also scores every configuration under other ``DecisionParams`` (JSON overrides of
+the defaults) on the same detections: a decision change measured side by side, e.g. the bars
+before 2026-12-06 with ``'{"min_exact_blocks_sized": 16, "min_lane_score": 0.55}'``.
 """
 from __future__ import annotations
 
@@ -132,6 +136,23 @@ def print_tables(scores: dict) -> None:
                 print(f"| {cfg} | " + " | ".join(cells) + " |")
 
 
+def decision_params(ap: argparse.ArgumentParser, text: str):
+    """The ``DecisionParams`` of ``--decision`` (None when not given); a usage error names a bad field."""
+    if not text:
+        return None
+    try:
+        overrides = json.loads(text)
+    except json.JSONDecodeError as e:
+        ap.error(f"--decision: not JSON ({e})")
+    if not isinstance(overrides, dict):
+        ap.error("--decision: expected a JSON object of DecisionParams fields")
+    known = {f.name for f in dataclasses.fields(DecisionParams)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        ap.error(f"--decision: unknown DecisionParams field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return DecisionParams(**overrides)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work_dir", default="/tmp/matcher_stages")
@@ -140,7 +161,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="run seed: every set's seed derives from it")
     ap.add_argument("--configs", default="", help="comma-separated configuration names (default: all)")
     ap.add_argument("--memory", action="store_true", help="also peak RSS of one detect on a 4000 x 3000 page")
+    ap.add_argument("--decision", default="", help="JSON of DecisionParams overrides: every configuration is also "
+                    "scored under them, on the same detections")
     args = ap.parse_args()
+    other = decision_params(ap, args.decision)
     os.makedirs(args.work_dir, exist_ok=True)
     configs = configurations()
     if args.configs:
@@ -153,6 +177,8 @@ def main() -> None:
             tag = cfg_name.replace("+", "plus_").replace(" ", "_")
             res = run(folder, cfg, os.path.join(folder, f"det_{tag}.pkl"))
             scores[name][cfg_name] = score(res)
+            if other is not None:
+                scores[name][f"{cfg_name}, decision {args.decision}"] = score(res, other)
     with open(os.path.join(args.work_dir, "matcher_stages.json"), "w") as f:
         json.dump({"configs": {k: v.to_dict() for k, v in configs.items()}, "scores": scores}, f, indent=1)
     print_tables(scores)
