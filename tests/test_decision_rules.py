@@ -10,8 +10,6 @@ along its row of panels stay authentic.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 
@@ -55,7 +53,7 @@ def test_a_copied_lane_after_jpeg_passes_at_half():
     assert case.post.get("kind") == "jpeg" and case.ops[0]["placement"] == "lane"
     det = detect(image)
     assert found(det, truth, DecisionParams())
-    assert not found(det, truth, replace(DecisionParams(), min_lane_score=0.55))
+    assert not found(det, truth, DecisionParams(min_lane_score=0.55))
 
 
 def sized_exact(det, params: DecisionParams) -> list:
