@@ -16,7 +16,7 @@ $(STAMP): setup.py
 	@touch $(STAMP)
 
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q --durations=15 tests
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -36,18 +36,14 @@ from preprocessing.matching.lanes import regular_lanes
 from preprocessing.matching.layout import layout, page_pixels
 from preprocessing.matching.verify import bandpass, verify
 from preprocessing.matching.work import to_work
-from serving.metric import f1_matrix
+from serving.metric import pair_f1
 
 STAGES = ("found", "no_keypoint_match", "no_hypothesis", "not_verified", "below_bar")
 CENTRE_TOL = 0.15  # a hypothesis explains a copy when it maps one centre within this x sqrt(area) (+3 px) of the other
 
 
 def _found(pairs, a: np.ndarray, b: np.ndarray) -> bool:
-    for p in pairs:
-        f = f1_matrix([p.source.mask(), p.copy.mask()], [a, b])
-        if max(min(f[0, 0], f[1, 1]), min(f[0, 1], f[1, 0])) >= FOUND_F1:
-            return True
-    return False
+    return any(pair_f1([p.source.mask(), p.copy.mask()], [a, b]) >= FOUND_F1 for p in pairs)
 
 
 def fate(rgb: np.ndarray, truth: list, config: MatcherConfig) -> list[str]:

@@ -59,6 +59,13 @@ def f1_matrix(pred: Sequence[np.ndarray], gt: Sequence[np.ndarray]) -> np.ndarra
     return out
 
 
+def pair_f1(pair: Sequence[np.ndarray], truth: Sequence[np.ndarray]) -> float:
+    """How well two predicted instances match a true (source, copy) pair: the lower F1 of the two,
+    in the better of the two pairings (which of two matching regions is the copy is not scored)."""
+    f = f1_matrix(pair, truth)
+    return float(max(min(f[0, 0], f[1, 1]), min(f[0, 1], f[1, 0])))
+
+
 def _flat(instance: np.ndarray) -> np.ndarray:
     a = np.asarray(instance)
     return a.astype(np.int64) if a.ndim == 1 else pixels_of(a)

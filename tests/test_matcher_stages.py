@@ -59,7 +59,7 @@ def test_lookalike_benchmark_refuses_design_seeds_and_prints_its_table(capsys):
     from benchmarks.seeds import LOOKALIKE_DESIGN_SEEDS
 
     with pytest.raises(SystemExit):
-        lookalikes.main(["--start", str(LOOKALIKE_DESIGN_SEEDS.stop - 1), "--num", "2"])
+        lookalikes.main(["--start", str(LOOKALIKE_DESIGN_SEEDS[-1].stop - 1), "--num", "2"])
     assert "overlap the design seeds" in capsys.readouterr().err
     counts = lookalikes.main(["--num", "1", "--kinds", "grid"])
     assert set(counts) == {("grid", "none"), ("grid", "blur")} and set(counts.values()) <= {0, 1}

@@ -18,7 +18,7 @@ from preprocessing.matching import DecisionParams, MatcherConfig, decide, detect
 from preprocessing.matching.densefield import densefield_hypotheses, map_ok, zernike_pairs
 from preprocessing.matching.keypoints import needs_dense_keypoints, panel_features, sift_features
 from preprocessing.matching.verify import bandpass
-from serving.metric import f1_matrix
+from serving.metric import pair_f1
 
 FIELD = MatcherConfig(dense_field=True, small_panels=False)
 PANELS = MatcherConfig(dense_field=False, small_panels=True)
@@ -79,12 +79,7 @@ def jpeg(image: np.ndarray, quality: int) -> np.ndarray:
 
 def best_f1(image: np.ndarray, truth: list, config: MatcherConfig = ON) -> float:
     """The lower F1 of the two instances of the best decided pair (0 when none is decided)."""
-    det = detect(image, config)
-    best = 0.0
-    for p in decide(det, DecisionParams()):
-        f = f1_matrix([p.source.mask(), p.copy.mask()], truth)
-        best = max(best, min(f[0, 0], f[1, 1]), min(f[0, 1], f[1, 0]))
-    return best
+    return max((pair_f1([p.source.mask(), p.copy.mask()], truth) for p in decide(detect(image, config))), default=0.0)
 
 
 def test_zernike_moments_up_to_order_five_are_eleven_magnitudes():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.metric import f1_matrix, image_score, instance_of1
+from serving.metric import f1_matrix, image_score, instance_of1, pair_f1
 
 
 def box(r0, r1, c0, c1, shape=(4, 4)):
@@ -67,6 +67,16 @@ def test_hungarian_beats_greedy():
     p1, p2 = strip([0, 1, 2, 3, 4, 5]), strip([0, 1])
     np.testing.assert_allclose(f1_matrix([p1, p2], [g1, g2]), [[0.8, 0.5], [2 / 3, 0.0]])
     assert instance_of1([p1, p2], [g1, g2]) == pytest.approx(7 / 12)
+
+
+def test_pair_f1_is_the_weaker_instance_in_the_better_pairing():
+    # 1x8 strip. Truth pair: source px 0-3, copy px 4-7. Predicted pair, listed copy first:
+    # px 4-7 (exact, F1 1) and px 0-1 (F1 with the source 2*2/(2+4) = 2/3).
+    # Listed order: F1(pred0, source) = 0 -> 0; swapped: min(1, 2/3) = 2/3.
+    strip = lambda idx: np.isin(np.arange(8), idx).astype(np.uint8)[None, :]
+    source, copy = strip([0, 1, 2, 3]), strip([4, 5, 6, 7])
+    assert pair_f1([copy, strip([0, 1])], [source, copy]) == pytest.approx(2 / 3)
+    assert pair_f1([source, strip([0, 1])], [source, copy]) == 0.0  # both on the source
 
 
 def test_f1_matrix_shapes_and_padding():

@@ -210,9 +210,9 @@ def _exact_pairs(rgb: np.ndarray, work: WorkImage, excluded: np.ndarray, min_shi
                        else cv2.resize(excluded, (w, h), interpolation=cv2.INTER_NEAREST))
     out = []
     for cand in exact_candidates(rgb, native_excluded, min_shift / min(1.0, work.scale), limit):
-        src, cpy = exact_region(rgb, cand)
+        src, cpy = exact_region(rgb, cand, native_excluded)
         if touching(src, cpy):  # grown into flat surroundings that meet: keep the blocks alone
-            src, cpy = exact_region(rgb, cand, grow=False)
+            src, cpy = exact_region(rgb, cand, native_excluded, grow=False)
         if float((src & cpy).sum()) > P.MAX_SELF_OVERLAP * min(src.sum(), cpy.sum()):
             continue
         m = cand.matrix

@@ -159,12 +159,25 @@ def _drop_inverses(cands: list[ExactCandidate]) -> list[ExactCandidate]:
     return kept
 
 
-def exact_region(rgb: np.ndarray, cand: ExactCandidate, grow: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def varied(rgb: np.ndarray) -> np.ndarray:
+    """Pixels whose 3 x 3 neighbourhood is not one grey level: a photograph's pixels, even in its
+    smooth areas (but for plateaus an enlarged image holds); not a page's or a flat fill's."""
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    ker = np.ones((3, 3), np.uint8)
+    return cv2.dilate(gray, ker) > cv2.erode(gray, ker)
+
+
+def exact_region(rgb: np.ndarray, cand: ExactCandidate, excluded: np.ndarray, grow: bool = True
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """(source, copy) uint8 masks. The recurring blocks mark the copy's detailed parts; its flat
     parts (dark background between cells, membrane between bands) recur too but hash as flat.
     With ``grow``, the source extends from the blocks through pixels equal to their partners
-    (4-connected: pixels equal by chance are too sparse to carry it far) inside the blocks'
-    convex hull widened by ``EXACT_GROW_PX`` (flat surroundings equal by nature stay out)."""
+    (4-connected: pixels equal by chance are too sparse to carry it far): inside the blocks'
+    convex hull widened by ``EXACT_GROW_PX`` any equal pixel; beyond it only pixels that vary
+    (``varied``: a smooth copy holds few blocks of detail but every one of its pixels; flat
+    surroundings equal by nature stay out) where neither the pixel nor its partner is
+    ``excluded`` (the page, where the frames of panels stacked in a column recur, and
+    decorations)."""
     h, w = rgb.shape[:2]
     k = P.EXACT_BLOCK
     blocks = np.zeros((h, w), np.uint8)
@@ -181,7 +194,10 @@ def exact_region(rgb: np.ndarray, cand: ExactCandidate, grow: bool = True) -> tu
         inside = cv2.warpAffine(np.ones((h, w), np.uint8), cand.matrix, (w, h), flags=flags,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         equal = (np.abs(rgb.astype(np.int16) - partner.astype(np.int16)).max(axis=2) <= P.EXACT_TOL) & (inside > 0)
-        n, labels = cv2.connectedComponents(((equal & (near > 0)) | (blocks > 0)).astype(np.uint8), connectivity=4)
+        off = (excluded > 0) | (cv2.warpAffine(excluded.astype(np.uint8), cand.matrix, (w, h), flags=flags,
+                                               borderMode=cv2.BORDER_CONSTANT, borderValue=1) > 0)
+        grows = equal & ((near > 0) | (varied(rgb) & ~off))
+        n, labels = cv2.connectedComponents((grows | (blocks > 0)).astype(np.uint8), connectivity=4)
         keep = np.zeros(n, bool)
         keep[np.unique(labels[blocks > 0])] = True
         keep[0] = False

@@ -234,9 +234,15 @@ EXACT_MIN_BLOCKS = 6
 EXACT_MAX_REPEATS = 4
 # A pixel belongs to an exact copy when every channel equals its partner's within this (0: the
 # copy's flat parts are identical too) and it lies within EXACT_GROW_PX of the recurring blocks'
-# hull (further out, flat background equal by nature would join).
+# hull; further out only where it varies and neither it nor its partner is excluded (page,
+# decorations): flat background equal by nature, and the page and frames around panels that
+# recur under a shift by a panel's height, would join (``exact.exact_region``).
 EXACT_TOL = 0
 EXACT_GROW_PX = 8
+# Beyond that, an exact region grows through equal pixels that vary all around (within this many
+# px, ``exact.varied``): the texture of a smooth photograph, not lines drawn on a flat page (a
+# 1 px line varies over 3 px).
+EXACT_VARIED_PX = 2
 # Gaps between recurring blocks closed in the region (JPEG-free copies miss a few blocks).
 EXACT_CLOSE_PX = 5
 # Larger images are not hashed: hashing works on the original pixels (resampling breaks
