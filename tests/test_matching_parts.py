@@ -140,10 +140,6 @@ def smooth_copy_case(page: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return img, src, copy
 
 
-def f1(a: np.ndarray, b: np.ndarray) -> float:
-    return 2 * float((a.astype(bool) & b.astype(bool)).sum()) / float(a.astype(bool).sum() + b.astype(bool).sum())
-
-
 @pytest.mark.parametrize("page", [False, True])
 def test_exact_region_covers_a_smooth_copy_and_stops_at_a_flat_page(page):
     """Few blocks of the copy carry detail, but every pixel recurs: the region is the whole
@@ -152,14 +148,10 @@ def test_exact_region_covers_a_smooth_copy_and_stops_at_a_flat_page(page):
     img, src, copy = smooth_copy_case(page)
     cands = exact_candidates(img, np.zeros(img.shape[:2], np.uint8), min_shift=10)
     assert cands and np.allclose(np.abs(cands[0].matrix), [[1, 0, 210], [0, 1, 0]])  # either way round
-
-    def score(masks) -> float:
-        a, b = masks
-        return max(min(f1(a, src), f1(b, copy)), min(f1(a, copy), f1(b, src)))
-
     none = np.zeros(img.shape[:2], np.uint8)
-    assert score(exact_region(img, cands[0], none)) >= 0.9
-    assert score(exact_region(img, cands[0], none, grow=False)) < 0.8  # the detail alone covers part of the copy
+    assert pair_f1(exact_region(img, cands[0], none), [src, copy]) >= 0.9
+    # the detail alone covers part of the copy
+    assert pair_f1(exact_region(img, cands[0], none, grow=False), [src, copy]) < 0.8
 
 
 def test_exact_region_does_not_follow_a_recurring_frame_around_a_panel():

@@ -239,10 +239,6 @@ EXACT_MAX_REPEATS = 4
 # recur under a shift by a panel's height, would join (``exact.exact_region``).
 EXACT_TOL = 0
 EXACT_GROW_PX = 8
-# Beyond that, an exact region grows through equal pixels that vary all around (within this many
-# px, ``exact.varied``): the texture of a smooth photograph, not lines drawn on a flat page (a
-# 1 px line varies over 3 px).
-EXACT_VARIED_PX = 2
 # Gaps between recurring blocks closed in the region (JPEG-free copies miss a few blocks).
 EXACT_CLOSE_PX = 5
 # Larger images are not hashed: hashing works on the original pixels (resampling breaks
