@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -144,11 +145,29 @@ def killed_run(cmd: list[str], point: str) -> subprocess.CompletedProcess:
     return proc
 
 
-def test_kill_and_resume_continues_at_epoch_2(data_dir, tmp_path):
+# Two epochs of a small model, killed after the first by ``killed_at_epoch_1``.
+RESUMABLE = ("--epochs=2", "--strategy=one_device", "--self_correlation=false", "--image_head=false",
+             "--match_field=false")
+
+
+@pytest.fixture(scope="module")
+def killed_at_epoch_1(data_dir, tmp_path_factory) -> str:
+    """A run killed after its first epoch, made once: each test resumes its own copy (a run's
+    directory may be moved: nothing in it names where it was)."""
+    model_dir = str(tmp_path_factory.mktemp("killed") / "m")
+    killed_run(trainer_cmd(data_dir, model_dir, *RESUMABLE), "epoch:1")
+    return model_dir
+
+
+def resumable_copy(killed: str, tmp_path) -> str:
     model_dir = str(tmp_path / "m")
-    cmd = trainer_cmd(data_dir, model_dir, "--epochs=2", "--strategy=one_device", "--self_correlation=false",
-                      "--image_head=false")
-    killed_run(cmd, "epoch:1")
+    shutil.copytree(killed, model_dir)
+    return model_dir
+
+
+def test_kill_and_resume_continues_at_epoch_2(data_dir, killed_at_epoch_1, tmp_path):
+    model_dir = resumable_copy(killed_at_epoch_1, tmp_path)
+    cmd = trainer_cmd(data_dir, model_dir, *RESUMABLE)
     assert [r["epoch"] for r in read_log(model_dir)] == ["0"]
     assert os.listdir(os.path.join(model_dir, "backup"))  # BackupAndRestore's state survived the kill
     assert not os.path.exists(os.path.join(model_dir, "export"))
@@ -183,11 +202,9 @@ def test_kill_during_export_re_exports_and_a_finished_run_says_so(data_dir, tmp_
     assert "finished and exported" in third.stdout and json.loads(third.stdout.splitlines()[-1])["epochs_run"] == 0
 
 
-def test_torn_backup_is_named_and_training_starts_over(data_dir, tmp_path):
-    model_dir = str(tmp_path / "m")
-    cmd = trainer_cmd(data_dir, model_dir, "--epochs=2", "--strategy=one_device", "--self_correlation=false",
-                      "--image_head=false", "--match_field=false")
-    killed_run(cmd, "epoch:1")
+def test_torn_backup_is_named_and_training_starts_over(data_dir, killed_at_epoch_1, tmp_path):
+    model_dir = resumable_copy(killed_at_epoch_1, tmp_path)
+    cmd = trainer_cmd(data_dir, model_dir, *RESUMABLE)
     weights = os.path.join(model_dir, "backup", run_state.BACKUP_WEIGHTS)
     with open(weights, "r+b") as f:  # what a kill in the middle of writing it leaves
         f.truncate(os.path.getsize(weights) // 3)
